@@ -1,0 +1,22 @@
+"""Errors raised for bad user input.
+
+Every error about a user's file names the file and says what is wrong with it, so that a
+researcher with a folder of 300 DICOM files knows which one to look at.
+"""
+from __future__ import annotations
+
+import os
+
+
+class CtmriInputError(ValueError):
+    """A user's input (file, folder, argument) cannot be used.
+
+    Attributes:
+        path: the offending file or folder (``str``), or ``None`` for non-file input.
+        problem: a one-sentence description of what is wrong.
+    """
+
+    def __init__(self, path: str | os.PathLike | None, problem: str):
+        self.path = None if path is None else os.fspath(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}" if self.path is not None else problem)
