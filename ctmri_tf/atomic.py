@@ -42,7 +42,7 @@ def atomic_output(path: str | os.PathLike, *, directory: bool = False,
     final = Path(path)
     if final.exists() and not overwrite:
         raise CtmriInputError(final, "output already exists; refusing to overwrite it "
-                                     "(choose another path or pass overwrite)")
+                                     "(choose another path, or use --overwrite / overwrite=True)")
     final.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{final.name}.tmp-"
     if directory:

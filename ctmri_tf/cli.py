@@ -1,0 +1,146 @@
+"""The ``ctmri`` command line: ``ctmri <command> [options]``.
+
+Each command is one function ``run(args) -> int`` registered with :func:`command`, which also
+takes a small function adding the command's arguments::
+
+    def _my_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("in_dir", type=Path)
+
+    @command("my-command", help="one line for `ctmri --help`", arguments=_my_arguments)
+    def _my_command(args: argparse.Namespace) -> int:
+        from ctmri_tf.something import do_it   # import heavy modules here, not at the top
+        do_it(args.in_dir)
+        return 0
+
+Start-up stays fast because this module imports only the standard library and
+:mod:`ctmri_tf.errors`; each command imports what it needs (TensorFlow included) when it runs.
+A :class:`~ctmri_tf.errors.CtmriInputError` is reported as ``ctmri: error: <message>`` on stderr
+with exit status 2 (as argparse reports bad arguments); any other exception propagates with its
+traceback, because it is a bug rather than a problem with the user's input.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ctmri_tf import __version__
+from ctmri_tf.errors import CtmriInputError
+
+PROG = "ctmri"
+INPUT_ERROR_STATUS = 2
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+_COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, *, help: str,
+            arguments: Callable[[argparse.ArgumentParser], None]) -> Callable:
+    """Register ``run(args) -> int`` as ``ctmri <name>``; its docstring is the command's
+    ``--help`` description."""
+    def register(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        if name in _COMMANDS:
+            raise ValueError(f"ctmri command {name!r} is registered twice")
+        _COMMANDS[name] = Command(name, help, arguments, run)
+        return run
+    return register
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ctmri`` parser with one subparser per registered command."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="CT <-> MRI translation toolkit (ctmri-tf).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for cmd in _COMMANDS.values():
+        description = " ".join((cmd.run.__doc__ or cmd.help).split())  # argparse re-wraps it
+        sub = subparsers.add_parser(cmd.name, help=cmd.help, description=description)
+        cmd.arguments(sub)
+        sub.set_defaults(_run=cmd.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``ctmri`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, or a usage error already printed
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    try:
+        return args._run(args)
+    except CtmriInputError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return INPUT_ERROR_STATUS
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------
+
+def _overwrite_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace OUT_DIR if it exists (default: refuse)")
+
+
+def _labelme_to_masks_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("in_dir", metavar="IN_DIR", type=Path,
+                        help="folder of labelme .json files (images beside them are checked)")
+    parser.add_argument("out_dir", metavar="OUT_DIR", type=Path,
+                        help="folder to create with one <stem>.png mask per .json file")
+    _overwrite_argument(parser)
+
+
+@command("labelme-to-masks", help="labelme JSON annotations -> 0/255 body mask PNGs",
+         arguments=_labelme_to_masks_arguments)
+def _labelme_to_masks(args: argparse.Namespace) -> int:
+    """Write the union of the polygons, rectangles and circles of every labelme .json file in
+    IN_DIR as OUT_DIR/<stem>.png (uint8, 0 = outside, 255 = body). Lines and points are
+    skipped. OUT_DIR appears only when every file has been converted."""
+    from ctmri_tf.io.annotations import convert_labelme_to_masks
+
+    written = convert_labelme_to_masks(args.in_dir, args.out_dir, overwrite=args.overwrite)
+    print(f"wrote {len(written)} mask(s) to {args.out_dir}")
+    return 0
+
+
+def _labelme_to_voc_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("in_dir", metavar="IN_DIR", type=Path, help="folder of labelme .json files")
+    parser.add_argument("out_dir", metavar="OUT_DIR", type=Path, help="VOC dataset folder to create")
+    parser.add_argument("--labels", metavar="LABELS_TXT", type=Path, required=True,
+                        help="labels file: __ignore__, _background_, then one class per line")
+    parser.add_argument("--val-fraction", type=float, default=0.2,
+                        help="fraction of images in val.txt, in [0, 1) (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the train/val split (default: %(default)s)")
+    _overwrite_argument(parser)
+
+
+@command("labelme-to-voc", help="labelme JSON annotations -> PASCAL VOC segmentation dataset",
+         arguments=_labelme_to_voc_arguments)
+def _labelme_to_voc(args: argparse.Namespace) -> int:
+    """Convert labelme .json files to a PASCAL VOC semantic segmentation dataset: JPEGImages/,
+    SegmentationClass/ (palette PNGs of class ids, 255 = __ignore__),
+    SegmentationClassVisualization/, ImageSets/Segmentation/{train,val,trainval}.txt and
+    class_names.txt. 16-bit images are stretched min-max per image to 8-bit JPEG."""
+    from ctmri_tf.io.annotations import convert_labelme_to_voc
+
+    out_dir = convert_labelme_to_voc(args.in_dir, args.out_dir, args.labels,
+                                     val_fraction=args.val_fraction, seed=args.seed,
+                                     overwrite=args.overwrite)
+    print(f"wrote VOC dataset to {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
