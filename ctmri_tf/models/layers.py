@@ -1,0 +1,251 @@
+"""Building blocks shared by the ctmri-tf models, with PyTorch padding semantics.
+
+The reference implementations of StarGAN (yunjey/stargan) and CycleGAN
+(junyanz/pytorch-CycleGAN-and-pix2pix) are PyTorch code. Keras' ``padding="same"`` puts the odd
+pixel of padding after the image, PyTorch pads both sides by ``padding``; for a stride-2 3x3
+convolution, or for a 3x3 transposed convolution with ``output_padding=1``, the two sample
+different pixels. Every convolution here is therefore an explicit pad followed by a ``"valid"``
+convolution (and every transposed convolution a ``"valid"`` one followed by a crop), which
+reproduces ``torch.nn.Conv2d`` / ``ConvTranspose2d`` output sizes and pixel alignment exactly.
+
+Tensors are channels-last ``(batch, height, width, channels)``; the values are whatever the
+caller feeds (model space [-1, 1] at the input of every ctmri-tf model).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Sequence
+
+import keras
+from keras import ops
+
+PADDING_MODES = ("zeros", "reflect")
+NORMS = ("instance", "batch", None)
+
+
+# --------------------------------------------------------------------------- argument checks
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_positive_ints(**values: int) -> None:
+    """Raise ``ValueError`` unless every keyword value is an int >= 1 (bools refused)."""
+    for name, value in values.items():
+        if not _is_int(value) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def spatial_size(image_size: int | Sequence[int] | None, *, divisible_by: int, model: str,
+                 min_size: int = 1) -> tuple[int | None, int | None]:
+    """Validate ``image_size`` and return it as ``(height, width)`` (``(None, None)`` if None).
+
+    Args:
+        image_size: pixels; an int for square images, ``(height, width)``, or None for a model
+            that accepts any size (the caller must then feed sizes that satisfy the rule below).
+        divisible_by: the model's down-sampling factor; height and width must be multiples.
+        model: the model's name, used in the error message.
+        min_size: the smallest height/width the model can process.
+
+    Raises:
+        ValueError: naming the size, the model and the factor it must be divisible by.
+    """
+    if image_size is None:
+        return None, None
+    if _is_int(image_size):
+        size = (int(image_size), int(image_size))
+    else:
+        try:
+            size = tuple(int(side) if _is_int(side) else side for side in image_size)
+        except TypeError:
+            raise ValueError(f"{model}: image_size must be an int, (height, width) or None, "
+                             f"got {image_size!r}") from None
+        if len(size) != 2:
+            raise ValueError(f"{model}: image_size must be an int, (height, width) or None, "
+                             f"got {image_size!r}")
+    for side in size:
+        if not _is_int(side) or side < 1:
+            raise ValueError(f"{model}: image size {image_size!r} must be positive integers")
+        if side % divisible_by:
+            lower = max(divisible_by, side // divisible_by * divisible_by)
+            raise ValueError(f"{model}: image size {side} is not divisible by {divisible_by}, "
+                             f"the model's down-sampling factor; use a multiple of "
+                             f"{divisible_by} (e.g. {lower} or {lower + divisible_by})")
+        if side < min_size:
+            raise ValueError(f"{model}: image size {side} is too small; it needs at least "
+                             f"{min_size} pixels")
+    return size  # type: ignore[return-value]
+
+
+def image_input(image_size, *, divisible_by: int, model: str, min_size: int = 1,
+                channels: int = 1, name: str = "image") -> keras.KerasTensor:
+    """A ``keras.Input`` of shape ``(H, W, channels)`` after validating ``image_size``.
+
+    See :func:`spatial_size` for the rules; the default is a 1-channel image in [-1, 1].
+    """
+    height, width = spatial_size(image_size, divisible_by=divisible_by, model=model,
+                                 min_size=min_size)
+    return keras.Input(shape=(height, width, channels), name=name)
+
+
+# --------------------------------------------------------------------------- initialisers
+def torch_default_initializers(fan_in: int):
+    """Kernel and bias initialisers equal to PyTorch's defaults for ``Conv2d``/``ConvTranspose2d``.
+
+    PyTorch draws the kernel from ``kaiming_uniform(a=sqrt(5))``, i.e. U(-1/sqrt(fan_in),
+    1/sqrt(fan_in)) (``VarianceScaling(1/3, "fan_in", "uniform")`` computes the same fan-in
+    for Keras' kernel layouts), and the bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    """
+    bound = 1.0 / math.sqrt(fan_in)
+    return (keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in", distribution="uniform"),
+            keras.initializers.RandomUniform(-bound, bound))
+
+
+def gan_normal_initializers():
+    """N(0, 0.02) kernels and zero biases: ``init_weights(init_type="normal", gain=0.02)``
+    of pytorch-CycleGAN-and-pix2pix (and of DCGAN)."""
+    return keras.initializers.RandomNormal(0.0, 0.02), keras.initializers.Zeros()
+
+
+# --------------------------------------------------------------------------- layers
+@keras.saving.register_keras_serializable(package="ctmri_tf")
+class ReflectionPadding2D(keras.layers.Layer):
+    """Mirror padding of height and width, as ``torch.nn.ReflectionPad2d(padding)``.
+
+    The edge pixel is not repeated (NumPy's ``mode="reflect"``), so ``padding`` must be smaller
+    than the height and the width. Input ``(B, H, W, C)`` -> ``(B, H + 2p, W + 2p, C)``.
+    """
+
+    def __init__(self, padding: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        check_positive_ints(padding=padding)
+        self.padding = padding
+
+    def call(self, inputs):
+        p = self.padding
+        return ops.pad(inputs, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect")
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        grow = 2 * self.padding
+        return (batch, None if height is None else height + grow,
+                None if width is None else width + grow, channels)
+
+    def get_config(self):
+        return {**super().get_config(), "padding": self.padding}
+
+
+def instance_norm(*, affine: bool = True, name: str) -> keras.layers.GroupNormalization:
+    """Instance normalisation: ``GroupNormalization(groups=-1, epsilon=1e-5)``.
+
+    One group per channel normalises every channel of every image over its own height and width,
+    which is ``torch.nn.InstanceNorm2d`` (``eps=1e-5``). With ``affine`` it learns a per-channel
+    scale and offset (2*C parameters, ``InstanceNorm2d(affine=True)``); without, it has none
+    (``affine=False``, the CycleGAN reference). tensorflow-addons' ``InstanceNormalization`` is
+    end-of-life and does not import under Keras 3, hence this form. Keras computes the statistics
+    in float32 even under a mixed-precision policy.
+    """
+    return keras.layers.GroupNormalization(groups=-1, epsilon=1e-5, center=affine, scale=affine,
+                                           name=name)
+
+
+def conv2d(x, filters: int, kernel_size: int, *, strides: int = 1, padding: int = 0,
+           padding_mode: str = "zeros", use_bias: bool = True, initializers=None,
+           dtype=None, name: str):
+    """``torch.nn.Conv2d(kernel_size, stride, padding, padding_mode, bias)`` on ``x``.
+
+    Explicit zero or reflection padding of ``padding`` pixels on every side, then a ``"valid"``
+    convolution: output size ``floor((H + 2*padding - kernel_size) / strides) + 1``.
+
+    Args:
+        initializers: ``(kernel_initializer, bias_initializer)``; default: PyTorch's defaults.
+        dtype: layer dtype policy, e.g. ``"float32"`` for a model's final layer under mixed
+            precision.
+    """
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+    if padding:
+        if padding_mode == "reflect":
+            x = ReflectionPadding2D(padding, name=f"{name}_reflect_pad")(x)
+        else:
+            x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
+    if initializers is None:
+        initializers = torch_default_initializers(kernel_size * kernel_size * x.shape[-1])
+    kernel_init, bias_init = initializers
+    return keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="valid",
+                               use_bias=use_bias, kernel_initializer=kernel_init,
+                               bias_initializer=bias_init, dtype=dtype, name=name)(x)
+
+
+def conv2d_transpose(x, filters: int, kernel_size: int, *, strides: int, padding: int,
+                     output_padding: int = 0, use_bias: bool = True, initializers=None,
+                     name: str):
+    """``torch.nn.ConvTranspose2d(kernel_size, stride, padding, output_padding, bias)`` on ``x``.
+
+    A ``"valid"`` transposed convolution (size ``(H - 1)*strides + kernel_size``) cropped by
+    ``padding`` pixels at the start and ``padding - output_padding`` at the end, as PyTorch does:
+    output size ``(H - 1)*strides - 2*padding + kernel_size + output_padding``.
+    """
+    if not 0 <= output_padding <= padding:
+        raise ValueError(f"output_padding ({output_padding}) must be between 0 and padding "
+                         f"({padding})")
+    if initializers is None:
+        # PyTorch's fan-in of a ConvTranspose2d weight (in, out, k, k) is out * k * k.
+        initializers = torch_default_initializers(kernel_size * kernel_size * filters)
+    kernel_init, bias_init = initializers
+    x = keras.layers.Conv2DTranspose(filters, kernel_size, strides=strides, padding="valid",
+                                     use_bias=use_bias, kernel_initializer=kernel_init,
+                                     bias_initializer=bias_init, name=name)(x)
+    crop = (padding, padding - output_padding)
+    if any(crop):
+        x = keras.layers.Cropping2D((crop, crop), name=f"{name}_crop")(x)
+    return x
+
+
+def conv_norm_act(x, filters: int, kernel_size: int, *, strides: int = 1, padding: int = 0,
+                  padding_mode: str = "zeros", norm: str | None = "instance",
+                  affine: bool = True, activation: str | None = "relu",
+                  use_bias: bool = False, initializers=None, transpose: bool = False,
+                  output_padding: int = 0, name: str):
+    """Convolution (or transposed convolution) -> normalisation -> activation.
+
+    Args:
+        norm: ``"instance"`` (see :func:`instance_norm`), ``"batch"`` or None.
+        affine: instance norm with a learned scale and offset.
+        activation: a Keras activation name (``"relu"``) or None.
+        transpose: use :func:`conv2d_transpose` (``strides``, ``padding``, ``output_padding``
+            with PyTorch's meaning) instead of :func:`conv2d`.
+    """
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    if transpose:
+        x = conv2d_transpose(x, filters, kernel_size, strides=strides, padding=padding,
+                             output_padding=output_padding, use_bias=use_bias,
+                             initializers=initializers, name=f"{name}_conv")
+    else:
+        x = conv2d(x, filters, kernel_size, strides=strides, padding=padding,
+                   padding_mode=padding_mode, use_bias=use_bias, initializers=initializers,
+                   name=f"{name}_conv")
+    if norm == "instance":
+        x = instance_norm(affine=affine, name=f"{name}_norm")(x)
+    elif norm == "batch":
+        x = keras.layers.BatchNormalization(name=f"{name}_norm")(x)
+    if activation is not None:
+        x = keras.layers.Activation(activation, name=f"{name}_{activation}")(x)
+    return x
+
+
+def residual_block(x, *, padding_mode: str = "zeros", affine: bool = True,
+                   use_bias: bool = False, initializers=None, name: str):
+    """``x + IN(conv3x3(ReLU(IN(conv3x3(x)))))``, the residual block of StarGAN and CycleGAN.
+
+    Both 3x3 convolutions keep the channel count and pad 1 pixel (zeros for StarGAN, reflection
+    for CycleGAN); there is no activation after the addition.
+    """
+    channels = x.shape[-1]
+    y = conv_norm_act(x, channels, 3, padding=1, padding_mode=padding_mode, affine=affine,
+                      use_bias=use_bias, initializers=initializers, name=f"{name}_a")
+    y = conv_norm_act(y, channels, 3, padding=1, padding_mode=padding_mode, affine=affine,
+                      activation=None, use_bias=use_bias, initializers=initializers,
+                      name=f"{name}_b")
+    return keras.layers.Add(name=f"{name}_add")([x, y])
