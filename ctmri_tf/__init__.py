@@ -9,6 +9,13 @@ Modules, each holding one thing:
     phantom     paired, registered CT/MRI head phantoms with true Hounsfield units
     data        tf.data input pipelines over the tfds ``ctmri`` dataset
     visualize   PNG grids and contact sheets
+    models      StarGAN, CycleGAN, DeepLabV3+ (keras-cv), CT/MRI classifier
+    losses      WGAN-GP, domain classification, LSGAN and L1 losses (per example)
+    configs     one dataclass config per experiment, presets smoke / demo / paper
+    training    strategies, checkpoints, TensorBoard summaries, the training loop
+    metrics     MAE in HU, PSNR and SSIM (SynthRAD protocol), IoU and Dice
+    evaluate    model-vs-baseline comparison tables and error-map grids
+    serving     client for TF Serving's REST and gRPC APIs
 """
 
 __version__ = "0.1.0"
