@@ -1,0 +1,372 @@
+"""tf.data input pipelines over the tfds ``ctmri`` dataset.
+
+Raw examples (:func:`load`) hold slices in physical units (HU for CT, MR signal for MRI) with the
+``intensity_range`` that maps each to model space. The batch functions turn them into model
+tensors, entirely inside the TensorFlow graph:
+
+1. physical units -> [-1, 1] with :func:`ctmri_tf.intensity.to_unit` and the example's own range;
+2. to the model size: ``fit="resize"`` (bilinear with antialiasing for images, nearest for masks)
+   or ``fit="crop"`` (center crop, or pad with background: -1 for images, 0 for masks);
+3. optionally the background (body mask 0) set to -1, as the GAN inputs of the original project;
+4. shuffle (``shuffle_buffer`` examples, seeded), optional ``repeat``, batch;
+5. optional keras-cv augmentation of each batch (random horizontal flip, rotation up to
+   :data:`ROTATION_DEGREES`, zoom up to :data:`ZOOM_FRACTION`), images and masks transformed
+   together where both exist; the area moved in from outside is background (-1 / mask 0);
+6. prefetch.
+
+Every batch tensor is ``(B, H, W, 1)`` float32 channels-last; masks are float32 in {0, 1}.
+With the same ``seed`` a pipeline yields the same batches in the same order (per-example maps
+run in parallel with ``deterministic=True``; the augmentation step runs sequentially because
+keras-cv's layers draw from one stateful generator).
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from ctmri_tf import intensity
+from ctmri_tf.errors import CtmriInputError
+from datasets.ctmri import CtmriConfig
+
+AUTOTUNE = tf.data.AUTOTUNE
+MODALITIES = ("ct", "mri")          # ClassLabel order of the dataset: 0 = ct, 1 = mri
+SHUFFLE_BUFFER = 512
+ROTATION_DEGREES = 10.0
+ZOOM_FRACTION = 0.1
+FITS = ("resize", "crop")
+
+
+# --------------------------------------------------------------------------------------- loading
+
+def _builder(config: str | CtmriConfig, data_dir: str | os.PathLike | None):
+    if isinstance(config, CtmriConfig):
+        builder = tfds.builder("ctmri", config=config, data_dir=data_dir)
+        name = config.name
+    else:
+        name = str(config)
+        builder = tfds.builder(f"ctmri/{name}", data_dir=data_dir)
+    if not builder.is_prepared():
+        where = f" --data_dir {data_dir}" if data_dir is not None else ""
+        raise CtmriInputError(builder.data_path, f"the ctmri/{name} dataset is not built; build "
+                                                 f"it with: python -m datasets.ctmri build "
+                                                 f"--config {name}{where}")
+    return builder
+
+
+def load(split: str, *, config: str | CtmriConfig = "synthetic",
+         data_dir: str | os.PathLike | None = None, shuffle_files: bool = False, seed: int = 0,
+         decode_counterpart: bool = True) -> tf.data.Dataset:
+    """The raw examples of a built ``ctmri`` dataset.
+
+    Args:
+        split: ``"train"``, ``"validation"``, ``"test"`` or any tfds split expression
+            (``"train[:10%]"``, ``"train+validation"``).
+        config: a config name (``"synthetic"``, ``"synthetic_small"``, ``"folder"``,
+            ``"synthetic_<subjects>x<slices>x<px>"``...) or a :class:`CtmriConfig`.
+        data_dir: the tfds data folder it was built in (default: tfds' own,
+            ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
+        shuffle_files: read the files in a seeded random order.
+        seed: file shuffling seed.
+        decode_counterpart: ``False`` leaves ``counterpart`` undecoded (saves time when it is not
+            used; the field then holds the encoded bytes).
+
+    Returns:
+        Dataset of dicts: ``image`` (rows, cols) float32 HU / MR signal, ``mask`` uint8 {0, 1},
+        ``modality`` int64 (0 = ct, 1 = mri), ``subject_id`` string, ``slice_index`` int32,
+        ``pixel_spacing`` (2,) mm, ``intensity_range`` (2,) physical, ``has_counterpart`` bool,
+        ``counterpart`` (rows, cols) physical (1x1 zeros when none), ``counterpart_range`` (2,).
+
+    Raises:
+        CtmriInputError: the dataset has not been built (the message gives the build command).
+    """
+    builder = _builder(config, data_dir)
+    decoders = None if decode_counterpart else {"counterpart": tfds.decode.SkipDecoding()}
+    return builder.as_dataset(split=split, shuffle_files=shuffle_files, decoders=decoders,
+                              read_config=tfds.ReadConfig(shuffle_seed=seed))
+
+
+# ------------------------------------------------------------------------------ graph helpers
+
+def _size(image_size) -> tuple[int, int]:
+    if isinstance(image_size, int):
+        return image_size, image_size
+    height, width = (int(v) for v in image_size)
+    return height, width
+
+
+def _check(batch_size: int, image_size, fit: str) -> tuple[int, int]:
+    if int(batch_size) < 1:
+        raise CtmriInputError(None, f"batch_size must be >= 1, got {batch_size}")
+    if fit not in FITS:
+        raise CtmriInputError(None, f"fit must be one of {FITS}, got {fit!r}")
+    size = _size(image_size)
+    if min(size) < 1:
+        raise CtmriInputError(None, f"image_size must be positive, got {image_size!r}")
+    return size
+
+
+def _fit_image(x: tf.Tensor, size: tuple[int, int], fit: str) -> tf.Tensor:
+    """(rows, cols) in [-1, 1] -> (H, W, 1) in [-1, 1]."""
+    x = x[..., tf.newaxis]
+    if fit == "resize":
+        return tf.image.resize(x, size, method="bilinear", antialias=True)
+    # crop or pad, padding with background (-1): shift background to 0 for the zero padding
+    return tf.image.resize_with_crop_or_pad(x + 1.0, size[0], size[1]) - 1.0
+
+
+def _fit_mask(mask: tf.Tensor, size: tuple[int, int], fit: str) -> tf.Tensor:
+    """(rows, cols) {0, 1} -> (H, W, 1) float32 {0, 1}."""
+    mask = tf.cast(mask[..., tf.newaxis] > 0, tf.float32)
+    if fit == "resize":
+        return tf.image.resize(mask, size, method="nearest")
+    return tf.image.resize_with_crop_or_pad(mask, size[0], size[1])
+
+
+def _unit(image: tf.Tensor, modality: str, value_range: tf.Tensor) -> tf.Tensor:
+    return intensity.to_unit(tf.cast(image, tf.float32), modality, value_range)
+
+
+def _background_to_minus_one(x: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    return tf.where(mask > 0, x, -1.0)
+
+
+def _augmenter(seed: int, with_masks: bool) -> Callable:
+    """A keras-cv flip/rotate/zoom pipeline applied to a batch (images shifted so that the
+    constant fill 0 is background -1), masks transformed with the images when given."""
+    import keras_cv  # only pipelines that augment pay for importing keras-cv
+
+    base = 1 + 3 * abs(int(seed))  # keras-cv treats seed 0 as "unseeded"
+    layers = [
+        keras_cv.layers.RandomFlip("horizontal", seed=base),
+        keras_cv.layers.RandomRotation(ROTATION_DEGREES / 360.0, fill_mode="constant",
+                                       fill_value=0.0, seed=base + 1,
+                                       segmentation_classes=2 if with_masks else None),
+        keras_cv.layers.RandomZoom((-ZOOM_FRACTION, ZOOM_FRACTION), fill_mode="constant",
+                                   fill_value=0.0, seed=base + 2),
+    ]
+
+    def augment(images: tf.Tensor, masks: tf.Tensor | None = None):
+        data = {"images": images + 1.0}
+        if masks is not None:
+            data["segmentation_masks"] = masks
+        for layer in layers:
+            data = layer(data)
+        images = tf.clip_by_value(data["images"] - 1.0, -1.0, 1.0)
+        if masks is None:
+            return images
+        return images, tf.cast(data["segmentation_masks"] > 0.5, tf.float32)
+
+    return augment
+
+
+def _batched(ds: tf.data.Dataset, batch_size: int, *, shuffle: bool, shuffle_buffer: int,
+             seed: int, repeat: bool, drop_remainder: bool) -> tf.data.Dataset:
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    return ds.batch(batch_size, drop_remainder=drop_remainder,
+                    num_parallel_calls=AUTOTUNE, deterministic=True)
+
+
+def _modality_id(modality: str) -> int:
+    if modality not in MODALITIES:
+        raise CtmriInputError(None, f"modality must be one of {MODALITIES}, got {modality!r}")
+    return MODALITIES.index(modality)
+
+
+# ------------------------------------------------------------------------------------ pipelines
+
+def unpaired_batches(split: str, batch_size: int, image_size, *, mask_inputs: bool = True,
+                     augment: bool = False, seed: int = 0, shuffle: bool = True,
+                     repeat: bool = False, fit: str = "resize",
+                     shuffle_buffer: int = SHUFFLE_BUFFER,
+                     drop_remainder: bool = False, config: str | CtmriConfig = "synthetic",
+                     data_dir: str | os.PathLike | None = None) -> tf.data.Dataset:
+    """CT and MRI batches for unpaired translation (CycleGAN, StarGAN).
+
+    The CT slices and the MRI slices of ``split`` are two streams, each shuffled with its own
+    seed (``seed`` and ``seed + 1``) and augmented with its own random transforms, then zipped:
+    position ``i`` of ``"ct"`` and of ``"mri"`` are unrelated slices.
+
+    Args:
+        split: tfds split (expression).
+        batch_size: examples per batch (per side).
+        image_size: model size, ``int`` or ``(height, width)`` in pixels.
+        mask_inputs: set the background (body mask 0) to -1.
+        augment: random flip / rotation / zoom, per side.
+        seed: shuffling and augmentation seed.
+        shuffle: shuffle the examples (off: file order).
+        repeat: repeat each side forever (otherwise one pass; the zip ends with the shorter side).
+        fit: ``"resize"`` or ``"crop"`` to ``image_size``.
+        shuffle_buffer: examples held in each shuffle buffer.
+        drop_remainder: drop a last, smaller batch.
+        config, data_dir: which built dataset (see :func:`load`).
+
+    Returns:
+        Dataset of ``{"ct": (B, H, W, 1), "mri": (B, H, W, 1)}`` float32 in [-1, 1].
+    """
+    size = _check(batch_size, image_size, fit)
+
+    def side(modality: str, side_seed: int) -> tf.data.Dataset:
+        label = _modality_id(modality)
+
+        def to_model(example):
+            x = _fit_image(_unit(example["image"], modality, example["intensity_range"]),
+                           size, fit)
+            if mask_inputs:
+                x = _background_to_minus_one(x, _fit_mask(example["mask"], size, fit))
+            return x
+
+        ds = load(split, config=config, data_dir=data_dir, shuffle_files=shuffle, seed=side_seed,
+                  decode_counterpart=False)
+        ds = ds.filter(lambda example: tf.equal(example["modality"], label))
+        ds = ds.map(to_model, num_parallel_calls=AUTOTUNE, deterministic=True)
+        ds = _batched(ds, batch_size, shuffle=shuffle, shuffle_buffer=shuffle_buffer,
+                      seed=side_seed, repeat=repeat, drop_remainder=drop_remainder)
+        if augment:
+            ds = ds.map(_augmenter(side_seed, with_masks=False))
+        return ds
+
+    ds = tf.data.Dataset.zip({"ct": side("ct", seed), "mri": side("mri", seed + 1)})
+    return ds.prefetch(AUTOTUNE)
+
+
+def paired_batches(split: str, batch_size: int, image_size, source: str = "mri", *,
+                   mask_inputs: bool = True, augment: bool = False, seed: int = 0,
+                   shuffle: bool = True, repeat: bool = False, fit: str = "resize",
+                   shuffle_buffer: int = SHUFFLE_BUFFER, drop_remainder: bool = False,
+                   config: str | CtmriConfig = "synthetic",
+                   data_dir: str | os.PathLike | None = None) -> tf.data.Dataset:
+    """Registered source/target pairs (supervised translation, evaluation against the truth).
+
+    Only examples of modality ``source`` with a counterpart are used; the target is that
+    counterpart (the other modality, same subject and slice).
+
+    Args:
+        source: ``"mri"`` (MRI -> CT) or ``"ct"`` (CT -> MRI).
+        mask_inputs: set the background (the source's body mask 0) to -1 in source and target
+            (after augmentation too, with the transformed mask).
+        augment: one random flip / rotation / zoom per pair, applied to source, target and mask.
+        Other arguments as in :func:`unpaired_batches`.
+
+    Returns:
+        Dataset of dicts: ``source``, ``target`` (B, H, W, 1) float32 [-1, 1]; ``mask``
+        (B, H, W, 1) float32 {0, 1} (the source's body mask); ``source_range``, ``target_range``
+        (B, 2) float32, the physical (low, high) of each side, so that
+        ``intensity.from_unit(x, modality, range)`` gives HU / MR signal back; ``subject_id``
+        (B,) string; ``slice_index`` (B,) int32.
+    """
+    size = _check(batch_size, image_size, fit)
+    label = _modality_id(source)
+    target = MODALITIES[1 - label]
+
+    def to_model(example):
+        mask = _fit_mask(example["mask"], size, fit)
+        src = _fit_image(_unit(example["image"], source, example["intensity_range"]), size, fit)
+        tgt = _fit_image(_unit(example["counterpart"], target, example["counterpart_range"]),
+                         size, fit)
+        if mask_inputs:
+            src, tgt = _background_to_minus_one(src, mask), _background_to_minus_one(tgt, mask)
+        return {"source": src, "target": tgt, "mask": mask,
+                "source_range": tf.cast(example["intensity_range"], tf.float32),
+                "target_range": tf.cast(example["counterpart_range"], tf.float32),
+                "subject_id": example["subject_id"], "slice_index": example["slice_index"]}
+
+    ds = load(split, config=config, data_dir=data_dir, shuffle_files=shuffle, seed=seed)
+    ds = ds.filter(lambda e: tf.logical_and(tf.equal(e["modality"], label), e["has_counterpart"]))
+    ds = ds.map(to_model, num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = _batched(ds, batch_size, shuffle=shuffle, shuffle_buffer=shuffle_buffer, seed=seed,
+                  repeat=repeat, drop_remainder=drop_remainder)
+    if augment:
+        joint = _augmenter(seed, with_masks=True)
+
+        def augment_pair(batch):
+            both, mask = joint(tf.concat([batch["source"], batch["target"]], axis=-1),
+                               batch["mask"])
+            if mask_inputs:  # interpolation blurs the edge: mask again with the moved mask
+                both = _background_to_minus_one(both, mask)
+            return {**batch, "source": both[..., :1], "target": both[..., 1:], "mask": mask}
+
+        ds = ds.map(augment_pair)
+    return ds.prefetch(AUTOTUNE)
+
+
+def segmentation_batches(split: str, batch_size: int, image_size, *, augment: bool = False,
+                         modality: str | None = None, seed: int = 0, shuffle: bool = True,
+                         repeat: bool = False, fit: str = "resize",
+                         shuffle_buffer: int = SHUFFLE_BUFFER, drop_remainder: bool = False,
+                         config: str | CtmriConfig = "synthetic",
+                         data_dir: str | os.PathLike | None = None) -> tf.data.Dataset:
+    """Image and body mask pairs for the segmentation model.
+
+    Args:
+        augment: random flip / rotation / zoom applied jointly to image and mask (keras-cv's
+            ``{"images", "segmentation_masks"}`` inputs), so they stay aligned.
+        modality: ``"ct"``, ``"mri"`` or ``None`` (both).
+        Other arguments as in :func:`unpaired_batches`.
+
+    Returns:
+        Dataset of ``(image, mask)``: image (B, H, W, 1) float32 [-1, 1] (background not
+        masked), mask (B, H, W, 1) float32 {0, 1}.
+    """
+    size = _check(batch_size, image_size, fit)
+    ds = load(split, config=config, data_dir=data_dir, shuffle_files=shuffle, seed=seed,
+              decode_counterpart=False)
+    if modality is not None:
+        label = _modality_id(modality)
+        ds = ds.filter(lambda e: tf.equal(e["modality"], label))
+    ds = ds.map(lambda e: (_fit_image(_unit_any(e), size, fit), _fit_mask(e["mask"], size, fit)),
+                num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = _batched(ds, batch_size, shuffle=shuffle, shuffle_buffer=shuffle_buffer, seed=seed,
+                  repeat=repeat, drop_remainder=drop_remainder)
+    if augment:
+        ds = ds.map(_augmenter(seed, with_masks=True))
+    return ds.prefetch(AUTOTUNE)
+
+
+def _unit_any(example) -> tf.Tensor:
+    """[-1, 1] image of an example of either modality (chosen in the graph)."""
+    image, value_range = example["image"], example["intensity_range"]
+    return tf.where(tf.equal(example["modality"], 0), _unit(image, "ct", value_range),
+                    _unit(image, "mri", value_range))
+
+
+def modality_batches(split: str, batch_size: int, image_size, *, mask_inputs: bool = False,
+                     augment: bool = False, seed: int = 0, shuffle: bool = True,
+                     repeat: bool = False, fit: str = "resize",
+                     shuffle_buffer: int = SHUFFLE_BUFFER, drop_remainder: bool = False,
+                     config: str | CtmriConfig = "synthetic",
+                     data_dir: str | os.PathLike | None = None) -> tf.data.Dataset:
+    """Images labelled with their modality, for the CT/MRI classifier.
+
+    Args:
+        mask_inputs: set the background to -1 (off by default: the classifier sees what a user
+            would give it).
+        augment: random flip / rotation / zoom.
+        Other arguments as in :func:`unpaired_batches`.
+
+    Returns:
+        Dataset of ``(image, label)``: image (B, H, W, 1) float32 [-1, 1], label (B,) int32,
+        0 = CT, 1 = MRI.
+    """
+    size = _check(batch_size, image_size, fit)
+
+    def to_model(example):
+        x = _fit_image(_unit_any(example), size, fit)
+        if mask_inputs:
+            x = _background_to_minus_one(x, _fit_mask(example["mask"], size, fit))
+        return x, tf.cast(example["modality"], tf.int32)
+
+    ds = load(split, config=config, data_dir=data_dir, shuffle_files=shuffle, seed=seed,
+              decode_counterpart=False)
+    ds = ds.map(to_model, num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = _batched(ds, batch_size, shuffle=shuffle, shuffle_buffer=shuffle_buffer, seed=seed,
+                  repeat=repeat, drop_remainder=drop_remainder)
+    if augment:
+        augmenter = _augmenter(seed, with_masks=False)
+        ds = ds.map(lambda x, label: (augmenter(x), label))
+    return ds.prefetch(AUTOTUNE)

@@ -1,0 +1,402 @@
+"""The tfds ``ctmri`` dataset: 2-D CT and MRI slices with body masks and registered counterparts.
+
+Configs:
+
+* ``synthetic`` (default): 40 head phantoms x 32 slices x 256 px from :mod:`ctmri_tf.phantom`,
+  each a registered CT (true HU) / MRI (signal) pair with its ground-truth body mask;
+* ``synthetic_small``: 6 x 8 x 64, for smoke runs and tests; any other size is available by name,
+  ``synthetic_<subjects>x<slices>x<pixels>[_seed<k>]`` (see :func:`synthetic_config`);
+* ``folder``: the user's data in ``manual_dir`` (layout in :mod:`datasets.ctmri.folder_layout`),
+  a subject present under both ``ct/`` and ``mri/`` being a registered pair;
+* ``folder_unpaired``: the same folder, every volume on its own (no counterparts), for CT and
+  MRI of a subject that are not registered.
+
+One example per (modality, subject, slice); the features and their units are in
+:func:`features` and ``docs/DESIGN.md``. Splits are by subject, never by slice.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import re
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import tensorflow_datasets as tfds
+from tensorflow_datasets.core.utils import tqdm_utils
+
+from ctmri_tf import intensity, phantom
+from ctmri_tf.errors import CtmriInputError
+from ctmri_tf.io.volume import MODALITIES
+# Relative: `tfds build datasets/ctmri` imports this folder as the package `ctmri` while it hides
+# the name `datasets` (tfds mocks HuggingFace's `datasets` module during the import).
+from . import folder_layout
+from .folder_layout import ModalityVolume
+
+SOURCE_SYNTHETIC = "synthetic"
+SOURCE_FOLDER = "folder"
+SPLITS = ("train", "validation", "test")
+_SYNTHETIC_NAME = re.compile(r"synthetic_(\d+)x(\d+)x(\d+)(?:_seed(\d+))?")
+
+
+@dataclasses.dataclass(eq=False)
+class CtmriConfig(tfds.core.BuilderConfig):
+    """What to build.
+
+    Attributes:
+        source: ``"synthetic"`` (head phantoms) or ``"folder"`` (the user's ``manual_dir``).
+        num_subjects: synthetic: number of phantom subjects.
+        num_slices: synthetic: slices per subject.
+        image_size: synthetic: rows = cols, in pixels.
+        seed: synthetic: phantom seed (subject ``i`` is the same for every config with this seed
+            and size).
+        pair: a subject with both modalities yields each slice with its registered counterpart
+            (``has_counterpart``); off, every example stands alone.
+    """
+
+    source: str = SOURCE_SYNTHETIC
+    num_subjects: int = 40
+    num_slices: int = 32
+    image_size: int = 256
+    seed: int = 0
+    pair: bool = True
+
+    def __post_init__(self):
+        if self.source not in (SOURCE_SYNTHETIC, SOURCE_FOLDER):
+            raise CtmriInputError(None, f"CtmriConfig.source must be {SOURCE_SYNTHETIC!r} or "
+                                        f"{SOURCE_FOLDER!r}, got {self.source!r}")
+        for field in ("num_subjects", "num_slices", "image_size"):
+            if int(getattr(self, field)) < 1:
+                raise CtmriInputError(None, f"CtmriConfig.{field} must be >= 1, "
+                                            f"got {getattr(self, field)}")
+
+
+def synthetic_config(num_subjects: int, num_slices: int, image_size: int,
+                     seed: int = 0) -> CtmriConfig:
+    """The synthetic config of a given size, named ``synthetic_<subjects>x<slices>x<px>``.
+
+    ``_seed<k>`` is appended for ``seed != 0``. The same values always return the same object,
+    and ``tfds.builder("ctmri/<that name>")`` finds it, so a custom size can be built and loaded
+    by name like the predefined configs (``ctmri_tf.data.load(split, config=name)``).
+    """
+    return _synthetic_config(int(num_subjects), int(num_slices), int(image_size), int(seed))
+
+
+@functools.lru_cache(maxsize=None)
+def _synthetic_config(num_subjects: int, num_slices: int, image_size: int,
+                      seed: int) -> CtmriConfig:
+    name = f"synthetic_{num_subjects}x{num_slices}x{image_size}"
+    if seed:
+        name += f"_seed{seed}"
+    return CtmriConfig(
+        name=name, source=SOURCE_SYNTHETIC, num_subjects=num_subjects, num_slices=num_slices,
+        image_size=image_size, seed=seed,
+        description=f"{num_subjects} synthetic head phantoms x {num_slices} slices x "
+                    f"{image_size} px, paired CT (HU) / MRI, seed {seed}.")
+
+
+def known_config(name: str) -> CtmriConfig:
+    """The config called ``name`` (predefined or ``synthetic_<n>x<slices>x<px>[_seed<k>]``).
+
+    Raises:
+        CtmriInputError: no such config (the message lists the predefined ones).
+    """
+    config = Builder.get_builder_config(name)
+    if config is None:
+        names = ", ".join(c.name for c in Builder.BUILDER_CONFIGS)
+        raise CtmriInputError(None, f"unknown ctmri config {name!r}; use one of {names} or "
+                                    f"synthetic_<subjects>x<slices>x<pixels>[_seed<k>]")
+    return config
+
+
+def resolve_config(name: str = "synthetic", *, num_subjects: int | None = None,
+                   num_slices: int | None = None, image_size: int | None = None,
+                   seed: int | None = None) -> str | CtmriConfig:
+    """``name`` itself, or with size overrides the matching :func:`synthetic_config`.
+
+    Overrides start from the named synthetic config (``synthetic_small`` with
+    ``num_subjects=10`` is ``synthetic_10x8x64``).
+
+    Raises:
+        CtmriInputError: overrides given for a config that is not synthetic, or an unknown name.
+    """
+    overrides = {key: value for key, value in (("num_subjects", num_subjects),
+                                               ("num_slices", num_slices),
+                                               ("image_size", image_size), ("seed", seed))
+                 if value is not None}
+    if not overrides:
+        return name
+    base = known_config(name)
+    if base.source != SOURCE_SYNTHETIC:
+        raise CtmriInputError(None, f"{', '.join(overrides)} can only change a synthetic "
+                                    f"config, not {name!r}")
+    values = {"num_subjects": base.num_subjects, "num_slices": base.num_slices,
+              "image_size": base.image_size, "seed": base.seed, **overrides}
+    return synthetic_config(**values)
+
+
+def features() -> tfds.features.FeaturesDict:
+    """The features of every config (``docs/DESIGN.md``), with their units."""
+
+    def plane(dtype, doc):
+        return tfds.features.Tensor(shape=(None, None), dtype=dtype,
+                                    encoding=tfds.features.Encoding.ZLIB, doc=doc)
+
+    def pair_of_floats(doc):
+        return tfds.features.Tensor(shape=(2,), dtype=np.float32, doc=doc)
+
+    return tfds.features.FeaturesDict({
+        "image": plane(np.float32, "(rows, cols) slice in physical units: HU for CT, "
+                                   "scanner signal for MRI"),
+        "mask": plane(np.uint8, "(rows, cols) body mask, 1 = body, 0 = background"),
+        "modality": tfds.features.ClassLabel(names=list(MODALITIES)),
+        "subject_id": tfds.features.Text(doc="subject folder name / phantom id"),
+        "slice_index": tfds.features.Scalar(dtype=np.int32, doc="slice position in its volume"),
+        "pixel_spacing": pair_of_floats("mm between rows, between columns"),
+        "intensity_range": pair_of_floats("physical (low, high) mapped to [-1, 1]: the CT "
+                                          "window in HU or the MRI volume's percentiles"),
+        "has_counterpart": tfds.features.Scalar(dtype=np.bool_, doc="a registered slice of the "
+                                                                    "other modality exists"),
+        "counterpart": plane(np.float32, "registered slice of the other modality, physical "
+                                         "units; 1x1 zeros when there is none"),
+        "counterpart_range": pair_of_floats("intensity_range of the counterpart; zeros when "
+                                            "there is none"),
+    })
+
+
+def subject_examples(volumes: dict[str, ModalityVolume], *, pair: bool
+                     ) -> Iterator[tuple[str, dict]]:
+    """The ``(key, example)`` of every slice of one subject's volumes.
+
+    Args:
+        volumes: ``{"ct": ..., "mri": ...}`` (one or both) of one subject.
+        pair: with both modalities present, give each slice its counterpart (the volumes must
+            then have the same shape, :func:`folder_layout.check_registered`).
+
+    Keys are ``"<modality>/<subject>/<slice:04d>"``: unique and stable across builds.
+    """
+    paired = pair and all(m in volumes for m in MODALITIES)
+    if paired:
+        folder_layout.check_registered(volumes["ct"], volumes["mri"])
+    no_counterpart = np.zeros((1, 1), np.float32)
+    for modality, volume in volumes.items():
+        other = volumes[MODALITIES[1 - MODALITIES.index(modality)]] if paired else None
+        spacing = np.asarray(volume.pixel_spacing, np.float32)
+        value_range = np.asarray(volume.intensity_range, np.float32)
+        other_range = (np.asarray(other.intensity_range, np.float32) if paired
+                       else np.zeros(2, np.float32))
+        for k in range(volume.image.shape[0]):
+            yield f"{modality}/{volume.subject_id}/{k:04d}", {
+                "image": np.ascontiguousarray(volume.image[k], np.float32),
+                "mask": np.ascontiguousarray(volume.mask[k], np.uint8),
+                "modality": modality,
+                "subject_id": volume.subject_id,
+                "slice_index": np.int32(k),
+                "pixel_spacing": spacing,
+                "intensity_range": value_range,
+                "has_counterpart": paired,
+                "counterpart": (np.ascontiguousarray(other.image[k], np.float32) if paired
+                                else no_counterpart),
+                "counterpart_range": other_range,
+            }
+
+
+def phantom_volumes(subject: phantom.PhantomSubject) -> dict[str, ModalityVolume]:
+    """A phantom subject as the CT and MRI volumes the builder writes (ground-truth mask)."""
+    spacing = (float(subject.spacing[1]), float(subject.spacing[2]))
+    mask = np.asarray(subject.mask, np.uint8)
+    mri_scale = intensity.fit_mri_scale(subject.mri, mask=mask)
+    common = dict(subject_id=subject.subject_id, mask=mask, pixel_spacing=spacing,
+                  source=f"phantom {subject.subject_id}", mask_source="phantom")
+    return {
+        "ct": ModalityVolume(modality="ct", image=np.asarray(subject.ct, np.float32),
+                             intensity_range=tuple(float(v) for v in intensity.CT_WINDOW_HU),
+                             **common),
+        "mri": ModalityVolume(modality="mri", image=np.asarray(subject.mri, np.float32),
+                              intensity_range=(float(mri_scale.low), float(mri_scale.high)),
+                              **common),
+    }
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+    """CT and MRI slices in physical units with body masks and registered counterparts."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release: synthetic phantoms and user folders."}
+    BUILDER_CONFIGS = [
+        CtmriConfig(name="synthetic", source=SOURCE_SYNTHETIC, num_subjects=40, num_slices=32,
+                    image_size=256, description="40 synthetic head phantoms x 32 slices x "
+                                                "256 px, paired CT (HU) / MRI."),
+        CtmriConfig(name="synthetic_small", source=SOURCE_SYNTHETIC, num_subjects=6,
+                    num_slices=8, image_size=64, description="6 synthetic head phantoms x 8 "
+                                                             "slices x 64 px, for smoke runs."),
+        CtmriConfig(name="folder", source=SOURCE_FOLDER, pair=True,
+                    description="Your CT/MRI volumes from manual_dir; a subject in both ct/ and "
+                                "mri/ is a registered pair (same shape)."),
+        CtmriConfig(name="folder_unpaired", source=SOURCE_FOLDER, pair=False,
+                    description="Your CT/MRI volumes from manual_dir, every volume on its own "
+                                "(CT and MRI of a subject need not be registered)."),
+    ]
+    DEFAULT_BUILDER_CONFIG_NAME = "synthetic"
+    MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+    Only the `folder` and `folder_unpaired` configs read manual_dir (pass --manual_dir DIR).
+    Lay it out as (names lower case):
+
+        DIR/ct/<subject>/    one CT volume per subject
+        DIR/mri/<subject>/   one MRI volume per subject
+
+    Each subject folder holds ONE of: a DICOM series (Modality CT under ct/, MR under mri/);
+    one NIfTI file (*.nii / *.nii.gz; CT in HU); PNG/TIFF slices in natural name order
+    (CT: 16-bit = HU + 1024, or 8-bit spanning [-1024, 3000] HU; MRI: raw signal).
+    Optional body masks (nonzero = body): mask.nii.gz beside a NIfTI file or DICOM series;
+    for slices, a masks/ subfolder with one image per slice of the same name, or a Labelme
+    .json beside every slice (same stem). Without one, a mask is computed automatically.
+    A subject folder name found in both ct/ and mri/ is a registered pair (same shape required
+    for `folder`; use `folder_unpaired` otherwise). Subjects are split 80/10/10 by sorted name.
+    """
+
+    @classmethod
+    def get_builder_config(cls, name: str, version=None) -> CtmriConfig | None:
+        """A predefined config, or the synthetic one named
+        ``synthetic_<n>x<slices>x<px>[_seed<k>]``; ``None`` for any other name."""
+        config = super().get_builder_config(name, version)
+        if config is None and (match := _SYNTHETIC_NAME.fullmatch(name)):
+            n, slices, size, seed = match.groups()
+            config = synthetic_config(int(n), int(slices), int(size), int(seed or 0))
+        return config
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        # Description and citation come from README.md and CITATIONS.bib beside this file (the
+        # phantom's tissue-parameter sources). The project has no public URL yet, so no homepage.
+        return self.dataset_info_from_configs(features=features(), supervised_keys=None)
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        config = self.builder_config
+        if config.source == SOURCE_SYNTHETIC:
+            members: dict[str, list[int]] = {split: [] for split in SPLITS}
+            for index in range(config.num_subjects):
+                members[phantom.subject_split(index, config.num_subjects)].append(index)
+        else:
+            subjects = folder_layout.scan_manual_dir(self._manual_dir(dl_manager))
+            members = {split: [subjects[s] for s in ids]
+                       for split, ids in folder_layout.split_subject_ids(subjects).items()}
+        # tfds cannot write a split without examples: leave empty splits out.
+        return {split: self._generate_examples(split, items)
+                for split, items in members.items() if items}
+
+    @staticmethod
+    def _manual_dir(dl_manager):
+        try:
+            return dl_manager.manual_dir
+        except AssertionError:  # tfds: "does not exist or is empty"; name the folder ourselves
+            # tfds keeps the path private; check_manual_dir raises the error that names it.
+            folder_layout.check_manual_dir(dl_manager._manual_dir)  # noqa: SLF001
+            raise
+
+    def _generate_examples(self, split: str, items: list):
+        """Yield every slice of the split's subjects, one subject at a time.
+
+        ``items`` are phantom indices (synthetic) or ``{modality: SubjectFolder}`` (folder).
+        A second progress bar counts subjects (tfds' own counts examples).
+        """
+        config = self.builder_config
+        progress = tqdm_utils.tqdm(items, desc=f"ctmri/{config.name} {split} subjects",
+                                   unit=" subjects", leave=False, mininterval=1.0)
+        for item in progress:
+            if config.source == SOURCE_SYNTHETIC:
+                volumes = phantom_volumes(phantom.make_subject(
+                    item, image_size=config.image_size, num_slices=config.num_slices,
+                    seed=config.seed))
+            else:
+                volumes = {modality: folder_layout.load_subject_folder(entry)
+                           for modality, entry in item.items()}
+            yield from subject_examples(volumes, pair=config.pair)
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildReport:
+    """What :func:`build` did.
+
+    Attributes:
+        data_path: the dataset's folder (``<data_dir>/ctmri/<config>/<version>``).
+        built: ``False`` when the dataset already existed and was reused (nothing generated).
+        num_examples: examples (slices) per split.
+        seconds: wall time of the generation (0 when reused).
+        size_bytes: size of the written files on disk.
+    """
+
+    data_path: str
+    built: bool
+    num_examples: dict[str, int]
+    seconds: float
+    size_bytes: int
+
+    @property
+    def total_examples(self) -> int:
+        return sum(self.num_examples.values())
+
+    @property
+    def slices_per_second(self) -> float:
+        """Examples (2-D slices, either modality) generated per second; 0 when reused."""
+        return self.total_examples / self.seconds if self.built and self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        """Where the dataset is, its splits and size, and the generation throughput."""
+        size, unit = float(self.size_bytes), "B"
+        for unit in ("B", "KiB", "MiB", "GiB"):
+            if size < 1024 or unit == "GiB":
+                break
+            size /= 1024
+        splits = ", ".join(f"{name} {n}" for name, n in self.num_examples.items())
+        lines = [f"dataset: {self.data_path}",
+                 f"slices: {self.total_examples} ({splits}); {size:.1f} {unit} on disk"]
+        if self.built:
+            lines.append(f"generated in {self.seconds:.1f} s: {self.slices_per_second:.1f} "
+                         f"slices/s")
+        else:
+            lines.append("already built: reused (rebuild with --overwrite)")
+        return "\n".join(lines)
+
+
+def build(config: str | CtmriConfig = "synthetic", *, data_dir: str | os.PathLike | None = None,
+          manual_dir: str | os.PathLike | None = None, overwrite: bool = False) -> BuildReport:
+    """Generate the ``ctmri`` dataset of ``config`` (no apache-beam needed).
+
+    Args:
+        config: a config name (including ``synthetic_<n>x<slices>x<px>``) or a
+            :class:`CtmriConfig`.
+        data_dir: tfds data folder (default: tfds' own, ``$TFDS_DATA_DIR`` or
+            ``~/tensorflow_datasets``).
+        manual_dir: the user's folder for the ``folder`` configs.
+        overwrite: rebuild an existing dataset (otherwise it is reused).
+
+    tfds writes into a temporary ``*.incomplete*`` folder and renames it when every split is
+    written, so a failed build leaves no dataset behind.
+
+    Raises:
+        CtmriInputError: bad ``manual_dir`` contents (naming the file or folder).
+    """
+    if not isinstance(config, CtmriConfig):
+        config = known_config(str(config))
+    builder = Builder(config=config, data_dir=data_dir)
+    existed = builder.is_prepared()
+    mode = (tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite
+            else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+    download_config = tfds.download.DownloadConfig(
+        manual_dir=None if manual_dir is None else os.fspath(manual_dir),
+        download_mode=mode, try_download_gcs=False)
+    start = time.perf_counter()
+    builder.download_and_prepare(download_config=download_config)
+    seconds = time.perf_counter() - start
+    built = overwrite or not existed
+    if existed and not overwrite:  # reread what is on disk
+        builder = Builder(config=builder.builder_config, data_dir=data_dir)
+    splits = builder.info.splits
+    size = sum(f.stat().st_size for f in Path(os.fspath(builder.data_path)).iterdir()
+               if f.is_file())
+    return BuildReport(data_path=os.fspath(builder.data_path), built=built,
+                       num_examples={name: int(splits[name].num_examples) for name in splits},
+                       seconds=seconds if built else 0.0, size_bytes=int(size))
