@@ -142,5 +142,70 @@ def _labelme_to_voc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, required=True,
+                        help="tfds data folder the ctmri dataset was built in")
+    parser.add_argument("--dataset-config", default="synthetic",
+                        help="ctmri dataset config (default: %(default)s)")
+    parser.add_argument("--split", default="test", help="split to evaluate (default: %(default)s)")
+    parser.add_argument("--stargan", type=Path, metavar="RUN_DIR",
+                        help="a StarGAN training run folder (its newest checkpoint)")
+    parser.add_argument("--baselines", action="store_true",
+                        help="evaluate the identity and histogram-matching baselines")
+    parser.add_argument("--reference-split", default="train",
+                        help="split whose histograms the histogram-matching baseline matches "
+                             "onto; never the evaluated one (default: %(default)s)")
+    parser.add_argument("--out", type=Path, required=True, metavar="OUT_DIR",
+                        help="results folder to create, e.g. results/NAME")
+    parser.add_argument("--batch-size", type=int, default=16,
+                        help="slices per translator call (default: %(default)s)")
+    parser.add_argument("--no-mask-inputs", dest="mask_inputs", action="store_false",
+                        help="keep the input background instead of setting it to -1")
+    _overwrite_argument(parser)
+
+
+@command("evaluate", help="MAE (HU) / PSNR / SSIM of CT<->MRI translation vs baselines",
+         arguments=_evaluate_arguments)
+def _evaluate(args: argparse.Namespace) -> int:
+    """Evaluate translation on a built ctmri dataset split and write OUT_DIR/metrics.csv,
+    metrics.json, comparison.md and grids/*.png. Paired data: MRI->CT MAE in HU, PSNR and SSIM
+    (SynthRAD 2023 protocol) and CT->MRI on the [0, 1]-scaled MRI, whole image and body, per
+    subject, mean +- std over subjects. Unpaired data: no reference exists, so only the
+    cycle-reconstruction error is reported. A StarGAN run is applied at its training image size
+    and its output resized back, so metrics stay at the dataset's resolution. (CycleGAN runs
+    cannot be loaded yet, there is no CycleGAN trainer: evaluate in-memory generators from
+    Python with ctmri_tf.evaluate.evaluate and cyclegan_translator.)"""
+    from ctmri_tf import baselines, configs, evaluate
+
+    if not (args.baselines or args.stargan):
+        raise CtmriInputError(None, "nothing to evaluate: pass --stargan RUN_DIR and/or "
+                                    "--baselines")
+    translators = {}
+    if args.baselines:
+        if args.reference_split == args.split:
+            raise CtmriInputError(None, f"--reference-split {args.reference_split} is the "
+                                        f"evaluated split: histogram matching would see the "
+                                        f"test targets")
+        reference = baselines.reference_from_split(args.reference_split,
+                                                   config=args.dataset_config,
+                                                   data_dir=args.data_dir)
+        translators.update(baselines.baseline_translators(reference))
+    if args.stargan:
+        from export.saved_model import load_stargan_generator
+
+        generator = load_stargan_generator(args.stargan)  # names the folder when unusable
+        config_path = args.stargan / "config.json"
+        run_config = configs.from_json(config_path.read_text(), source=str(config_path))
+        translators["StarGAN"] = evaluate.resized_translator(
+            evaluate.stargan_translator(generator), run_config.data.image_size)
+    subjects = evaluate.load_subjects(args.split, config=args.dataset_config,
+                                      data_dir=args.data_dir)
+    evaluate.evaluate(translators, subjects, args.out, mask_inputs=args.mask_inputs,
+                      batch_size=args.batch_size, overwrite=args.overwrite)
+    print((args.out / "comparison.md").read_text())
+    print(f"wrote results to {args.out}")
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,814 @@
+"""Evaluate CT <-> MRI translators honestly: against registered ground truth when it exists,
+next to baselines, per subject, with the protocol written down.
+
+A *translator* is any callable ``translate(images_unit, source, target)`` taking ``(B, H, W, 1)``
+float32 source images in model space [-1, 1] and returning ``(B, H, W, 1)`` target images in
+[-1, 1] (a NumPy array or a tensor); ``source`` and ``target`` are ``"ct"`` / ``"mri"``. Adapters:
+:func:`stargan_translator` (one generator, one-hot target domain, CT = 0, MRI = 1),
+:func:`cyclegan_translator` (one generator per direction); the baselines of
+:mod:`ctmri_tf.baselines`. Optional attributes a translator may carry:
+
+* ``whole_volume = True``: called once per subject and direction with the whole volume and its
+  body mask, ``translate(volume_unit, source, target, mask=mask)`` (histogram matching needs the
+  volume's histogram); otherwise it is called on chunks of ``batch_size`` slices.
+* ``directions``: the ``(source, target)`` pairs it supports (default: both); the others are
+  skipped and shown as "-".
+* ``cycle_is_trivial = True``: translate-and-back returns the input itself (the identity), so no
+  cycle-reconstruction error is reported for it (it would compare an image with itself).
+
+Paired data (every subject has registered CT and MRI)
+-----------------------------------------------------
+For every model, direction and subject, the source volume is mapped to [-1, 1] with its own
+``intensity_range`` (background outside the source's body mask set to -1 when ``mask_inputs``, as
+in training), translated, and mapped into the target's physical units with the *target volume's*
+``intensity_range`` (``ctmri_tf.intensity.from_unit``). Then (:mod:`ctmri_tf.metrics`, SynthRAD
+2023 protocol):
+
+* MRI -> CT: MAE, PSNR, SSIM in HU clipped to [-1024, 3000] (data range 4024 HU);
+* CT -> MRI: MAE, PSNR, SSIM on the [0, 1]-scaled MRI (the target volume's percentile scale
+  mapped to [0, 1], clipped; data range 1);
+
+each on the whole image (region ``"image"``) and inside the body (region ``"body"``: the
+*source's* body mask, the region a user has at inference time). Per subject, all slices of the
+volume count together (MAE over all voxels of the region, PSNR from the volume's MSE, SSIM the
+mean of the slices' SSIM maps); the summary is mean and sample standard deviation over subjects.
+
+A perfect translation has ``MSE = 0`` and ``PSNR = +inf``. It is never capped: the returned
+dict holds ``math.inf``, ``metrics.csv`` and ``comparison.md`` write ``inf``, ``metrics.json``
+(strict JSON has no infinity) writes the string ``"inf"``; a mean over subjects that includes
+an ``inf`` is ``inf`` with no standard deviation. NaN (an undefined value) is ``null`` in JSON and
+empty in the CSV.
+
+Unpaired data (some subject lacks a registered counterpart)
+-----------------------------------------------------------
+No reference exists, so nothing is compared with a ground truth. Reported instead, per model,
+direction and subject: the cycle-reconstruction error (translate, translate back, MAE and PSNR of
+the reconstruction against the translator's input, in the source's units, image and body), and,
+when a ``classifier`` (``images (B, H, W, 1) in [-1, 1] -> (B, 2) logits``, 0 = CT, 1 = MRI) is
+given, the fraction of translated slices it assigns to the target modality.
+
+Outputs of :func:`evaluate` in ``out_dir`` (written to a temporary sibling, then renamed):
+``metrics.csv`` (one row per model x direction x subject x region), ``metrics.json`` (the rows,
+the summary and the protocol), ``comparison.md`` (models as rows, baselines included, mean +- std
+over subjects), ``grids/<model>_<source>-to-<target>.png`` (input | translated | ground truth |
+|error| per subject; unpaired: input | translated | reconstructed).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Protocol
+
+import numpy as np
+
+from ctmri_tf import intensity
+from ctmri_tf.atomic import atomic_output
+from ctmri_tf.errors import CtmriInputError
+from ctmri_tf.metrics import (CT_RANGE_HU, MRI_UNIT_RANGE, image_metrics, mae,
+                              mri_to_unit_interval, psnr, summarize)
+
+MODALITIES = ("ct", "mri")
+DOMAIN_INDEX = {"ct": 0, "mri": 1}
+"""StarGAN / classifier domain ids."""
+DIRECTIONS = (("mri", "ct"), ("ct", "mri"))
+REGIONS = ("body", "image")
+PAIRED_METRICS = ("mae", "psnr", "ssim")
+UNPAIRED_METRICS = ("cycle_mae", "cycle_psnr", "target_fraction")
+
+DISPLAY_CT_WINDOW_HU = (-200.0, 1000.0)
+"""CT display window of the grids, in HU (soft tissue, CSF and bone readable)."""
+ERROR_DISPLAY_HU = 500.0
+"""|error| maps of CT show 0 .. 500 HU as black .. white."""
+ERROR_DISPLAY_MRI = ERROR_DISPLAY_HU / (CT_RANGE_HU[1] - CT_RANGE_HU[0])
+"""|error| maps of MRI ([0, 1] scale) show the same fraction of the data range (0 .. 0.124)."""
+NO_REFERENCE_MESSAGE = (
+    "No reference exists: these CT and MRI volumes are not registered pairs, so no translated "
+    "image can be compared with a ground truth and no MAE/PSNR/SSIM against a reference is "
+    "reported. Reported instead: the cycle-reconstruction error (translate and back, against the "
+    "translator's own input) and, when a classifier is given, the fraction of translated slices "
+    "it assigns to the target modality.")
+
+
+class Translator(Protocol):
+    """``(B, H, W, 1)`` float32 in [-1, 1] of modality ``source`` -> same shape in [-1, 1] of
+    modality ``target``."""
+
+    def __call__(self, images_unit: Any, source: str, target: str) -> Any: ...
+
+
+def direction_name(source: str, target: str) -> str:
+    """``"mri->ct"`` / ``"ct->mri"``."""
+    return f"{source}->{target}"
+
+
+def _units(modality: str) -> str:
+    return "HU" if modality == "ct" else "MRI [0,1]"
+
+
+# ----------------------------------------------------------------------------- adapters
+
+def stargan_translator(generator: Callable) -> Callable:
+    """Adapt a StarGAN generator ``[image (B,H,W,1), one-hot target (B,2)] -> image`` (Keras
+    model, CT = 0, MRI = 1) to the translator protocol (inference mode)."""
+    import tensorflow as tf
+
+    def translate(images_unit, source: str, target: str) -> np.ndarray:
+        _modality(source), _modality(target)
+        x = tf.convert_to_tensor(images_unit, tf.float32)
+        labels = tf.one_hot(tf.fill([tf.shape(x)[0]], DOMAIN_INDEX[target]), len(DOMAIN_INDEX))
+        return np.asarray(generator([x, labels], training=False))
+
+    return translate
+
+
+def cyclegan_translator(generators: Mapping[str, Callable]) -> Callable:
+    """Adapt CycleGAN generators ``{"mri->ct": g_ct, "ct->mri": g_mri}`` (each ``image ->
+    image`` in [-1, 1]; one direction may be missing) to the translator protocol."""
+    known = {direction_name(s, t) for s, t in DIRECTIONS}
+    unknown = set(generators) - known
+    if unknown or not generators:
+        raise CtmriInputError(None, f"CycleGAN generators must be keyed by {sorted(known)}, got "
+                                    f"{sorted(generators)}")
+    generators = dict(generators)
+
+    def translate(images_unit, source: str, target: str) -> np.ndarray:
+        import tensorflow as tf
+        name = direction_name(_modality(source), _modality(target))
+        if name not in generators:
+            raise CtmriInputError(None, f"this CycleGAN has no {name} generator")
+        x = tf.convert_to_tensor(images_unit, tf.float32)
+        return np.asarray(generators[name](x, training=False))
+
+    translate.directions = tuple(tuple(name.split("->")) for name in generators)
+    return translate
+
+
+def resized_translator(translator: Callable, image_size) -> Callable:
+    """Run ``translator`` at the size it was trained at, keeping the data's resolution.
+
+    Input slices are resized to ``image_size`` (``int`` or ``(height, width)`` pixels; bilinear
+    with antialiasing, as ``ctmri_tf.data``'s ``fit="resize"``), translated, and the output is
+    resized back to the input's size (bilinear), so metrics are computed against the ground truth
+    at its stored resolution. Inputs already at ``image_size`` pass straight through.
+    """
+    import tensorflow as tf
+
+    if getattr(translator, "whole_volume", False):
+        raise CtmriInputError(None, "a whole-volume translator (a baseline) works at any size; "
+                                    "do not resize it")
+    size = (int(image_size), int(image_size)) if np.ndim(image_size) == 0 else tuple(
+        int(v) for v in image_size)
+
+    def translate(images_unit, source: str, target: str):
+        x = tf.convert_to_tensor(images_unit, tf.float32)
+        if tuple(x.shape[1:3]) == size:
+            return translator(x, source, target)
+        small = tf.image.resize(x, size, method="bilinear", antialias=True)
+        out = tf.convert_to_tensor(translator(small, source, target), tf.float32)
+        return tf.image.resize(out, tf.shape(x)[1:3], method="bilinear").numpy()
+
+    for attribute in ("directions", "cycle_is_trivial"):
+        if hasattr(translator, attribute):
+            setattr(translate, attribute, getattr(translator, attribute))
+    return translate
+
+
+# ----------------------------------------------------------------------------- data
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationSubject:
+    """One subject's volumes in physical units.
+
+    Attributes:
+        subject_id: the subject's name (rows of the results).
+        images: ``{modality: float32 (slices, rows, cols)}``: CT in HU, MRI in MR signal.
+        masks: ``{modality: uint8 (slices, rows, cols)}`` body masks {0, 1}.
+        ranges: ``{modality: (low, high)}`` physical values that map to [-1, 1]: the CT window
+            in HU, the volume's MRI percentile scale.
+        paired: the CT and MRI are registered slice by slice (ground truth of each other).
+    """
+
+    subject_id: str
+    images: Mapping[str, np.ndarray]
+    masks: Mapping[str, np.ndarray]
+    ranges: Mapping[str, tuple[float, float]]
+    paired: bool = True
+
+    def __post_init__(self):
+        where = f"subject {self.subject_id}"
+        if not self.images:
+            raise CtmriInputError(None, f"{where}: has no image")
+        for modality, image in self.images.items():
+            _modality(modality)
+            if modality not in self.masks or modality not in self.ranges:
+                raise CtmriInputError(None, f"{where}: the {modality} image has no body mask or "
+                                            f"no intensity range")
+            if np.ndim(image) != 3 or np.shape(self.masks[modality]) != np.shape(image):
+                raise CtmriInputError(None, f"{where}: the {modality} image must be (slices, rows, "
+                                            f"cols) with a mask of the same shape; got "
+                                            f"{np.shape(image)} and "
+                                            f"{np.shape(self.masks[modality])}")
+        if self.paired and (set(self.images) != set(MODALITIES)
+                            or np.shape(self.images["ct"]) != np.shape(self.images["mri"])):
+            raise CtmriInputError(None, f"{where}: a paired subject needs a CT and an MRI volume "
+                                        f"of the same shape")
+
+
+def paired_subject(subject_id: str, *, ct: Any, mri: Any, mask: Any,
+                   ct_range=intensity.CT_WINDOW_HU, mri_range=None) -> EvaluationSubject:
+    """A paired subject from registered volumes sharing one body mask.
+
+    Args:
+        ct: (slices, rows, cols) HU.  mri: same shape, MR signal.  mask: same shape, {0, 1}.
+        ct_range: CT window in HU (default ``intensity.CT_WINDOW_HU``).
+        mri_range: MRI scale ``(low, high)``; default: ``intensity.fit_mri_scale(mri, mask)``.
+    """
+    ct = np.asarray(ct, np.float32)
+    mri = np.asarray(mri, np.float32)
+    mask = (np.asarray(mask) != 0).astype(np.uint8)
+    if mri_range is None:
+        mri_range = intensity.fit_mri_scale(mri, mask).as_tuple()
+    return EvaluationSubject(subject_id, {"ct": ct, "mri": mri}, {"ct": mask, "mri": mask},
+                             {"ct": _pair(ct_range), "mri": _pair(mri_range)}, paired=True)
+
+
+def _pair(value_range) -> tuple[float, float]:
+    if hasattr(value_range, "as_tuple"):
+        value_range = value_range.as_tuple()
+    low, high = (float(v) for v in np.asarray(value_range, np.float64).reshape(2))
+    return low, high
+
+
+def _text(value) -> str:
+    value = value.item() if hasattr(value, "item") else value
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _modality(value) -> str:
+    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if 0 <= int(value) < len(MODALITIES):
+            return MODALITIES[int(value)]
+    value = value.decode() if isinstance(value, bytes) else value
+    if value not in MODALITIES:
+        raise CtmriInputError(None, f"unknown modality {value!r}: expected one of {MODALITIES}")
+    return value
+
+
+def _stack(slices: dict[int, tuple], subject_id: str, modality: str):
+    """{slice_index: (image, mask, range)} -> (volume, mask volume, range)."""
+    order = sorted(slices)
+    ranges = {slices[i][2] for i in order}
+    if len(ranges) != 1:
+        raise CtmriInputError(None, f"subject {subject_id}: its {modality} slices carry "
+                                    f"different intensity ranges {sorted(ranges)}; a volume "
+                                    f"has one range")
+    shapes = {np.shape(slices[i][0]) for i in order}
+    if len(shapes) != 1:
+        raise CtmriInputError(None, f"subject {subject_id}: its {modality} slices differ in "
+                                    f"shape {sorted(shapes)}")
+    volume = np.stack([np.asarray(slices[i][0], np.float32) for i in order])
+    mask = np.stack([(np.asarray(slices[i][1]) != 0).astype(np.uint8) for i in order])
+    return volume, mask, ranges.pop(), order
+
+
+def subjects_from_examples(examples: Iterable[Mapping]) -> list[EvaluationSubject]:
+    """Group raw examples of the tfds ``ctmri`` dataset into subjects.
+
+    Args:
+        examples: NumPy dicts as ``tfds.as_numpy(ctmri_tf.data.load(split))`` yields them
+            (``image``, ``mask``, ``modality``, ``subject_id``, ``slice_index``,
+            ``intensity_range``, ``has_counterpart``, ``counterpart``, ``counterpart_range``).
+
+    Returns:
+        One :class:`EvaluationSubject` per subject id, in order of first appearance; a subject is
+        paired when every one of its slices has a registered counterpart and both modalities
+        cover the same slices. A modality that only appears as counterparts is built from them
+        (with the mask of the slice they belong to).
+    """
+    own: dict[str, dict[str, dict[int, tuple]]] = defaultdict(lambda: defaultdict(dict))
+    counterparts: dict[str, dict[str, dict[int, tuple]]] = defaultdict(lambda: defaultdict(dict))
+    all_paired: dict[str, bool] = {}
+    for example in examples:
+        sid = _text(example["subject_id"])
+        modality = _modality(example["modality"])
+        index = int(np.asarray(example["slice_index"]))
+        mask = np.asarray(example["mask"])
+        own[sid][modality][index] = (np.asarray(example["image"]), mask,
+                                     _pair(example["intensity_range"]))
+        has = bool(np.asarray(example.get("has_counterpart", False)))
+        all_paired[sid] = all_paired.get(sid, True) and has
+        if has:
+            other = MODALITIES[1 - MODALITIES.index(modality)]
+            counterparts[sid][other][index] = (np.asarray(example["counterpart"]), mask,
+                                               _pair(example["counterpart_range"]))
+    subjects = []
+    for sid in own:
+        images, masks, ranges, covered = {}, {}, {}, {}
+        for modality in MODALITIES:
+            slices = own[sid].get(modality) or counterparts[sid].get(modality)
+            if not slices:
+                continue
+            images[modality], masks[modality], ranges[modality], covered[modality] = _stack(
+                slices, sid, modality)
+        paired = (all_paired[sid] and len(images) == 2 and covered["ct"] == covered["mri"]
+                  and images["ct"].shape == images["mri"].shape)
+        subjects.append(EvaluationSubject(sid, images, masks, ranges, paired=paired))
+    return subjects
+
+
+def subjects_from_paired_batches(batches: Iterable[Mapping], source: str = "mri"
+                                 ) -> list[EvaluationSubject]:
+    """Group ``ctmri_tf.data.paired_batches(split, ..., source=source)`` batches into subjects.
+
+    The [-1, 1] ``source`` / ``target`` images are mapped back to physical units with each
+    example's ``source_range`` / ``target_range``; the batch's ``mask`` (the source's body mask)
+    serves both modalities. Use ``shuffle=False`` or not: slices are sorted by ``slice_index``.
+    """
+    source = _modality(source)
+    target = MODALITIES[1 - MODALITIES.index(source)]
+    slices: dict[str, dict[str, dict[int, tuple]]] = defaultdict(lambda: defaultdict(dict))
+    for batch in batches:
+        batch = {k: np.asarray(v) for k, v in batch.items()}
+        for b in range(batch["source"].shape[0]):
+            sid = _text(batch["subject_id"][b])
+            index = int(batch["slice_index"][b])
+            mask = batch["mask"][b, ..., 0]
+            for modality, key in ((source, "source"), (target, "target")):
+                value_range = _pair(batch[f"{key}_range"][b])
+                physical = intensity.from_unit(batch[key][b, ..., 0], modality, value_range)
+                slices[sid][modality][index] = (physical, mask, value_range)
+    subjects = []
+    for sid, by_modality in slices.items():
+        images, masks, ranges = {}, {}, {}
+        for modality in MODALITIES:
+            images[modality], masks[modality], ranges[modality], _ = _stack(
+                by_modality[modality], sid, modality)
+        subjects.append(EvaluationSubject(sid, images, masks, ranges, paired=True))
+    return subjects
+
+
+def load_subjects(split: str = "test", *, config: str = "synthetic",
+                  data_dir: str | os.PathLike | None = None) -> list[EvaluationSubject]:
+    """The subjects of a built ``ctmri`` dataset split, at the stored resolution and in physical
+    units (``ctmri_tf.data.load`` grouped by :func:`subjects_from_examples`)."""
+    import tensorflow_datasets as tfds
+
+    from ctmri_tf import data
+
+    return subjects_from_examples(tfds.as_numpy(data.load(split, config=config,
+                                                          data_dir=data_dir)))
+
+
+def _as_subjects(data: Any, source: str) -> list[EvaluationSubject]:
+    if hasattr(data, "as_numpy_iterator"):  # a tf.data.Dataset
+        data = data.as_numpy_iterator()
+    items = list(data)
+    if not items:
+        raise CtmriInputError(None, "no subject to evaluate: the data is empty")
+    if all(isinstance(item, EvaluationSubject) for item in items):
+        ids = [s.subject_id for s in items]
+        if len(set(ids)) != len(ids):
+            raise CtmriInputError(None, f"subject ids are not unique: {ids}")
+        return items
+    if all(isinstance(item, Mapping) for item in items):
+        if all("source" in item and "target" in item for item in items):
+            return subjects_from_paired_batches(items, source)
+        if all("image" in item for item in items):
+            return subjects_from_examples(items)
+    raise CtmriInputError(None, "cannot evaluate this data: give EvaluationSubject objects, "
+                                "ctmri_tf.data.paired_batches batches or raw ctmri examples")
+
+
+# ----------------------------------------------------------------------------- running
+
+def _supports(translator, source: str, target: str) -> bool:
+    directions = getattr(translator, "directions", None)
+    return directions is None or (source, target) in {tuple(d) for d in directions}
+
+
+def _translate(name: str, translator, volume_unit: np.ndarray, mask: np.ndarray, source: str,
+               target: str, batch_size: int) -> np.ndarray:
+    """(S, H, W) [-1, 1] -> (S, H, W) [-1, 1] through ``translator``."""
+    x = volume_unit[..., np.newaxis].astype(np.float32)
+    if getattr(translator, "whole_volume", False):
+        out = np.asarray(translator(x, source, target, mask=mask[..., np.newaxis]))
+    else:
+        parts = [np.asarray(translator(x[i:i + batch_size], source, target))
+                 for i in range(0, x.shape[0], batch_size)]
+        out = np.concatenate(parts, axis=0)
+    if out.shape != x.shape:
+        raise CtmriInputError(None, f"translator {name!r} returned shape {out.shape} for "
+                                    f"{direction_name(source, target)} input {x.shape}")
+    if not np.all(np.isfinite(out)):
+        raise CtmriInputError(None, f"translator {name!r} returned NaN/Inf for "
+                                    f"{direction_name(source, target)}")
+    return out[..., 0].astype(np.float32)
+
+
+def _metric_space(x_physical: np.ndarray, modality: str, value_range):
+    """Physical units -> the units the metrics use: HU, or the [0, 1] MRI scale."""
+    if modality == "ct":
+        return x_physical.astype(np.float64), CT_RANGE_HU
+    return mri_to_unit_interval(x_physical, value_range), MRI_UNIT_RANGE
+
+
+def _source_unit(subject: EvaluationSubject, source: str, mask_inputs: bool) -> np.ndarray:
+    unit = intensity.to_unit(subject.images[source], source, subject.ranges[source])
+    if mask_inputs:
+        unit = np.where(subject.masks[source] != 0, unit, np.float32(-1.0))
+    return unit.astype(np.float32)
+
+
+def _grid_slice(mask: np.ndarray) -> int:
+    """The slice with the most body voxels."""
+    return int(np.argmax(mask.reshape(mask.shape[0], -1).sum(axis=1)))
+
+
+def _display_range(modality: str) -> tuple[float, float]:
+    """Grid range of a translated / true image in the metrics' units."""
+    return DISPLAY_CT_WINDOW_HU if modality == "ct" else MRI_UNIT_RANGE
+
+
+def _paired_subject(subject, translators, mask_inputs, batch_size, rows, samples, want_grid):
+    for source, target in DIRECTIONS:
+        mask = subject.masks[source]
+        src_unit = _source_unit(subject, source, mask_inputs)
+        truth, value_range = _metric_space(subject.images[target], target,
+                                           subject.ranges[target])
+        for name, translator in translators.items():
+            if not _supports(translator, source, target):
+                continue
+            out_unit = _translate(name, translator, src_unit, mask, source, target, batch_size)
+            physical = intensity.from_unit(out_unit, target, subject.ranges[target])
+            prediction, _ = _metric_space(physical, target, subject.ranges[target])
+            values = image_metrics(prediction, truth, mask, value_range)
+            for region in REGIONS:
+                rows.append({"model": name, "direction": direction_name(source, target),
+                             "subject_id": subject.subject_id, "region": region,
+                             "units": _units(target), **values[region]})
+            if want_grid:
+                k = _grid_slice(mask)
+                shown, true = (np.clip(v[k], *value_range) for v in (prediction, truth))
+                samples[(name, source, target)].append(
+                    [src_unit[k], shown, true, np.abs(shown - true)])  # as the metrics see them
+
+
+def _unpaired_subject(subject, translators, classifier, mask_inputs, batch_size, rows, samples,
+                      want_grid):
+    import tensorflow as tf
+    for source in MODALITIES:
+        if source not in subject.images:
+            continue
+        target = MODALITIES[1 - MODALITIES.index(source)]
+        mask = subject.masks[source]
+        src_unit = _source_unit(subject, source, mask_inputs)
+        given, value_range = _metric_space(
+            intensity.from_unit(src_unit, source, subject.ranges[source]), source,
+            subject.ranges[source])
+        for name, translator in translators.items():
+            if not _supports(translator, source, target):
+                continue
+            out_unit = _translate(name, translator, src_unit, mask, source, target, batch_size)
+            fraction = math.nan
+            if classifier is not None:
+                logits = np.concatenate([
+                    np.asarray(classifier(tf.constant(out_unit[i:i + batch_size, ..., None]),
+                                          training=False))
+                    for i in range(0, out_unit.shape[0], batch_size)])
+                fraction = float(np.mean(np.argmax(logits, axis=-1) == DOMAIN_INDEX[target]))
+            cycle = back = None
+            if not getattr(translator, "cycle_is_trivial", False) and _supports(
+                    translator, target, source):
+                back = _translate(name, translator, out_unit, mask, target, source, batch_size)
+                reconstructed, _ = _metric_space(
+                    intensity.from_unit(back, source, subject.ranges[source]), source,
+                    subject.ranges[source])
+                cycle = {region: (mae(reconstructed, given, region_mask, value_range),
+                                  psnr(reconstructed, given, value_range, region_mask))
+                         for region, region_mask in (("body", mask), ("image", None))}
+            for region in REGIONS:
+                cycle_mae, cycle_psnr = cycle[region] if cycle else (math.nan, math.nan)
+                rows.append({"model": name, "direction": direction_name(source, target),
+                             "subject_id": subject.subject_id, "region": region,
+                             "units": _units(source), "cycle_mae": cycle_mae,
+                             "cycle_psnr": cycle_psnr,
+                             "target_fraction": fraction if region == "image" else math.nan})
+            if want_grid:
+                k = _grid_slice(mask)
+                samples[(name, source, target)].append(
+                    [src_unit[k], out_unit[k], None if back is None else back[k]])
+
+
+def _summary(rows: list[dict], metric_names) -> dict:
+    grouped: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
+    for row in rows:
+        for metric in metric_names:
+            value = row.get(metric, math.nan)
+            if not (isinstance(value, float) and math.isnan(value)):
+                grouped[row["model"]][row["direction"]][row["region"]][metric].append(value)
+    return {model: {direction: {region: {metric: summarize(values)
+                                         for metric, values in metrics_.items()}
+                                for region, metrics_ in regions.items()}
+                    for direction, regions in directions.items()}
+            for model, directions in grouped.items()}
+
+
+def _run(translators: Mapping[str, Translator], data: Any, *, source: str = "mri",
+         classifier: Callable | None = None, mask_inputs: bool = True, batch_size: int = 16,
+         grid_subjects: int = 4, progress: bool = True):
+    from tqdm.auto import tqdm
+
+    if not translators:
+        raise CtmriInputError(None, "no translator to evaluate: give at least one model or "
+                                    "baseline")
+    if int(batch_size) < 1:
+        raise CtmriInputError(None, f"batch_size must be >= 1, got {batch_size}")
+    translators = dict(translators)
+    subjects = _as_subjects(data, source)
+    paired = all(subject.paired for subject in subjects)
+    rows: list[dict] = []
+    samples: dict = defaultdict(list)
+    with tqdm(total=len(subjects), desc="evaluate", unit="subject", disable=not progress,
+              file=sys.stderr) as bar:
+        for i, subject in enumerate(subjects):
+            want_grid = i < grid_subjects
+            if paired:
+                _paired_subject(subject, translators, mask_inputs, batch_size, rows, samples,
+                                want_grid)
+            else:
+                _unpaired_subject(subject, translators, classifier, mask_inputs, batch_size,
+                                  rows, samples, want_grid)
+            bar.update(1)
+    metric_names = PAIRED_METRICS if paired else UNPAIRED_METRICS
+    results = {
+        "evaluation": "paired" if paired else "unpaired",
+        "reference": paired,
+        "message": "" if paired else NO_REFERENCE_MESSAGE,
+        "protocol": _protocol(paired, mask_inputs),
+        "models": list(translators),
+        "trivial_cycle_models": [name for name, t in translators.items()
+                                 if getattr(t, "cycle_is_trivial", False)],
+        "subjects": [s.subject_id for s in subjects],
+        "columns": ["model", "direction", "subject_id", "region", "units", *metric_names],
+        "rows": rows,
+        "summary": _summary(rows, metric_names),
+    }
+    return results, samples
+
+
+def _protocol(paired: bool, mask_inputs: bool) -> dict:
+    common = {
+        "inputs": "source volume mapped to [-1, 1] with its intensity_range"
+                  + ("; background outside the source body mask set to -1" if mask_inputs
+                     else ""),
+        "outputs": "mapped to physical units with the target volume's intensity_range",
+        "body_region": "the source's body mask",
+        "aggregation": "per subject over all slices (MAE over the region's voxels, PSNR from the "
+                       "volume MSE, SSIM mean of the slices' SSIM maps); mean and sample std "
+                       "(ddof=1) over subjects",
+        "infinite_psnr": "identical images give PSNR inf (JSON: \"inf\"), never capped",
+    }
+    if paired:
+        common.update({
+            "mri->ct": "HU clipped to [-1024, 3000], data range 4024 HU",
+            "ct->mri": "MRI [0, 1] scale (target volume's percentile scale), clipped, data "
+                       "range 1",
+            "ssim": "tf.image.ssim maps, Gaussian 11x11 sigma 1.5, K1 0.01, K2 0.03; body: "
+                    "outside set to the range minimum in both images, map averaged over window "
+                    "centres in the body (SynthRAD 2023)",
+        })
+    else:
+        common.update({
+            "cycle": "translate and back; MAE and PSNR of the reconstruction against the "
+                     "translator's input, in the source's units (HU clipped to [-1024, 3000] / "
+                     "MRI [0, 1] scale)",
+            "target_fraction": "fraction of translated slices the classifier assigns to the "
+                               "target modality (argmax of its logits)",
+        })
+    return common
+
+
+def compute_results(translators: Mapping[str, Translator], data: Any, *, source: str = "mri",
+                    classifier: Callable | None = None, mask_inputs: bool = True,
+                    batch_size: int = 16, progress: bool = False) -> dict:
+    """Evaluate without writing files; return the results dict (see :func:`evaluate`).
+
+    Args: as :func:`evaluate`, without ``out_dir`` / ``overwrite`` / ``grid_subjects``.
+    """
+    results, _ = _run(translators, data, source=source, classifier=classifier,
+                      mask_inputs=mask_inputs, batch_size=batch_size, grid_subjects=0,
+                      progress=progress)
+    return results
+
+
+def evaluate(translators: Mapping[str, Translator], paired_dataset_or_examples: Any,
+             out_dir: str | os.PathLike, *, source: str = "mri",
+             classifier: Callable | None = None, mask_inputs: bool = True, batch_size: int = 16,
+             grid_subjects: int = 4, overwrite: bool = False, progress: bool = True) -> dict:
+    """Evaluate translators (models and baselines) and write the report folder.
+
+    Args:
+        translators: ``{name: translator}`` in table order, e.g. ``{"identity":
+            baselines.identity_translator, "StarGAN": stargan_translator(generator)}``.
+        paired_dataset_or_examples: :class:`EvaluationSubject` objects, or a ``tf.data.Dataset`` /
+            iterable of ``ctmri_tf.data.paired_batches`` batches, or of raw ``ctmri`` examples
+            (``ctmri_tf.data.load``). Paired evaluation when every subject is paired, otherwise
+            unpaired (no reference metrics).
+        out_dir: the folder to create, e.g. ``results/<run>``.
+        source: the ``source`` modality the ``paired_batches`` were made with.
+        classifier: optional CT/MRI classifier called as ``classifier(images, training=False)``
+            (a Keras model): ``(B, H, W, 1)`` in [-1, 1] -> ``(B, 2)`` logits, 0 = CT, 1 = MRI;
+            used on unpaired data.
+        mask_inputs: set the source's background to -1 before translating (as in training).
+        batch_size: slices per translator call.
+        grid_subjects: subjects shown in each PNG grid (their slice with most body).
+        overwrite: replace an existing ``out_dir``.
+        progress: show a tqdm progress bar on stderr.
+
+    Returns:
+        The results dict: ``evaluation`` ("paired" / "unpaired"), ``reference`` (bool),
+        ``message`` (why no reference metrics, when unpaired), ``protocol``, ``models``,
+        ``subjects``, ``columns``, ``rows`` (one dict per model x direction x subject x region;
+        paired: ``mae``, ``psnr``, ``ssim``; unpaired: ``cycle_mae``, ``cycle_psnr``,
+        ``target_fraction``) and ``summary[model][direction][region][metric] = {"mean", "std",
+        "n"}``; PSNR may be ``math.inf``.
+
+    Raises:
+        CtmriInputError: ``out_dir`` exists (without ``overwrite``), no translator, no subject,
+            a translator returning a wrong shape or NaN.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise CtmriInputError(out_dir, "output already exists; refusing to overwrite it "
+                                       "(choose another folder or pass overwrite)")
+    results, samples = _run(translators, paired_dataset_or_examples, source=source,
+                            classifier=classifier, mask_inputs=mask_inputs,
+                            batch_size=batch_size, grid_subjects=grid_subjects, progress=progress)
+    with atomic_output(out_dir, directory=True, overwrite=overwrite) as tmp:
+        (tmp / "metrics.csv").write_text(metrics_csv(results))
+        (tmp / "metrics.json").write_text(metrics_json(results))
+        (tmp / "comparison.md").write_text(comparison_markdown(results))
+        _write_grids(tmp / "grids", results, samples)
+    return results
+
+
+# ----------------------------------------------------------------------------- writers
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "model"
+
+
+def _write_grids(folder: Path, results: dict, samples: dict) -> None:
+    from ctmri_tf.visualize import save_grid_png
+
+    folder.mkdir()
+    paired = results["reference"]
+    slugs: dict[str, str] = {}
+    for name in results["models"]:
+        slug = _slug(name)
+        while slug in slugs.values():
+            slug += "_"
+        slugs[name] = slug
+    for (name, source, target), rows in samples.items():
+        slug = slugs[name]
+        if paired:
+            error_max = ERROR_DISPLAY_HU if target == "ct" else ERROR_DISPLAY_MRI
+            error_text = f"0-{error_max:g} HU" if target == "ct" else f"0-{error_max:.3f}"
+            titles = [f"input {source.upper()}", f"translated {target.upper()}",
+                      f"true {target.upper()}", f"|error| {error_text}"]
+            ranges = [(-1.0, 1.0), _display_range(target),
+                      _display_range(target), (0.0, error_max)]
+        else:
+            titles = [f"input {source.upper()}", f"translated {target.upper()}",
+                      f"reconstructed {source.upper()}"]
+            ranges = [(-1.0, 1.0)] * 3
+        save_grid_png(folder / f"{slug}_{source}-to-{target}.png", rows, titles=titles,
+                      value_ranges=ranges)
+
+
+def _csv_value(value) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    return str(value)
+
+
+def metrics_csv(results: dict) -> str:
+    """The rows as CSV text (``inf`` for infinite PSNR, empty for NaN)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(results["columns"])
+    for row in results["rows"]:
+        writer.writerow([_csv_value(row.get(column, math.nan)) for column in results["columns"]])
+    return out.getvalue()
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return value
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def metrics_json(results: dict) -> str:
+    """The results as strict JSON (``"inf"`` for infinite PSNR, ``null`` for NaN)."""
+    return json.dumps(_json_safe(results), indent=2, allow_nan=False) + "\n"
+
+
+def _format(stats: dict | None, digits: int) -> str:
+    if not stats or stats["n"] == 0:
+        return "-"
+    mean, std = stats["mean"], stats["std"]
+    if math.isinf(mean):
+        return "inf" if mean > 0 else "-inf"
+    if math.isnan(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+_PAIRED_COLUMNS = [
+    ("mri->ct", "mae", "MRI→CT MAE (HU)", 1), ("mri->ct", "psnr", "MRI→CT PSNR (dB)", 2),
+    ("mri->ct", "ssim", "MRI→CT SSIM", 4), ("ct->mri", "mae", "CT→MRI MAE ([0,1])", 4),
+    ("ct->mri", "psnr", "CT→MRI PSNR (dB)", 2), ("ct->mri", "ssim", "CT→MRI SSIM", 4),
+]
+_UNPAIRED_COLUMNS = [
+    ("mri->ct", "cycle_mae", "MRI→CT→MRI cycle MAE ([0,1])", 4),
+    ("mri->ct", "cycle_psnr", "MRI→CT→MRI cycle PSNR (dB)", 2),
+    ("ct->mri", "cycle_mae", "CT→MRI→CT cycle MAE (HU)", 1),
+    ("ct->mri", "cycle_psnr", "CT→MRI→CT cycle PSNR (dB)", 2),
+]
+_CLASSIFIER_COLUMNS = [
+    ("mri->ct", "target_fraction", "MRI→CT slices classified CT", 3),
+    ("ct->mri", "target_fraction", "CT→MRI slices classified MRI", 3),
+]
+
+
+def _table(results: dict, region: str, columns) -> list[str]:
+    lines = ["| model | " + " | ".join(title for _, _, title, _ in columns) + " |",
+             "| --- |" + " ---: |" * len(columns)]
+    for model in results["models"]:
+        by_direction = results["summary"].get(model, {})
+        cells = []
+        for direction, metric, _, digits in columns:
+            stats = by_direction.get(direction, {}).get(region, {}).get(metric)
+            if (metric.startswith("cycle") and model in results["trivial_cycle_models"]):
+                cells.append("n/a")
+            else:
+                cells.append(_format(stats, digits))
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def comparison_markdown(results: dict) -> str:
+    """The comparison table(s) as Markdown: one row per model, mean ± std over subjects."""
+    n = len(results["subjects"])
+    lines = []
+    if results["reference"]:
+        lines += [f"# CT ↔ MRI translation: {n} test subject(s), mean ± std over subjects", "",
+                  "MRI→CT in HU clipped to [-1024, 3000] (PSNR/SSIM data range 4024 HU); CT→MRI "
+                  "on the [0, 1]-scaled MRI (the volume's percentile scale). Per subject all "
+                  "slices together; SSIM with the SynthRAD 2023 body masking. PSNR `inf` = "
+                  "identical images.", "", "## Inside the body", ""]
+        lines += _table(results, "body", _PAIRED_COLUMNS)
+        lines += ["", "## Whole image", ""]
+        lines += _table(results, "image", _PAIRED_COLUMNS)
+    else:
+        lines += [f"# CT ↔ MRI translation, unpaired: {n} subject(s), mean ± std over subjects",
+                  "", f"**{results['message']}**", "",
+                  "`n/a`: the model's cycle returns its input itself (identity), so a "
+                  "cycle error would compare an image with itself.", "", "## Inside the body", ""]
+        lines += _table(results, "body", _UNPAIRED_COLUMNS)
+        lines += ["", "## Whole image", ""]
+        columns = list(_UNPAIRED_COLUMNS)
+        if any(not math.isnan(row["target_fraction"]) for row in results["rows"]):
+            columns += _CLASSIFIER_COLUMNS
+        lines += _table(results, "image", columns)
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    from ctmri_tf.cli import main
+
+    sys.exit(main(["evaluate", *sys.argv[1:]]))

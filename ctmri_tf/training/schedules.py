@@ -1,0 +1,42 @@
+"""Learning-rate schedules keyed to the global training step."""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+class LinearDecayToZero(keras.optimizers.schedules.LearningRateSchedule):
+    """Constant, then linear decay to 0 over the last ``decay_steps`` training steps.
+
+    As in the official StarGAN/CycleGAN code (which decays in chunks; this decays every step).
+    An optimizer that is updated only every ``steps_per_update`` training steps (StarGAN's
+    generator, every ``n_critic`` steps) passes that factor: its update ``k`` (0-based,
+    ``optimizer.iterations``) happens at training step ``(k + 1) * steps_per_update - 1``.
+
+    The rate used at training step ``t`` (0-based) of ``total_steps`` is
+    ``initial * min(1, (total_steps - t) / decay_steps)``: ``initial`` up to step
+    ``total_steps - decay_steps``, ``initial / decay_steps`` at the last step.
+    """
+
+    def __init__(self, initial_learning_rate: float, total_steps: int, decay_steps: int,
+                 steps_per_update: int = 1):
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.total_steps = int(total_steps)
+        self.decay_steps = int(decay_steps)
+        self.steps_per_update = int(steps_per_update)
+
+    def training_step(self, iteration):
+        """The 0-based training step at which optimizer update ``iteration`` happens."""
+        return (tf.cast(iteration, tf.float32) + 1.0) * self.steps_per_update - 1.0
+
+    def __call__(self, iteration):
+        if self.decay_steps <= 0:
+            return tf.constant(self.initial_learning_rate, tf.float32)
+        remaining = self.total_steps - self.training_step(iteration)
+        fraction = tf.clip_by_value(remaining / self.decay_steps, 0.0, 1.0)
+        return self.initial_learning_rate * fraction
+
+    def get_config(self):
+        return {"initial_learning_rate": self.initial_learning_rate,
+                "total_steps": self.total_steps, "decay_steps": self.decay_steps,
+                "steps_per_update": self.steps_per_update}

@@ -1,0 +1,237 @@
+"""StarGAN (Choi et al., CVPR 2018) for two domains, CT (0) and MRI (1), as in the official code.
+
+Each training step takes a global batch of real images, half CT and half MRI
+(``{"ct": (B/2, H, W, 1), "mri": (B/2, H, W, 1)}`` in [-1, 1], as produced by
+``ctmri_tf.data.unpaired_batches(split, B // 2, ...)``), concatenates the halves with their domain
+labels, and asks the generator to translate every image to the other domain (with two domains
+the paper's random target label is always the other one). Then, as in ``solver.py``:
+
+1. critic update, every step: WGAN critic loss on real and fake images + ``lambda_cls`` x domain
+   classification of the *real* images + ``lambda_gp`` x gradient penalty;
+2. generator update, every ``n_critic``-th step (after that step's critic update): WGAN adversarial
+   loss + ``lambda_cls`` x domain classification of the *fake* images + ``lambda_rec`` x L1
+   reconstruction after translating back to the original domain.
+
+Both optimizers are Adam(lr, beta_1=0.5, beta_2=0.999, epsilon=1e-8 as PyTorch), with the
+learning rate constant and then decaying linearly to 0 over the last ``schedule.decay_steps``
+steps. Losses are per-example vectors from :mod:`ctmri_tf.losses` reduced with
+``tf.nn.compute_average_loss(..., global_batch_size=B)``, so one device and N replicas compute
+the same gradients. The GP interpolation weights are drawn for the whole global batch from the
+step's seed and each replica takes the slice of its own examples, so the randomness is identical
+too.
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ctmri_tf import losses
+from ctmri_tf.configs import OptimizerConfig, StarGANConfig
+from ctmri_tf.errors import CtmriInputError
+from ctmri_tf.models.stargan import stargan_discriminator, stargan_generator
+from ctmri_tf.training.runtime import configure_keras
+from ctmri_tf.training.schedules import LinearDecayToZero
+
+DOMAINS = ("ct", "mri")
+CT, MRI = 0, 1
+NUM_DOMAINS = len(DOMAINS)
+
+
+def _adam(config: OptimizerConfig, schedule: LinearDecayToZero, name: str):
+    return keras.optimizers.Adam(learning_rate=schedule, beta_1=config.beta_1,
+                                 beta_2=config.beta_2, epsilon=config.epsilon, name=name)
+
+
+def _to_unit_interval(x: tf.Tensor) -> tf.Tensor:
+    """Model space [-1, 1] -> [0, 1] (clipped), the range tf.image.psnr/ssim are told."""
+    return (tf.clip_by_value(tf.cast(x, tf.float32), -1.0, 1.0) + 1.0) / 2.0
+
+
+class StarGAN:
+    """The StarGAN training task (implements ``ctmri_tf.training.loop.TrainingTask``).
+
+    Builds the generator, the discriminator and their optimizers under ``strategy.scope()``
+    after seeding and setting the precision policy from ``config``.
+
+    Args:
+        config: a validated :class:`ctmri_tf.configs.StarGANConfig`.
+        strategy: the ``tf.distribute.Strategy`` that will run the steps.
+
+    Raises:
+        CtmriInputError: the config is invalid, or ``data.batch_size`` cannot be split into
+            equal CT and MRI halves on every replica.
+    """
+
+    def __init__(self, config: StarGANConfig, strategy: tf.distribute.Strategy):
+        config.validate()
+        replicas = strategy.num_replicas_in_sync
+        if config.data.batch_size % (2 * replicas):
+            raise CtmriInputError(
+                None, f"data.batch_size={config.data.batch_size} must be divisible by "
+                      f"2 x {replicas} replicas: each replica takes as many CT as MRI images")
+        configure_keras(config.seed, config.precision)
+        self.config = config
+        self.strategy = strategy
+        self.global_batch_size = config.data.batch_size
+        self.images_per_domain = config.data.batch_size // 2
+        model, schedule, loss = config.model, config.schedule, config.loss
+        with strategy.scope():
+            self.generator = stargan_generator(
+                num_domains=NUM_DOMAINS, filters=model.generator_filters,
+                num_residual=model.generator_residual_blocks, image_size=config.data.image_size)
+            self.discriminator = stargan_discriminator(
+                config.data.image_size, num_domains=NUM_DOMAINS,
+                filters=model.discriminator_filters, num_layers=model.discriminator_layers)
+            self.generator_optimizer = _adam(
+                config.generator_optimizer,
+                LinearDecayToZero(config.generator_optimizer.learning_rate, schedule.steps,
+                                  schedule.decay_steps, steps_per_update=loss.n_critic),
+                "generator_adam")
+            self.discriminator_optimizer = _adam(
+                config.discriminator_optimizer,
+                LinearDecayToZero(config.discriminator_optimizer.learning_rate, schedule.steps,
+                                  schedule.decay_steps),
+                "discriminator_adam")
+            # Keras 3 optimizers create their slots lazily; under MirroredStrategy that must
+            # happen here, in the strategy scope, not inside the first replica step.
+            self.generator_optimizer.build(self.generator.trainable_variables)
+            self.discriminator_optimizer.build(self.discriminator.trainable_variables)
+
+    # ------------------------------------------------------------------ TrainingTask protocol
+    def checkpoint_objects(self) -> dict:
+        return {"generator": self.generator, "discriminator": self.discriminator,
+                "generator_optimizer": self.generator_optimizer,
+                "discriminator_optimizer": self.discriminator_optimizer}
+
+    def step_kind(self, step: int) -> str:
+        """``"d+g"`` on every ``n_critic``-th step (0-based ``step``), else ``"d"``."""
+        return "d+g" if (step + 1) % self.config.loss.n_critic == 0 else "d"
+
+    def learning_rates(self) -> dict:
+        return {"generator": self.generator_optimizer.learning_rate,
+                "discriminator": self.discriminator_optimizer.learning_rate}
+
+    def replica_step(self, batch, seed, kind: str) -> dict:
+        """One replica's step on ``{"ct": (b, H, W, 1), "mri": (b, H, W, 1)}`` in [-1, 1]."""
+        lambda_cls = self.config.loss.lambda_cls
+        lambda_gp = self.config.loss.lambda_gp
+        lambda_rec = self.config.loss.lambda_rec
+        G, D = self.generator, self.discriminator
+        x_real, label_org, label_trg, alpha = self._inputs(batch, seed)
+
+        # 1. Train the discriminator.
+        with tf.GradientTape() as tape:
+            # Real images: critic scores and domain classification.
+            out_src, out_cls = D(x_real, training=True)
+            d_loss_cls = self._average(losses.domain_classification_loss(label_org, out_cls))
+            # Fake images (the generator is not trained here).
+            x_fake = tf.stop_gradient(G([x_real, label_trg], training=True))
+            fake_src, _ = D(x_fake, training=True)
+            d_loss_adv = self._average(losses.wgan_critic_loss(out_src, fake_src))
+            # Gradient penalty on random interpolates of real and fake images.
+            d_loss_gp = self._average(losses.gradient_penalty(
+                lambda x: D(x, training=True)[0], x_real, x_fake, alpha))
+            d_loss = d_loss_adv + lambda_cls * d_loss_cls + lambda_gp * d_loss_gp
+        self._apply(self.discriminator_optimizer, tape.gradient(d_loss, D.trainable_variables),
+                    D.trainable_variables)
+        step_losses = {"d_adv": d_loss_adv, "d_cls": d_loss_cls, "d_gp": d_loss_gp,
+                       "d_total": d_loss}
+        if kind == "d":
+            return step_losses
+
+        # 2. Train the generator (every n_critic steps).
+        with tf.GradientTape() as tape:
+            # Original-to-target domain.
+            x_fake = G([x_real, label_trg], training=True)
+            out_src, out_cls = D(x_fake, training=True)
+            g_loss_adv = self._average(losses.wgan_generator_loss(out_src))
+            g_loss_cls = self._average(losses.domain_classification_loss(label_trg, out_cls))
+            # Target-to-original domain.
+            x_reconst = G([x_fake, label_org], training=True)
+            g_loss_rec = self._average(losses.l1_loss(x_real, x_reconst))
+            g_loss = g_loss_adv + lambda_rec * g_loss_rec + lambda_cls * g_loss_cls
+        self._apply(self.generator_optimizer, tape.gradient(g_loss, G.trainable_variables),
+                    G.trainable_variables)
+        step_losses.update({"g_adv": g_loss_adv, "g_cls": g_loss_cls, "g_rec": g_loss_rec,
+                            "g_total": g_loss})
+        return step_losses
+
+    def validation_metrics(self, batch) -> dict:
+        """PSNR (dB) and SSIM of MRI->CT and CT->MRI on a paired batch, per example ``(B,)``.
+
+        ``batch`` comes from ``ctmri_tf.data.paired_batches(..., source="mri")``: ``source`` is
+        the MRI and ``target`` the registered CT, both in [-1, 1]; images are mapped to [0, 1]
+        (``max_val=1``) before ``tf.image.psnr`` / ``tf.image.ssim``.
+        """
+        mri, ct = batch["source"], batch["target"]
+        fake_ct = self.translate(mri, CT)
+        fake_mri = self.translate(ct, MRI)
+        metrics = {}
+        for name, fake, real in (("mri_to_ct", fake_ct, ct), ("ct_to_mri", fake_mri, mri)):
+            fake, real = _to_unit_interval(fake), _to_unit_interval(real)
+            metrics[f"psnr_{name}"] = tf.image.psnr(fake, real, max_val=1.0)
+            metrics[f"ssim_{name}"] = tf.image.ssim(fake, real, max_val=1.0)
+        return metrics
+
+    def sample_rows(self, batch, max_examples: int = 2):
+        """Image-grid rows in [-1, 1]: input | translated | reconstructed (| ground truth).
+
+        A paired validation batch (``source`` MRI, ``target`` CT) gives, per example, an MRI row
+        and a CT row with the registered other modality as ground truth; a training batch
+        (``ct``, ``mri``) gives rows without ground truth.
+        """
+        if "source" in batch:
+            mri, ct = batch["source"][:max_examples], batch["target"][:max_examples]
+            titles = ["input", "translated", "reconstructed", "ground truth"]
+        else:
+            ct, mri = batch["ct"][:max_examples], batch["mri"][:max_examples]
+            titles = ["input", "translated", "reconstructed"]
+        rows = []
+        for image, domain, truth in ((mri, MRI, ct), (ct, CT, mri)):
+            other = 1 - domain
+            translated = self.translate(image, other)
+            reconstructed = self.translate(translated, domain)
+            for i in range(image.shape[0]):
+                row = [np.asarray(image[i]), np.asarray(translated[i]),
+                       np.asarray(reconstructed[i])]
+                if len(titles) == 4:
+                    row.append(np.asarray(truth[i]))
+                rows.append(row)
+        return rows, titles
+
+    # ------------------------------------------------------------------ helpers
+    def translate(self, images, domain: int) -> tf.Tensor:
+        """Translate ``images`` (B, H, W, 1) in [-1, 1] to ``domain`` (0 = CT, 1 = MRI)."""
+        images = tf.convert_to_tensor(images, tf.float32)
+        labels = tf.one_hot(tf.fill([tf.shape(images)[0]], domain), NUM_DOMAINS)
+        return self.generator([images, labels], training=False)
+
+    def _average(self, per_example: tf.Tensor) -> tf.Tensor:
+        return tf.nn.compute_average_loss(tf.cast(per_example, tf.float32),
+                                          global_batch_size=self.global_batch_size)
+
+    def _inputs(self, batch, seed):
+        """Real images with their domain labels, the target labels and the GP weights.
+
+        The interpolation weights are drawn as a ``(2, B/2)`` array (domain x global example
+        index) for the whole global batch; this replica takes the columns of its own examples,
+        which ``experimental_distribute_dataset`` hands out in order (replica r gets examples
+        ``r*b .. (r+1)*b - 1`` of each domain).
+        """
+        ct = tf.cast(batch["ct"], tf.float32)
+        mri = tf.cast(batch["mri"], tf.float32)
+        per_replica = tf.shape(ct)[0]
+        x_real = tf.concat([ct, mri], axis=0)
+        domain = tf.concat([tf.fill([per_replica], CT), tf.fill([per_replica], MRI)], axis=0)
+        label_org = tf.one_hot(domain, NUM_DOMAINS)
+        label_trg = tf.one_hot(1 - domain, NUM_DOMAINS)
+        replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int32)
+        alpha = tf.random.stateless_uniform([NUM_DOMAINS, self.images_per_domain], seed=seed)
+        alpha = alpha[:, replica * per_replica:(replica + 1) * per_replica]
+        alpha = tf.reshape(alpha, [-1, 1, 1, 1])
+        return x_real, label_org, label_trg, alpha
+
+    @staticmethod
+    def _apply(optimizer, gradients, variables) -> None:
+        optimizer.apply_gradients(zip(gradients, variables))

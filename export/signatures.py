@@ -1,0 +1,555 @@
+"""The ``tf.Module`` wrappers whose traced methods become the SavedModels' serving signatures.
+
+Every signature takes images in physical units and hides the normalisation to model space
+[-1, 1], using the TensorFlow code paths of :mod:`ctmri_tf.intensity` inside the graph:
+
+* CT is mapped with the fixed CT window :data:`ctmri_tf.intensity.CT_WINDOW_HU` (-1024 to 3000 HU).
+* MRI is mapped with a per-image scale: the MR signal at the 0.5 % and 99.5 % percentiles of the
+  image's finite pixels (:func:`ctmri_tf.intensity.fit_mri_scale`, ``tf.sort``/``tf.gather``
+  inside the graph, linear interpolation as ``numpy.percentile``). A constant image (a blank
+  slice) maps to -1 instead of failing the request. Signatures ending in ``_with_ranges`` /
+  ``_with_range`` take the ``(low, high)`` range of each image instead, e.g. the per-volume scale
+  the model was trained with (the tfds ``intensity_range`` feature).
+
+Conventions shared by all signatures:
+
+* ``image`` is float32 of shape ``(B, H, W)`` or ``(B, H, W, 1)`` (the signature's shape is of
+  unknown rank so that both work); image outputs have the shape of ``image``. Batch and spatial
+  sizes are free, within each model's rule (checked in the graph; a violation fails the request
+  with ``INVALID_ARGUMENT`` and a message saying the rule):
+
+  - StarGAN and CycleGAN generators: height and width multiples of 4, at least 8 pixels;
+  - DeepLabV3+: exactly the size the model was trained at (fixed when exporting; see
+    :class:`Segmenter`);
+  - classifier: any size;
+  - ``evaluate*``: at least 11 x 11 pixels (SSIM's Gaussian window).
+
+* modality / domain names are strings ``"ct"`` and ``"mri"`` (case and surrounding blanks are
+  ignored), shape ``(B,)``.
+* a range input is float32 ``(B, 2)``: the physical ``(low, high)`` that maps to -1 and +1 (HU for
+  CT, MR signal for MRI).
+
+Translation outputs (``translate*`` and ``evaluate*``):
+
+* ``translated_unit``: the generator's output in model space [-1, 1].
+* ``translated``: physical units of the target. CT: HU in the CT window. MRI: without a
+  ``target_range``, the unit image mapped linearly onto [0, 1] ("scaled MR signal": MRI has no
+  absolute scale); with a ``target_range`` (``*_with_ranges``), MR signal in that range's units.
+
+Metrics (``evaluate``, ``evaluate_masked``), one value per image: the protocol of
+:mod:`ctmri_tf.metrics` (SynthRAD, fixed "population" dynamic range) applied to each slice. Both
+images are mapped to [0, 1] and compared with ``tf.image.psnr`` / ``tf.image.ssim``
+(``max_val=1``, 11x11 Gaussian window, sigma 1.5, K1=0.01, K2=0.03), which equals PSNR/SSIM on
+HU clipped to [-1024, 3000] with data range 4024 for CT, and on the [0, 1] scaled signal for MRI
+(the reference MRI scaled by its own per-image percentiles). ``evaluate_masked`` sets both
+images to 0 (-1024 HU) outside the body mask, as SynthRAD does, and averages the squared error
+(PSNR) and the SSIM map (whose entries are the windows centred 5 pixels or more inside the
+image) over the mask's pixels; an empty mask gives NaN. PSNR is in dB (``inf`` for identical
+images).
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from ctmri_tf import intensity, metrics
+
+MODALITY_NAMES = ("ct", "mri")
+"""Domain / class index -> name (StarGAN's one-hot order and the classifier's logits)."""
+
+GENERATOR_MULTIPLE = 4
+"""Generators down-sample twice by 2: height and width must be multiples of 4."""
+
+GENERATOR_MIN_SIZE = 8
+DEEPLAB_MULTIPLE = 32
+"""DeepLabV3+'s output stride: its image size must be a multiple of 32."""
+
+MRI_OUTPUT_RANGE = (0.0, 1.0)
+"""Where ``translated`` puts an MRI when no ``target_range`` is given: the [0, 1] scaled signal."""
+
+_IMAGES = tf.TensorSpec((None, None, None, 1), tf.float32)
+_FLAGS = tf.TensorSpec((None,), tf.bool)
+_RANGES = tf.TensorSpec((None, 2), tf.float32)
+
+
+# ----------------------------------------------------------------------------- graph helpers
+
+def _batch_image(image: tf.Tensor, name: str) -> tf.Tensor:
+    """``(B, H, W)`` or ``(B, H, W, 1)`` -> ``(B, H, W, 1)`` (checked in the graph)."""
+    rank = tf.rank(image)
+    shape = tf.shape(image)
+    ok = tf.logical_or(tf.equal(rank, 3),
+                       tf.logical_and(tf.equal(rank, 4), tf.equal(shape[-1], 1)))
+    check = tf.debugging.Assert(ok, [f"{name} must have shape (batch, height, width) or "
+                                     f"(batch, height, width, 1); got shape", shape])
+    with tf.control_dependencies([check]):
+        shape = tf.identity(shape)
+    image4 = tf.reshape(image, tf.stack([shape[0], shape[1], shape[2], 1]))
+    return tf.ensure_shape(image4, (None, None, None, 1))
+
+
+def _check_same_shape(image4: tf.Tensor, other4: tf.Tensor, name: str) -> tf.Tensor:
+    check = tf.debugging.assert_equal(
+        tf.shape(image4), tf.shape(other4),
+        message=f"{name} must have the same (batch, height, width) as image")
+    with tf.control_dependencies([check]):
+        return tf.identity(other4)
+
+
+def _check_spatial(image4: tf.Tensor, multiple: int, minimum: int, model: str) -> tf.Tensor:
+    size = tf.shape(image4)[1:3]
+    ok = tf.logical_and(tf.reduce_all(tf.equal(size % multiple, 0)),
+                        tf.reduce_all(size >= minimum))
+    check = tf.debugging.Assert(ok, [f"{model}: height and width must be multiples of "
+                                     f"{multiple} and at least {minimum} pixels (pad or crop "
+                                     f"the image); got height, width", size])
+    with tf.control_dependencies([check]):
+        return tf.identity(image4)
+
+
+def _check_batch(image4: tf.Tensor, values: tf.Tensor, name: str) -> tf.Tensor:
+    check = tf.debugging.assert_equal(
+        tf.shape(values)[0], tf.shape(image4)[0],
+        message=f"{name} must have one entry per image of the batch")
+    with tf.control_dependencies([check]):
+        return tf.identity(values)
+
+
+def _is_mri(names: tf.Tensor, image4: tf.Tensor, what: str) -> tf.Tensor:
+    """``(B,)`` strings ``"ct"``/``"mri"`` -> ``(B,)`` bool (True for MRI), checked."""
+    names = _check_batch(image4, names, what)
+    names = tf.strings.lower(tf.strings.strip(names))
+    is_mri = tf.equal(names, "mri")
+    valid = tf.logical_or(is_mri, tf.equal(names, "ct"))
+    check = tf.debugging.Assert(tf.reduce_all(valid), [f"{what} must be ct or mri (one per "
+                                                       f"image); got", names], summarize=16)
+    with tf.control_dependencies([check]):
+        return tf.identity(is_mri)
+
+
+def _per_image(mask: tf.Tensor) -> tf.Tensor:
+    """``(B,)`` -> ``(B, 1, 1, 1)`` to select between whole images with ``tf.where``."""
+    return tf.reshape(mask, (-1, 1, 1, 1))
+
+
+def _image_percentile_range(image: tf.Tensor) -> tf.Tensor:
+    """One image's MRI scale ``(2,)``; ``(value, value + 1)`` for a constant image."""
+    finite = tf.boolean_mask(image, tf.math.is_finite(image))
+    low, high = tf.reduce_min(finite), tf.reduce_max(finite)
+
+    def fit():
+        scale = intensity.fit_mri_scale(image, percentiles=intensity.MRI_PERCENTILES)
+        return tf.stack([scale.low, scale.high])
+
+    return tf.cond(high > low, fit, lambda: tf.stack([low, low + 1.0]))
+
+
+def default_ranges(image4: tf.Tensor, is_mri: tf.Tensor) -> tf.Tensor:
+    """The ``(B, 2)`` physical range of each image that maps to [-1, 1] when none is given.
+
+    CT (``is_mri`` False): the CT window :data:`ctmri_tf.intensity.CT_WINDOW_HU`. MRI: the
+    image's own MR signal at the 0.5 % / 99.5 % percentiles of its finite pixels
+    (:func:`ctmri_tf.intensity.fit_mri_scale`: ``tf.sort``/``tf.gather``); a constant image gets
+    ``(value, value + 1)`` so that it maps to -1 (background) instead of failing the request.
+    A CT image never reaches the percentile code, so a blank CT slice is fine too.
+    """
+    window = tf.constant(intensity.CT_WINDOW_HU, tf.float32)
+
+    def one(args):
+        image, mri = args
+        return tf.cond(mri, lambda: _image_percentile_range(image), lambda: window)
+
+    return tf.map_fn(one, (image4, is_mri), fn_output_signature=tf.TensorSpec((2,), tf.float32))
+
+
+def default_output_ranges(is_mri: tf.Tensor) -> tf.Tensor:
+    """``(B, 2)``: the CT window for CT targets, :data:`MRI_OUTPUT_RANGE` for MRI targets."""
+    return tf.where(is_mri[:, None], tf.constant([MRI_OUTPUT_RANGE], tf.float32),
+                    tf.constant([intensity.CT_WINDOW_HU], tf.float32))
+
+
+def physical_to_unit(image4: tf.Tensor, is_mri: tf.Tensor, ranges: tf.Tensor) -> tf.Tensor:
+    """Physical units -> [-1, 1] with one ``(low, high)`` per image (``ranges`` ``(B, 2)``):
+    HU through :func:`ctmri_tf.intensity.ct_to_unit`, MR signal through ``mri_to_unit``."""
+    return tf.where(_per_image(is_mri), intensity.mri_to_unit(image4, ranges),
+                    intensity.ct_to_unit(image4, ranges))
+
+
+def unit_to_physical(unit4: tf.Tensor, is_mri: tf.Tensor, ranges: tf.Tensor) -> tf.Tensor:
+    """[-1, 1] -> physical units with one ``(low, high)`` per image (inverse of
+    :func:`physical_to_unit`)."""
+    return tf.where(_per_image(is_mri), intensity.unit_to_mri(unit4, ranges),
+                    intensity.unit_to_ct(unit4, ranges))
+
+
+def image_metrics(translated_unit4, reference4, target_is_mri, reference_ranges, mask4=None):
+    """Per-image ``(psnr, ssim)``, each ``(B,)`` float32 (see the module docstring).
+
+    Both images go to [0, 1]: CT as ``(clip(HU, -1024, 3000) + 1024) / 4024``, MRI as the
+    scaled signal (the reference through ``reference_ranges``, its percentile scale).
+    """
+    low, high = metrics.CT_RANGE_HU
+
+    def ct01(hu):
+        return (tf.clip_by_value(hu, low, high) - low) / (high - low)
+
+    select = _per_image(target_is_mri)
+    pred = tf.where(select, (translated_unit4 + 1.0) * 0.5,
+                    ct01(intensity.unit_to_ct(translated_unit4)))
+    ref = tf.where(select, (intensity.mri_to_unit(reference4, reference_ranges) + 1.0) * 0.5,
+                   ct01(reference4))
+    pred = _check_spatial(pred, 1, metrics.SSIM_FILTER_SIZE, "evaluate (SSIM window)")
+    ssim_options = dict(max_val=1.0, filter_size=metrics.SSIM_FILTER_SIZE,
+                        filter_sigma=metrics.SSIM_FILTER_SIGMA, k1=metrics.SSIM_K1,
+                        k2=metrics.SSIM_K2)
+    if mask4 is None:
+        return tf.image.psnr(pred, ref, max_val=1.0), tf.image.ssim(pred, ref, **ssim_options)
+    inside = tf.cast(tf.not_equal(mask4, 0), tf.float32)
+    pred, ref = pred * inside, ref * inside
+    count = tf.reduce_sum(inside, axis=[1, 2, 3])
+    mse = tf.reduce_sum(tf.square(pred - ref), axis=[1, 2, 3]) / count
+    psnr = -10.0 * tf.math.log(mse) / tf.math.log(10.0)
+    ssim_map = tf.image.ssim(pred, ref, return_index_map=True, **ssim_options)  # (B, H-10, W-10)
+    border = metrics.SSIM_BORDER
+    inner = inside[:, border:-border, border:-border, 0]
+    ssim = tf.reduce_sum(ssim_map * inner, axis=[1, 2]) / tf.reduce_sum(inner, axis=[1, 2])
+    return psnr, ssim
+
+
+def _like(image4: tf.Tensor, original: tf.Tensor) -> tf.Tensor:
+    return tf.reshape(image4, tf.shape(original))
+
+
+# ----------------------------------------------------------------------------- serving modules
+
+class _Hidden:
+    """Holds objects out of TensorFlow's object tracking.
+
+    * The Keras model: a tracked Keras 3 model makes ``tf.saved_model.save`` trace an extra
+      ``serving_default`` of the model at its built input shape (slow, and impossible for
+      keras-cv's DeepLabV3+ with an unknown image size). Like ``keras.export.ExportArchive``,
+      the modules track only the model's variables (``model_variables``), which is all the
+      signatures capture.
+    * Inner ``tf.function``\ s shared by several signatures (the model call, the percentile
+      scaling): traced once per module and saved once in the function library, instead of once
+      per signature.
+    """
+
+    def __init__(self, **values):
+        self.__dict__.update(values)
+
+
+def signature(*input_signature: tf.TensorSpec):
+    """Mark a method of a :class:`ServingModule` as a serving signature with these inputs."""
+    def mark(method):
+        method.input_signature = input_signature
+        return method
+    return mark
+
+
+def _image(name: str = "image", dtype=tf.float32) -> tf.TensorSpec:
+    """An image input of unknown rank: ``(B, H, W)`` or ``(B, H, W, 1)``."""
+    return tf.TensorSpec(None, dtype, name=name)
+
+
+def _names(name: str) -> tf.TensorSpec:
+    return tf.TensorSpec((None,), tf.string, name=name)
+
+
+def _ranges(name: str) -> tf.TensorSpec:
+    return tf.TensorSpec((None, 2), tf.float32, name=name)
+
+
+def _inner(fn, *input_signature) -> tf.types.experimental.PolymorphicFunction:
+    return tf.function(fn, input_signature=list(input_signature), autograph=False)
+
+
+class ServingModule(tf.Module):
+    """A Keras model plus the methods (marked with :func:`signature`) that become its serving
+    signatures. The methods are plain graph code: :meth:`signatures` traces each one once (no
+    AutoGraph, nothing to convert) for ``tf.saved_model.save(module, path, signatures=...)``;
+    they also run eagerly, which is handy for debugging.
+    """
+
+    DEFAULT_SIGNATURE = ""
+    """The signature also exported as ``serving_default``."""
+
+    def __init__(self, model, label: str, **inner):
+        super().__init__(name=label)
+        self.model_variables = list(model.variables)
+        self.hidden = _Hidden(model=model, default_ranges=_inner(default_ranges, _IMAGES, _FLAGS),
+                              **inner)
+
+    def signature_methods(self) -> dict:
+        """``{signature name: (bound method, input signature)}``."""
+        found = {}
+        for klass in reversed(type(self).__mro__):
+            for name, attr in vars(klass).items():
+                specs = getattr(attr, "input_signature", None)
+                if callable(attr) and specs is not None:
+                    found[name] = (getattr(self, name), specs)
+        return found
+
+    def signatures(self) -> dict:
+        """``{signature name: concrete function}``, ``serving_default`` included."""
+        concrete = {name: _inner(method, *specs).get_concrete_function()
+                    for name, (method, specs) in self.signature_methods().items()}
+        concrete["serving_default"] = concrete[self.DEFAULT_SIGNATURE]
+        return concrete
+
+
+# ----------------------------------------------------------------------------- translators
+
+class _Translator(ServingModule):
+    """Shared translate / evaluate logic; subclasses say how the generator is called and which
+    modality each image is translated to (the source is the other one)."""
+
+    DEFAULT_SIGNATURE = "translate"
+
+    def __init__(self, generator, label: str):
+        super().__init__(generator, label,
+                         core=_inner(self._core, _IMAGES, _FLAGS, _RANGES, _RANGES))
+
+    # Subclasses: (unit4 in [-1, 1], target_is_mri (B,)) -> translated unit (B, H, W, 1).
+    def _generate(self, unit4, target_is_mri):
+        raise NotImplementedError
+
+    def _core(self, image4, target_is_mri, source_ranges, target_ranges):
+        unit = physical_to_unit(image4, tf.logical_not(target_is_mri), source_ranges)
+        out = self._generate(unit, target_is_mri)
+        return out, unit_to_physical(out, target_is_mri, target_ranges)
+
+    def _translate(self, image, target_is_mri_fn, source_ranges=None, target_ranges=None):
+        image4 = _check_spatial(_batch_image(image, "image"), GENERATOR_MULTIPLE,
+                                GENERATOR_MIN_SIZE, self.name)
+        target_is_mri = target_is_mri_fn(image4)
+        if source_ranges is None:
+            source_ranges = self.hidden.default_ranges(image4, tf.logical_not(target_is_mri))
+            target_ranges = default_output_ranges(target_is_mri)
+        else:
+            source_ranges = _check_batch(image4, source_ranges, "source_range")
+            target_ranges = _check_batch(image4, target_ranges, "target_range")
+        out, translated = self.hidden.core(image4, target_is_mri, source_ranges, target_ranges)
+        return image4, target_is_mri, out, translated
+
+    def _translation(self, image, target_is_mri_fn, source_ranges=None, target_ranges=None):
+        _, _, out, translated = self._translate(image, target_is_mri_fn, source_ranges,
+                                                target_ranges)
+        return {"translated": _like(translated, image), "translated_unit": _like(out, image)}
+
+    def _evaluation(self, image, reference, target_is_mri_fn, mask=None):
+        image4, target_is_mri, out, translated = self._translate(image, target_is_mri_fn)
+        reference4 = _check_same_shape(image4, _batch_image(reference, "reference"), "reference")
+        mask4 = None
+        if mask is not None:
+            mask4 = _check_same_shape(image4, _batch_image(mask, "mask"), "mask")
+        reference_ranges = self.hidden.default_ranges(reference4, target_is_mri)
+        psnr, ssim = image_metrics(out, reference4, target_is_mri, reference_ranges, mask4)
+        return {"translated": _like(translated, image), "translated_unit": _like(out, image),
+                "psnr": psnr, "ssim": ssim}
+
+
+class StarGANTranslator(_Translator):
+    """Serving signatures of a StarGAN generator (2 domains: index 0 = ct, 1 = mri).
+
+    ``target_domain`` is a string per image, ``"ct"`` or ``"mri"``; the source modality is the
+    other one (an MRI for ``"ct"``, a CT for ``"mri"``), which decides how ``image`` is
+    normalised.
+
+    Signatures:
+        ``serving_default`` = ``translate``: ``image``, ``target_domain`` ->
+            ``translated``, ``translated_unit``.
+        ``translate_with_ranges``: ``image``, ``target_domain``, ``source_range`` (B, 2),
+            ``target_range`` (B, 2) -> ``translated`` (in ``target_range`` units),
+            ``translated_unit``.
+        ``evaluate``: ``image``, ``target_domain``, ``reference`` (target modality, physical
+            units, shape of ``image``) -> ``translated``, ``translated_unit``, ``psnr``, ``ssim``.
+        ``evaluate_masked``: as ``evaluate`` plus ``mask`` (uint8, shape of ``image``, nonzero =
+            body).
+    """
+
+    def __init__(self, generator):
+        num_domains = generator.inputs[1].shape[-1]
+        if num_domains != len(MODALITY_NAMES):
+            raise ValueError(f"the StarGAN generator has {num_domains} domains; the export "
+                             f"supports exactly {len(MODALITY_NAMES)}: {MODALITY_NAMES}")
+        super().__init__(generator, "stargan_generator")
+
+    def _generate(self, unit4, target_is_mri):
+        label = tf.one_hot(tf.cast(target_is_mri, tf.int32), len(MODALITY_NAMES))
+        return self.hidden.model([unit4, label], training=False)
+
+    @staticmethod
+    def _domain(target_domain):
+        return lambda image4: _is_mri(target_domain, image4, "target_domain")
+
+    @signature(_image(), _names("target_domain"))
+    def translate(self, image, target_domain):
+        return self._translation(image, self._domain(target_domain))
+
+    @signature(_image(), _names("target_domain"), _ranges("source_range"),
+               _ranges("target_range"))
+    def translate_with_ranges(self, image, target_domain, source_range, target_range):
+        return self._translation(image, self._domain(target_domain), source_range, target_range)
+
+    @signature(_image(), _names("target_domain"), _image("reference"))
+    def evaluate(self, image, target_domain, reference):
+        return self._evaluation(image, reference, self._domain(target_domain))
+
+    @signature(_image(), _names("target_domain"), _image("reference"), _image("mask", tf.uint8))
+    def evaluate_masked(self, image, target_domain, reference, mask):
+        return self._evaluation(image, reference, self._domain(target_domain), mask)
+
+
+CYCLEGAN_DIRECTIONS = ("mri2ct", "ct2mri")
+
+
+class CycleGANTranslator(_Translator):
+    """Serving signatures of one CycleGAN generator (one direction: ``mri2ct`` or ``ct2mri``).
+
+    Signatures (as :class:`StarGANTranslator`, without ``target_domain``):
+        ``serving_default`` = ``translate``: ``image`` -> ``translated``, ``translated_unit``.
+        ``translate_with_ranges``: ``image``, ``source_range``, ``target_range``.
+        ``evaluate``: ``image``, ``reference`` -> + ``psnr``, ``ssim``.
+        ``evaluate_masked``: ``image``, ``reference``, ``mask``.
+    """
+
+    def __init__(self, generator, direction: str):
+        if direction not in CYCLEGAN_DIRECTIONS:
+            raise ValueError(f"direction must be one of {CYCLEGAN_DIRECTIONS}, got {direction!r}")
+        super().__init__(generator, f"cyclegan_{direction}")
+        self.direction = direction
+
+    def _generate(self, unit4, target_is_mri):
+        return self.hidden.model(unit4, training=False)
+
+    def _domain(self):
+        target_is_mri = self.direction == "ct2mri"
+        return lambda image4: tf.fill(tf.shape(image4)[:1], target_is_mri)
+
+    @signature(_image())
+    def translate(self, image):
+        return self._translation(image, self._domain())
+
+    @signature(_image(), _ranges("source_range"), _ranges("target_range"))
+    def translate_with_ranges(self, image, source_range, target_range):
+        return self._translation(image, self._domain(), source_range, target_range)
+
+    @signature(_image(), _image("reference"))
+    def evaluate(self, image, reference):
+        return self._evaluation(image, reference, self._domain())
+
+    @signature(_image(), _image("reference"), _image("mask", tf.uint8))
+    def evaluate_masked(self, image, reference, mask):
+        return self._evaluation(image, reference, self._domain(), mask)
+
+
+# ----------------------------------------------------------------------------- segmentation
+
+class Segmenter(ServingModule):
+    """Serving signatures of the DeepLabV3+ body segmentation model.
+
+    Signatures:
+        ``serving_default`` = ``segment``: ``image`` (physical units), ``modality`` (B,) ->
+            ``mask`` uint8 (B, H, W) (argmax class: 1 = body for the 2-class model),
+            ``probabilities`` float32 (B, H, W, num_classes) (softmax of the logits).
+        ``segment_with_range``: ``image``, ``modality``, ``intensity_range`` (B, 2).
+
+    The batch size is free but the image size is fixed to ``image_size`` (the size the model was
+    trained at): keras-cv's DeepLabV3+ up-samples with ``keras.layers.UpSampling2D(bilinear)``,
+    which Keras 3 cannot trace with a height or width unknown until run time. Other sizes fail
+    the request with a message giving the expected size.
+
+    Args:
+        model: ``ctmri_tf.models.deeplab_v3_plus`` model.
+        image_size: ``(height, width)`` or an int, multiples of 32; default the model's input
+            size (required when the model was built with ``image_size=None``).
+    """
+
+    DEFAULT_SIGNATURE = "segment"
+
+    def __init__(self, model, image_size=None):
+        built = tuple(model.input_shape[1:3])
+        if image_size is None:
+            if None in built:
+                raise ValueError("deeplab_v3_plus was built for any image size; give the "
+                                 "image_size it was trained at (keras-cv's DeepLabV3+ cannot be "
+                                 "traced with a height or width unknown until run time)")
+            image_size = built
+        elif isinstance(image_size, int):
+            image_size = (image_size, image_size)
+        image_size = tuple(int(side) for side in image_size)
+        if len(image_size) != 2 or any(
+                side % DEEPLAB_MULTIPLE or side < DEEPLAB_MULTIPLE for side in image_size) or any(
+                b is not None and b != side for b, side in zip(built, image_size)):
+            raise ValueError(f"deeplab_v3_plus: image_size {image_size} must be two multiples of "
+                             f"{DEEPLAB_MULTIPLE} matching the model's input size {built}")
+        fixed = tf.TensorSpec((None, *image_size, 1), tf.float32)
+        super().__init__(model, "deeplab_v3_plus", core=_inner(self._core, fixed, _FLAGS, _RANGES))
+        self.image_size = image_size
+
+    def _core(self, image4, is_mri, ranges):
+        logits = self.hidden.model(physical_to_unit(image4, is_mri, ranges), training=False)
+        probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        return {"mask": tf.cast(tf.argmax(probabilities, axis=-1), tf.uint8),
+                "probabilities": probabilities}
+
+    def _segment(self, image, modality, ranges=None):
+        image4 = _batch_image(image, "image")
+        height, width = self.image_size
+        size = tf.shape(image4)[1:3]
+        check = tf.debugging.Assert(
+            tf.reduce_all(tf.equal(size, [height, width])),
+            [f"{self.name}: this export takes images of exactly {height} x {width} pixels "
+             f"(the size the model was trained at); got height, width", size])
+        with tf.control_dependencies([check]):
+            image4 = tf.ensure_shape(tf.identity(image4), (None, height, width, 1))
+        is_mri = _is_mri(modality, image4, "modality")
+        if ranges is None:
+            ranges = self.hidden.default_ranges(image4, is_mri)
+        else:
+            ranges = _check_batch(image4, ranges, "intensity_range")
+        return self.hidden.core(image4, is_mri, ranges)
+
+    @signature(_image(), _names("modality"))
+    def segment(self, image, modality):
+        return self._segment(image, modality)
+
+    @signature(_image(), _names("modality"), _ranges("intensity_range"))
+    def segment_with_range(self, image, modality, intensity_range):
+        return self._segment(image, modality, intensity_range)
+
+
+# ----------------------------------------------------------------------------- classifier
+
+class Classifier(ServingModule):
+    """Serving signatures of the CT/MRI modality classifier.
+
+    Signatures:
+        ``serving_default`` = ``classify``: ``image`` in physical units (HU or MR signal; the
+            modality is what is asked, so every image is mapped to [-1, 1] by its own 0.5 % /
+            99.5 % percentiles, whatever it is) -> ``probabilities`` float32 (B, 2) (index 0 =
+            ct, 1 = mri) and ``label`` string (B,) ``"ct"`` or ``"mri"``.
+        ``classify_unit``: ``image`` already in model space [-1, 1], normalised as in training.
+    """
+
+    DEFAULT_SIGNATURE = "classify"
+
+    def __init__(self, model):
+        super().__init__(model, "modality_classifier", core=_inner(self._core, _IMAGES))
+
+    def _core(self, unit4):
+        logits = self.hidden.model(unit4, training=False)
+        probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        label = tf.gather(tf.constant(MODALITY_NAMES), tf.argmax(probabilities, axis=-1))
+        return {"probabilities": probabilities, "label": label}
+
+    @signature(_image())
+    def classify(self, image):
+        image4 = _batch_image(image, "image")
+        as_mri = tf.fill(tf.shape(image4)[:1], True)
+        return self.hidden.core(
+            intensity.mri_to_unit(image4, self.hidden.default_ranges(image4, as_mri)))
+
+    @signature(_image())
+    def classify_unit(self, image):
+        return self.hidden.core(_batch_image(image, "image"))

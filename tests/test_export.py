@@ -1,0 +1,536 @@
+"""SavedModel export for TF Serving: signatures against the Keras models, layout, versions,
+models.config, saved_model_cli, the command line, and a real tensorflow_model_server when
+one is installed.
+
+Tiny models (width 8, 32 px): StarGAN and CycleGAN come from smoke-size run folders (checkpoints
+written here, no training) exported by the command line; DeepLabV3+ and the classifier are
+exported from memory. Each model is exported and reloaded once per module.
+"""
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ctmri_tf import configs, intensity, metrics
+from ctmri_tf.errors import CtmriInputError
+from ctmri_tf.models import (deeplab_v3_plus, modality_classifier, resnet_generator,
+                             stargan_generator)
+from ctmri_tf.phantom import make_subject
+from ctmri_tf.training.checkpointing import TrainingCheckpoint
+from ctmri_tf.training.run_dir import create_run_dir
+from ctmri_tf.training.cyclegan import CycleGAN
+from ctmri_tf.training.stargan import StarGAN
+from export import saved_model as sm
+from export.signatures import CycleGANTranslator
+
+SIZE = 32
+UNIT_ATOL = 1e-5              # model space [-1, 1]
+HU_ATOL = UNIT_ATOL * 2012.0  # the same in HU: half the CT window's width per unit
+SAVED_MODEL_CLI = Path(sys.executable).with_name("saved_model_cli")
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def phantom():
+    """4 registered CT (HU) / MRI (signal) / body-mask slices of 32 x 32 pixels."""
+    return make_subject(0, image_size=SIZE, num_slices=4)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return tmp_path_factory.mktemp("exports")
+
+
+def _trained_run(root: Path, experiment: str, task_class, seed: int):
+    """A smoke-size run folder whose checkpoint holds generator weights moved away from the
+    seeded initialisation (so an export that skipped the restore would differ). Returns the
+    task, whose generators hold the checkpointed weights."""
+    config = configs.get_config(experiment, "smoke")      # generators of width 8
+    run = create_run_dir(root / f"{experiment}-smoke", config)
+    task = task_class(config, tf.distribute.get_strategy())
+    rng = np.random.default_rng(seed)
+    generators = [model for name, model in task.checkpoint_objects().items()
+                  if name.startswith("generator") and isinstance(model, keras.Model)]
+    assert len(generators) == {"stargan": 1, "cyclegan": 2}[experiment]
+    for model in generators:
+        model.set_weights([w + rng.normal(0.0, 0.05, w.shape).astype(w.dtype)
+                           for w in model.get_weights()])
+    TrainingCheckpoint(run.checkpoints, step=tf.Variable(5, dtype=tf.int64),
+                       rng=tf.random.Generator.from_seed(0), **task.checkpoint_objects()).save()
+    return run.root, config, task
+
+
+def _any_size_copy(builder, config, trained):
+    """The trained weights in a generator that takes any image size, for the comparisons."""
+    generator = builder(filters=config.model.generator_filters,
+                        num_residual=config.model.generator_residual_blocks)
+    generator.set_weights(trained.get_weights())
+    return generator
+
+
+def _listing(folder: Path) -> list:
+    return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
+                  for p in folder.rglob("*"))
+
+
+def _export_by_cli(run: Path, base: Path, *args: str) -> None:
+    before = _listing(run)
+    assert sm.main(["--run-dir", str(run), "--base", str(base), *args]) == 0
+    assert _listing(run) == before                        # the run folder is an input
+
+
+@pytest.fixture(scope="module")
+def stargan(tmp_path_factory, base):
+    """A StarGAN run exported by the command line, and the reloaded SavedModel."""
+    run, config, task = _trained_run(tmp_path_factory.mktemp("runs"), "stargan", StarGAN, 5)
+    generator = _any_size_copy(stargan_generator, config, task.generator)
+    _export_by_cli(run, base, "--kind", "stargan")
+    path = base / "stargan" / "1"
+    # saved_model_cli imports TensorFlow (seconds): start it now, read it in its test.
+    cli = subprocess.Popen([str(SAVED_MODEL_CLI), "show", "--all", "--dir", str(path)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    yield generator, path, tf.saved_model.load(str(path)), cli
+    if cli.poll() is None:
+        cli.kill()
+        cli.communicate()
+
+
+@pytest.fixture(scope="module")
+def cyclegan(tmp_path_factory, base):
+    """A CycleGAN run: its primary direction (mri2ct) exported by the command line and
+    reloaded; both trained generators for the comparisons (ct2mri is checked in memory)."""
+    run, config, task = _trained_run(tmp_path_factory.mktemp("runs"), "cyclegan", CycleGAN, 6)
+    generators = {"mri2ct": _any_size_copy(resnet_generator, config, task.generator_mri2ct),
+                  "ct2mri": _any_size_copy(resnet_generator, config, task.generator_ct2mri)}
+    _export_by_cli(run, base, "--kind", "cyclegan")
+    path = base / "cyclegan_mri2ct" / "1"
+    return generators, path, tf.saved_model.load(str(path))
+
+
+@pytest.fixture(scope="module")
+def segmentation(base):
+    keras.utils.set_random_seed(3)
+    model = deeplab_v3_plus(SIZE, width=8, blocks=(2, 2, 2, 2))
+    path = sm.export_segmentation(model, base)
+    return model, path, tf.saved_model.load(str(path))
+
+
+@pytest.fixture(scope="module")
+def classifier(base):
+    keras.utils.set_random_seed(4)
+    model = modality_classifier(filters=4)
+    path = sm.export_classifier(model, base)
+    return model, path, tf.saved_model.load(str(path))
+
+
+# ----------------------------------------------------------------------------- expectations
+
+def unit_of(image, modality, scale=None):
+    """What the signatures must feed the model: CT window, or the image's own percentiles."""
+    if modality == "ct":
+        return intensity.ct_to_unit(image)
+    return intensity.mri_to_unit(image, scale or intensity.fit_mri_scale(image))
+
+
+def stargan_expected(generator, images, sources):
+    """Keras reference: per-image normalisation, generator, target units ([0, 1] for MRI)."""
+    units = np.stack([unit_of(im, src) for im, src in zip(images, sources)])[..., None]
+    onehot = np.array([[1.0, 0.0] if src == "mri" else [0.0, 1.0] for src in sources],
+                      np.float32)   # target = the other domain
+    out = generator([units, onehot]).numpy()
+    physical = np.stack([intensity.unit_to_ct(o) if src == "mri" else (o + 1.0) / 2.0
+                         for o, src in zip(out, sources)])
+    return out, physical
+
+
+def call(loaded, signature, **inputs):
+    result = loaded.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
+    return {k: v.numpy() for k, v in result.items()}
+
+
+# ----------------------------------------------------------------------------- StarGAN
+
+def test_stargan_translate_matches_keras_for_a_mixed_batch(stargan, phantom):
+    generator, _, loaded, _ = stargan
+    images = np.stack([phantom.ct[1], phantom.mri[1], phantom.mri[2], phantom.ct[2]])
+    sources = ["ct", "mri", "mri", "ct"]
+    targets = ["mri", "ct", " CT ", "MRI"]   # case and blanks do not matter
+    out = call(loaded, "serving_default", image=images, target_domain=targets)
+    unit, physical = stargan_expected(generator, images, sources)
+    assert out["translated_unit"].shape == images.shape          # (B, H, W) in, (B, H, W) out
+    np.testing.assert_allclose(out["translated_unit"], unit[..., 0], atol=UNIT_ATOL)
+    np.testing.assert_allclose(out["translated"][[1, 2]], physical[[1, 2], ..., 0], atol=HU_ATOL)
+    np.testing.assert_allclose(out["translated"][[0, 3]], physical[[0, 3], ..., 0],
+                               atol=UNIT_ATOL)
+    # CT output is HU: the unit image through the CT window.
+    np.testing.assert_allclose(out["translated"][1], (out["translated_unit"][1] + 1) * 2012 - 1024,
+                               atol=HU_ATOL)
+    same = call(loaded, "translate", image=images, target_domain=targets)
+    np.testing.assert_array_equal(same["translated"], out["translated"])
+
+
+def test_stargan_batch_and_image_size_are_flexible(stargan, phantom):
+    generator, _, loaded, _ = stargan
+    rng = np.random.default_rng(0)
+    for shape in [(1, 48, 32, 1), (3, 32, 64)]:
+        images = rng.uniform(0, 600, shape).astype(np.float32)   # MR signal -> CT
+        out = call(loaded, "translate", image=images, target_domain=["ct"] * shape[0])
+        assert out["translated"].shape == shape
+        assert out["translated_unit"].shape == shape
+        unit, hu = stargan_expected(generator, images.reshape(shape[:3]), ["mri"] * shape[0])
+        np.testing.assert_allclose(out["translated_unit"].reshape(unit.shape), unit,
+                                   atol=UNIT_ATOL)
+        np.testing.assert_allclose(out["translated"].reshape(hu.shape), hu, atol=HU_ATOL)
+
+
+def test_stargan_translate_with_ranges_uses_the_given_ranges(stargan, phantom):
+    generator, _, loaded, _ = stargan
+    images = np.stack([phantom.mri[1], phantom.ct[1]])
+    source_range = np.array([[0.0, 300.0], [-1024.0, 3000.0]], np.float32)
+    target_range = np.array([[-1024.0, 3000.0], [5.0, 505.0]], np.float32)
+    out = call(loaded, "translate_with_ranges", image=images, target_domain=["ct", "mri"],
+               source_range=source_range, target_range=target_range)
+    units = np.stack([intensity.mri_to_unit(images[0], (0.0, 300.0)),
+                      intensity.ct_to_unit(images[1])])[..., None]
+    expected = generator([units, np.array([[1, 0], [0, 1]], np.float32)]).numpy()[..., 0]
+    np.testing.assert_allclose(out["translated_unit"], expected, atol=UNIT_ATOL)
+    np.testing.assert_allclose(out["translated"][0], intensity.unit_to_ct(expected[0]),
+                               atol=HU_ATOL)
+    np.testing.assert_allclose(out["translated"][1],
+                               intensity.unit_to_mri(expected[1], (5.0, 505.0)),
+                               atol=UNIT_ATOL * 250.0)   # half the range width per unit
+
+
+def test_stargan_evaluate_matches_ctmri_metrics(stargan, phantom):
+    _, _, loaded, _ = stargan
+    images = np.stack([phantom.mri[1], phantom.ct[2]])     # MRI -> CT, CT -> MRI
+    references = np.stack([phantom.ct[1], phantom.mri[2]])
+    masks = np.stack([phantom.mask[1], phantom.mask[2]]).astype(np.uint8)
+    plain = call(loaded, "evaluate", image=images, target_domain=["ct", "mri"],
+                 reference=references)
+    masked = call(loaded, "evaluate_masked", image=images, target_domain=["ct", "mri"],
+                  reference=references, mask=masks)
+    translated = plain["translated"]
+    np.testing.assert_array_equal(masked["translated"], translated)
+    mri_reference = metrics.mri_to_unit_interval(references[1],
+                                                 intensity.fit_mri_scale(references[1]))
+    cases = [(translated[0], references[0], metrics.CT_RANGE_HU),        # HU, range 4024
+             (translated[1], mri_reference, metrics.MRI_UNIT_RANGE)]     # [0, 1] MRI scale
+    for i, (prediction, reference, value_range) in enumerate(cases):
+        assert plain["psnr"][i] == pytest.approx(
+            metrics.psnr(prediction, reference, value_range), abs=2e-3)
+        assert plain["ssim"][i] == pytest.approx(
+            metrics.ssim(prediction, reference, value_range), abs=2e-4)
+        assert masked["psnr"][i] == pytest.approx(
+            metrics.psnr(prediction, reference, value_range, mask=masks[i]), abs=2e-3)
+        assert masked["ssim"][i] == pytest.approx(
+            metrics.ssim(prediction, reference, value_range, mask=masks[i]), abs=2e-4)
+
+
+def test_evaluate_masked_by_hand(stargan, phantom):
+    """A reference 100 HU off inside the body (and unrelated outside): PSNR = 20 log10(4024 /
+    100) dB; identical inside the body: SSIM 1 and PSNR inf."""
+    _, _, loaded, _ = stargan
+    image = phantom.mri[1:2]
+    mask = phantom.mask[1:2].astype(np.uint8)
+    translated = call(loaded, "translate", image=image, target_domain=["ct"])["translated"]
+    outside = np.full_like(translated, 2500.0)
+    shifted = np.where(translated < 2900.0, translated + 100.0, translated - 100.0)  # in range
+    off = np.where(mask == 1, shifted, outside)
+    out = call(loaded, "evaluate_masked", image=image, target_domain=["ct"], reference=off,
+               mask=mask)
+    assert out["psnr"][0] == pytest.approx(20 * np.log10(4024 / 100), abs=1e-3)
+    same = np.where(mask == 1, translated, outside)
+    out = call(loaded, "evaluate_masked", image=image, target_domain=["ct"], reference=same,
+               mask=mask)
+    assert out["psnr"][0] == np.inf
+    assert out["ssim"][0] == pytest.approx(1.0, abs=1e-6)
+    unmasked = call(loaded, "evaluate", image=image, target_domain=["ct"], reference=same)
+    assert unmasked["ssim"][0] < 0.9     # the background differs
+
+
+def test_signatures_reject_bad_input_with_the_rule(stargan, phantom):
+    _, _, loaded, _ = stargan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="multiples of 4"):
+        call(loaded, "translate", image=np.zeros((1, 30, 32), np.float32), target_domain=["ct"])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="target_domain must be ct or mri"):
+        call(loaded, "translate", image=phantom.ct[:1], target_domain=["pet"])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one entry per image"):
+        call(loaded, "translate", image=phantom.ct[:2], target_domain=["mri"])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\(batch, height, width, 1\)"):
+        call(loaded, "translate", image=np.zeros((1, 32, 32, 3), np.float32),
+             target_domain=["mri"])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="reference must have the same"):
+        call(loaded, "evaluate", image=phantom.ct[:1], target_domain=["mri"],
+             reference=phantom.mri[:2])
+
+
+def test_a_blank_mri_slice_maps_to_background_instead_of_failing(stargan):
+    generator, _, loaded, _ = stargan
+    blank = np.zeros((1, SIZE, SIZE), np.float32)
+    out = call(loaded, "translate", image=blank, target_domain=["ct"])
+    expected = generator([np.full((1, SIZE, SIZE, 1), -1.0, np.float32),
+                          np.array([[1.0, 0.0]], np.float32)]).numpy()[..., 0]
+    np.testing.assert_allclose(out["translated_unit"], expected, atol=UNIT_ATOL)
+
+
+def test_saved_model_cli_lists_signatures_dtypes_and_shapes(stargan):
+    *_, cli = stargan
+    stdout, stderr = cli.communicate(timeout=120)
+    assert cli.returncode == 0, stderr
+    signatures = {}
+    for block in re.split(r"\nsignature_def\['", stdout)[1:]:
+        name = block.split("'", 1)[0]
+        tensors = re.findall(r"(inputs|outputs)\['(\w+)'\] tensor_info:\s+dtype: (\w+)\s+"
+                             r"shape: ([^\n]+)", block)
+        signatures[name] = {(kind, t): (dtype, shape) for kind, t, dtype, shape in tensors}
+    assert {"serving_default", "translate", "translate_with_ranges", "evaluate",
+            "evaluate_masked"} <= set(signatures)
+    image = ("DT_FLOAT", "unknown_rank")
+    assert signatures["serving_default"] == {
+        ("inputs", "image"): image, ("inputs", "target_domain"): ("DT_STRING", "(-1)"),
+        ("outputs", "translated"): image, ("outputs", "translated_unit"): image}
+    ranges = signatures["translate_with_ranges"]
+    assert ranges[("inputs", "source_range")] == ("DT_FLOAT", "(-1, 2)")
+    assert ranges[("inputs", "target_range")] == ("DT_FLOAT", "(-1, 2)")
+    masked = signatures["evaluate_masked"]
+    assert masked[("inputs", "mask")] == ("DT_UINT8", "unknown_rank")
+    assert masked[("inputs", "reference")] == image
+    assert masked[("outputs", "psnr")] == ("DT_FLOAT", "(-1)")
+    assert masked[("outputs", "ssim")] == ("DT_FLOAT", "(-1)")
+    assert ("inputs", "mask") not in signatures["evaluate"]
+
+
+# ----------------------------------------------------------------------------- CycleGAN
+
+def test_cyclegan_directions_match_keras(cyclegan, phantom):
+    generators, path, loaded = cyclegan
+    assert path == path.parents[1] / "cyclegan_mri2ct" / "1"
+    mri = phantom.mri[:2]
+    out = call(loaded, "serving_default", image=mri[..., None])
+    units = np.stack([unit_of(m, "mri") for m in mri])[..., None]
+    expected = generators["mri2ct"](units).numpy()
+    np.testing.assert_allclose(out["translated_unit"], expected, atol=UNIT_ATOL)
+    np.testing.assert_allclose(out["translated"], intensity.unit_to_ct(expected), atol=HU_ATOL)
+
+    ranged = call(loaded, "translate_with_ranges", image=mri,
+                  source_range=np.array([[0.0, 250.0]] * 2, np.float32),
+                  target_range=np.array([[-1000.0, 1000.0]] * 2, np.float32))
+    expected = generators["mri2ct"](intensity.mri_to_unit(mri, (0.0, 250.0))[..., None])
+    np.testing.assert_allclose(ranged["translated"],
+                               intensity.unit_to_ct(expected.numpy()[..., 0], (-1000.0, 1000.0)),
+                               atol=HU_ATOL)
+
+    for name in ("evaluate", "evaluate_masked"):
+        extra = {"mask": phantom.mask[:2]} if name == "evaluate_masked" else {}
+        ev = call(loaded, name, image=mri, reference=phantom.ct[:2], **extra)
+        for i in range(2):
+            assert ev["psnr"][i] == pytest.approx(metrics.psnr(
+                ev["translated"][i], phantom.ct[i], metrics.CT_RANGE_HU,
+                mask=phantom.mask[i] if extra else None), abs=2e-3)
+
+    # ct2mri: same code, the other target (MRI out as the [0, 1] scaled signal).
+    ct = np.random.default_rng(1).uniform(-1024, 1500, (3, 40, 24)).astype(np.float32)
+    out = CycleGANTranslator(generators["ct2mri"], "ct2mri").translate(tf.constant(ct))
+    expected = generators["ct2mri"](intensity.ct_to_unit(ct)[..., None]).numpy()[..., 0]
+    np.testing.assert_allclose(out["translated_unit"], expected, atol=UNIT_ATOL)
+    np.testing.assert_allclose(out["translated"], (expected + 1) / 2, atol=UNIT_ATOL)
+
+
+# ----------------------------------------------------------------------------- segmentation
+
+def test_segment_matches_keras_and_checks_the_size(segmentation, phantom):
+    model, _, loaded = segmentation
+    images = np.stack([phantom.ct[1], phantom.mri[1], phantom.ct[3]])
+    modality = ["ct", "mri", "ct"]
+    out = call(loaded, "serving_default", image=images, modality=modality)
+    units = np.stack([unit_of(im, m) for im, m in zip(images, modality)])[..., None]
+    probabilities = tf.nn.softmax(model(units), axis=-1).numpy()
+    assert out["probabilities"].shape == (3, SIZE, SIZE, 2)
+    assert out["mask"].dtype == np.uint8 and out["mask"].shape == (3, SIZE, SIZE)
+    np.testing.assert_allclose(out["probabilities"], probabilities, atol=UNIT_ATOL)
+    decided = np.abs(probabilities[..., 1] - probabilities[..., 0]) > 1e-4
+    np.testing.assert_array_equal(out["mask"][decided], probabilities.argmax(-1)[decided])
+    one = call(loaded, "segment", image=images[1:2, ..., None], modality=["mri"])
+    np.testing.assert_allclose(one["probabilities"], out["probabilities"][1:2], atol=UNIT_ATOL)
+    ranged = call(loaded, "segment_with_range", image=images[1:2], modality=["mri"],
+                  intensity_range=np.array([[0.0, 200.0]], np.float32))
+    expected = tf.nn.softmax(model(intensity.mri_to_unit(images[1:2], (0.0, 200.0))[..., None]),
+                             axis=-1).numpy()
+    np.testing.assert_allclose(ranged["probabilities"], expected, atol=UNIT_ATOL)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="exactly 32 x 32 pixels"):
+        call(loaded, "segment", image=np.zeros((1, 64, 32), np.float32), modality=["ct"])
+
+
+def test_segmentation_export_needs_a_known_image_size(tmp_path):
+    model = deeplab_v3_plus(None, width=8, blocks=(2, 2, 2, 2))
+    with pytest.raises(CtmriInputError, match="image_size"):
+        sm.export_segmentation(model, tmp_path)
+    assert not (tmp_path / "segmentation").exists()
+
+
+# ----------------------------------------------------------------------------- classifier
+
+def test_classify_matches_keras_for_any_size(classifier, phantom):
+    model, _, loaded = classifier
+    for images in (np.stack([phantom.ct[1], phantom.mri[1]]),
+                   np.random.default_rng(2).uniform(0, 900, (3, 20, 28, 1)).astype(np.float32)):
+        out = call(loaded, "serving_default", image=images)
+        flat = images.reshape(images.shape[:3])
+        units = np.stack([unit_of(im, "mri") for im in flat])[..., None]  # own percentiles
+        probabilities = tf.nn.softmax(model(units), axis=-1).numpy()
+        assert out["probabilities"].shape == (len(images), 2)
+        np.testing.assert_allclose(out["probabilities"], probabilities, atol=UNIT_ATOL)
+        assert [v.decode() for v in out["label"]] == [
+            ("ct", "mri")[i] for i in probabilities.argmax(-1)]
+    units = intensity.ct_to_unit(phantom.ct[:2])
+    out = call(loaded, "classify_unit", image=units)
+    np.testing.assert_allclose(out["probabilities"],
+                               tf.nn.softmax(model(units[..., None]), axis=-1).numpy(),
+                               atol=UNIT_ATOL)
+
+
+# ----------------------------------------------------------------------------- layout
+
+def test_layout_and_models_config_list_every_model(stargan, cyclegan, segmentation, classifier,
+                                                   base):
+    names = ["classifier", "cyclegan_mri2ct", "segmentation", "stargan"]
+    assert sm.served_models(base) == names
+    for name in names:
+        assert (base / name / "1" / "saved_model.pb").is_file()
+        assert sorted(p.name for p in (base / name).iterdir()) == ["1"]   # no temp leftovers
+    root = str(base.resolve())
+    expected = "".join(f'  config {{\n    name: "{n}"\n    base_path: "{root}/{n}"\n'
+                       f'    model_platform: "tensorflow"\n  }}\n' for n in names)
+    text = (base / "models.config").read_text()
+    assert text.split("model_config_list {\n", 1)[1] == expected + "}\n"
+    assert all(line.startswith("#") for line in text.split("model_config_list")[0].splitlines())
+
+
+class Echo(tf.Module):
+    """The cheapest servable: one signature returning its input."""
+
+    def signatures(self):
+        echo = tf.function(lambda x: {"y": x * 1.0},
+                           input_signature=[tf.TensorSpec(None, tf.float32, name="x")])
+        return {"serving_default": echo.get_concrete_function()}
+
+
+def test_versions_are_numbered_and_never_overwritten(tmp_path):
+    export_base = tmp_path / "exports"
+    export = lambda **kw: sm.export_module(Echo(), export_base, **kw)  # noqa: E731
+    assert export(name="echo") == export_base / "echo" / "1"
+    assert export(name="echo") == export_base / "echo" / "2"
+    with pytest.raises(CtmriInputError, match=r"echo/2: version 2 .* already exists"):
+        export(name="echo", version=2)
+    assert export(name="echo-b", version=7) == export_base / "echo-b" / "7"
+    (export_base / "echo-b" / "notes").mkdir()          # not a version: ignored
+    (export_base / "echo-b" / ".8.tmp-x").mkdir()       # an export in progress: ignored
+    assert sm.next_version(export_base / "echo-b") == 8
+    assert sm.model_versions(export_base / "echo") == [1, 2]
+    stamp = (export_base / "echo" / "2" / "saved_model.pb").stat().st_mtime_ns
+    export(name="echo", version=2, overwrite=True)
+    assert (export_base / "echo" / "2" / "saved_model.pb").stat().st_mtime_ns >= stamp
+    assert tf.saved_model.load(str(export_base / "echo" / "2")).signatures["serving_default"](
+        x=tf.constant([2.5]))["y"].numpy().tolist() == [2.5]
+    with pytest.raises(CtmriInputError, match="version must be a positive integer"):
+        export(name="echo", version=0)
+    with pytest.raises(CtmriInputError, match="model name"):
+        export(name="a/b")
+    (export_base / "empty").mkdir()                      # no version: not served
+    sm.write_models_config(export_base, serving_base="/models/")
+    text = (export_base / "models.config").read_text()
+    assert re.findall(r'name: "([^"]+)"\n    base_path: "([^"]+)"', text) == [
+        ("echo", "/models/echo"), ("echo-b", "/models/echo-b")]
+    assert sorted(p.name for p in export_base.iterdir()) == ["echo", "echo-b", "empty",
+                                                              "models.config"]
+
+
+def test_a_failed_export_leaves_nothing_behind(tmp_path):
+    class FailsWhileTracing:
+        def signatures(self):
+            raise RuntimeError("tracing failed")
+
+    with pytest.raises(RuntimeError, match="tracing failed"):
+        sm.export_module(FailsWhileTracing(), tmp_path, "broken")
+    assert list((tmp_path / "broken").iterdir()) == []      # no version, no temporary folder
+    assert not (tmp_path / "models.config").exists()
+
+
+# ----------------------------------------------------------------------------- command line
+
+def test_cli_exports_hold_the_trained_weights(stargan, cyclegan):
+    """The exported generators are the checkpoints', not fresh ones from the configs' seeds."""
+    for generator, loaded in [(stargan[0], stargan[2]), (cyclegan[0]["mri2ct"], cyclegan[2])]:
+        exported = sorted(v.numpy().tobytes() for v in loaded.model_variables)
+        assert exported == sorted(w.tobytes() for w in generator.get_weights())
+
+
+def test_cli_errors_name_the_problem(tmp_path, capsys):
+    exports = str(tmp_path / "exports")
+    assert sm.main(["--kind", "stargan", "--run-dir", str(tmp_path / "nope"),
+                    "--base", exports]) == 2
+    assert f"{tmp_path / 'nope'}: run folder does not exist" in capsys.readouterr().err
+    assert sm.main(["--kind", "segmentation", "--run-dir", str(tmp_path), "--base", exports]) == 2
+    assert "export_segmentation" in capsys.readouterr().err
+    assert sm.main(["--kind", "stargan", "--run-dir", str(tmp_path), "--base", exports,
+                    "--direction", "mri2ct"]) == 2
+    assert "--direction applies only to --kind cyclegan" in capsys.readouterr().err
+    assert not (tmp_path / "exports").exists()
+
+
+# ----------------------------------------------------------------------------- TF Serving
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(shutil.which("tensorflow_model_server") is None,
+                    reason="tensorflow_model_server is not on PATH (install TF Serving or run "
+                           "its Docker image to test against a real server)")
+def test_real_tensorflow_model_server(stargan, classifier, base, phantom):
+    from ctmri_tf.serving import RestClient
+
+    _, _, loaded, _ = stargan
+    port = _free_port()
+    server = subprocess.Popen(
+        ["tensorflow_model_server", f"--rest_api_port={port}", f"--port={_free_port()}",
+         f"--model_config_file={base / 'models.config'}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        client = RestClient(f"http://127.0.0.1:{port}", timeout=30)
+        deadline = time.time() + 60
+        while True:
+            try:
+                status = client.status("stargan")
+                if status["model_version_status"][0]["state"] == "AVAILABLE":
+                    break
+            except Exception:
+                if time.time() > deadline or server.poll() is not None:
+                    raise
+            time.sleep(0.5)
+        image = phantom.mri[:2]
+        served = client.translate("stargan", image, target_domain="ct")
+        local = call(loaded, "translate", image=image, target_domain=["ct", "ct"])
+        np.testing.assert_allclose(served["translated"], local["translated"], atol=HU_ATOL)
+        labels = client.classify("classifier", image)["label"]
+        assert set(labels) <= {"ct", "mri"} and len(labels) == 2
+        metadata = client.metadata("stargan")
+        assert "evaluate_masked" in json.dumps(metadata)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -1,0 +1,308 @@
+"""StarGAN training: distribution equivalence, exact resume, run folder and TensorBoard output.
+
+Everything runs at the smoke size (width 8, 32 px, batch 4) on phantom slices held in memory;
+the tfds dataset is never needed.
+"""
+import inspect
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ctmri_tf import configs, intensity
+from ctmri_tf.phantom import make_subject
+from ctmri_tf.training import loop, run_dir as run_dirs
+from ctmri_tf.training.stargan import StarGAN
+from ctmri_tf.training.strategy import make_strategy
+from train import common
+from train import stargan as stargan_cli
+
+SIZE = 32
+
+
+
+def phantom_slices(size=SIZE, subjects=2, slices=4):
+    """CT and MRI slices ``(N, size, size, 1)`` in [-1, 1] of registered phantom subjects."""
+    ct, mri = [], []
+    for index in range(subjects):
+        subject = make_subject(index, image_size=size, num_slices=slices)
+        ct.append(intensity.ct_to_unit(subject.ct))
+        mri.append(intensity.mri_to_unit(subject.mri,
+                                         intensity.fit_mri_scale(subject.mri, subject.mask)))
+    return (np.concatenate(ct)[..., None].astype(np.float32),
+            np.concatenate(mri)[..., None].astype(np.float32))
+
+
+def unpaired(ct, mri, global_batch, seed=0):
+    """An infinite, seeded stream of ``{"ct", "mri"}`` half batches, as
+    ``ctmri_tf.data.unpaired_batches(..., repeat=True)`` (also run by the subprocess script)."""
+    def side(x, s):
+        return tf.data.Dataset.from_tensor_slices(x).shuffle(len(x), seed=s).repeat()
+    return tf.data.Dataset.zip({"ct": side(ct, seed), "mri": side(mri, seed + 1)}).batch(
+        global_batch // 2, drop_remainder=True)
+
+
+def smoke_config(**overrides):
+    return configs.override(configs.get_config("stargan", "smoke"), overrides)
+
+
+@pytest.fixture(scope="module")
+def slices():
+    return phantom_slices()
+
+
+def paired_validation(ct, mri):
+    """The first two slices as registered MRI -> CT pairs (ctmri_tf.data.paired_batches keys)."""
+    return tf.data.Dataset.from_tensor_slices({"source": mri[:2], "target": ct[:2]}).batch(2)
+
+
+# --------------------------------------------------------------------- MirroredStrategy
+MIRRORED_SCRIPT = textwrap.dedent("""
+    import json, sys, tempfile
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+""") + inspect.getsource(unpaired) + textwrap.dedent("""
+    from ctmri_tf import configs
+    from ctmri_tf.errors import CtmriInputError
+    from ctmri_tf.training import loop, run_dir, stargan, strategy as strategies
+
+    # Adam's epsilon 1e-5 instead of 1e-8: the label channels of the generator's first conv
+    # feed an instance norm that cancels constants, so their true gradient is ~0 and float
+    # rounding (summing 2 + 2 examples instead of 4) would become a full +-lr Adam step.
+    config = configs.override(configs.get_config("stargan", "smoke"), {
+        "schedule.steps": 3, "schedule.decay_steps": 2, "loss.n_critic": 1,
+        "data.batch_size": 4, "generator_optimizer.epsilon": 1e-5,
+        "discriminator_optimizer.epsilon": 1e-5})
+    arrays = np.load(sys.argv[1])
+    ct, mri = arrays["ct"], arrays["mri"]
+    out = {}
+    for name in ("default", "mirrored"):
+        strategy = strategies.make_strategy(name)
+        task = stargan.StarGAN(config, strategy)
+        initial = [w.numpy() for w in task.generator.weights + task.discriminator.weights]
+        run = run_dir.create_run_dir(tempfile.mkdtemp() + "/run", config)
+        validation = tf.data.Dataset.from_tensor_slices({"source": mri[:2], "target": ct[:2]})
+        result = loop.train(task, strategy=strategy, train_dataset=unpaired(ct, mri, 4),
+                            schedule=config.schedule, run_dir=run, seed=3, progress=False,
+                            validation_dataset=validation.batch(2))
+        final = [w.numpy() for w in task.generator.weights + task.discriminator.weights]
+        out[name] = {"replicas": strategy.num_replicas_in_sync, "history": result.history,
+                     "validation": result.validation,
+                     "final": final,
+                     "moved": max(float(np.abs(a - b).max()) for a, b in zip(initial, final))}
+    finals = zip(out["default"].pop("final"), out["mirrored"].pop("final"))
+    out["max_weight_difference"] = max(float(np.abs(a - b).max()) for a, b in finals)
+    try:
+        stargan.StarGAN(configs.override(config, {"data.batch_size": 6}),
+                        strategies.make_strategy("mirrored"))
+        out["split_error"] = None
+    except CtmriInputError as err:
+        out["split_error"] = str(err)
+    print("RESULT " + json.dumps(out))
+""")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def mirrored_process(tmp_path_factory, slices):
+    """Start the two-device script at the beginning of this module: it needs a fresh process
+    (logical devices must be configured before TensorFlow initialises them), and running it
+    while the in-process tests run shortens this module's wall time. The last test
+    of the module collects it."""
+    folder = tmp_path_factory.mktemp("mirrored")
+    (folder / "mirrored.py").write_text(MIRRORED_SCRIPT)
+    np.savez(folder / "slices.npz", ct=slices[0], mri=slices[1])
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with open(folder / "stdout.txt", "w") as stdout, open(folder / "stderr.txt", "w") as stderr:
+        proc = subprocess.Popen([sys.executable, str(folder / "mirrored.py"),
+                                 str(folder / "slices.npz")], stdout=stdout, stderr=stderr,
+                                env=env)
+    proc.folder = folder
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+# ---------------------------------------------------------------------------------- resume
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, slices):
+    ct, mri = slices
+    config = smoke_config(**{"schedule.steps": 6, "schedule.decay_steps": 4,
+                             "loss.n_critic": 2, "schedule.checkpoint_every": 3,
+                             "schedule.sample_every": 100, "schedule.summary_every": 100})
+    strategy = make_strategy("default")
+
+    def session(run, task_config, scramble=False, **kwargs):
+        task = StarGAN(task_config, strategy)
+        if scramble:
+            for weight in task.generator.weights + task.discriminator.weights:
+                weight.assign(weight + 0.5)
+        result = loop.train(task, strategy=strategy, train_dataset=unpaired(ct, mri, 4),
+                            schedule=config.schedule, run_dir=run, seed=0, progress=False,
+                            **kwargs)
+        return task, result
+
+    full_run = run_dirs.create_run_dir(tmp_path / "full", config)
+    full_task, full = session(full_run, config)
+    assert full.checkpoint.endswith("ckpt-6")
+    # The same run killed right after its step-3 checkpoint: a copy without the step-6 one.
+    run = run_dirs.RunDir(tmp_path / "killed")
+    shutil.copytree(full_run.root, run.root)
+    for path in run.checkpoints.glob("ckpt-6.*"):
+        path.unlink()
+    (run.checkpoints / "checkpoint").write_text('model_checkpoint_path: "ckpt-3"\n'
+                                                'all_model_checkpoint_paths: "ckpt-3"\n')
+    # A fresh task whose weights are scrambled: the checkpoint must restore the weights, Adam
+    # moments, step counter and RNG; the data continues at step 4.
+    resumed_task, resumed = session(run, config, resume=True, scramble=True)
+    assert (resumed.start_step, resumed.step) == (3, 6)
+    assert [s for s, _ in resumed.history] == [4, 5, 6]
+    uninterrupted = dict(full.history)
+    for step, losses in resumed.history:
+        assert set(losses) == set(uninterrupted[step])
+        for name, value in losses.items():
+            assert value == pytest.approx(uninterrupted[step][name], rel=1e-5, abs=1e-7), \
+                (step, name)
+    assert "g_rec" in dict(resumed.history)[6]
+    for got, want in zip(resumed_task.generator.weights, full_task.generator.weights):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
+    assert sorted(p.name for p in run.checkpoints.glob("*.index")) == ["ckpt-3.index",
+                                                                       "ckpt-6.index"]
+    assert int(resumed_task.generator_optimizer.iterations.numpy()) == 3    # steps 2, 4, 6
+
+
+# -------------------------------------------------------------------------- mixed precision
+def test_mixed_bfloat16_session_stops_at_a_step_with_float32_losses(tmp_path, slices):
+    """bfloat16 compute, float32 variables and losses; ``stop_at`` ends a session early with a
+    checkpoint (a time-limited job), to be continued with ``resume=True``."""
+    ct, mri = slices
+    config = smoke_config(**{"precision": "mixed_bfloat16", "schedule.steps": 4,
+                             "schedule.decay_steps": 1, "loss.n_critic": 1})
+    strategy = make_strategy("default")
+    try:
+        task = StarGAN(config, strategy)
+        assert task.generator.get_layer("down1_conv").compute_dtype == "bfloat16"
+        assert task.generator.get_layer("to_image").compute_dtype == "float32"
+        assert all(w.dtype == "float32" for w in task.generator.weights)
+        result = loop.train(task, strategy=strategy, train_dataset=unpaired(ct, mri, 4),
+                            schedule=config.schedule,
+                            run_dir=run_dirs.create_run_dir(tmp_path / "run", config),
+                            progress=False, stop_at=2)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert (result.start_step, result.step) == (0, 2)
+    assert result.checkpoint.endswith("ckpt-2") and [s for s, _ in result.history] == [1, 2]
+    losses = result.history[-1][1]
+    assert {"d_total", "g_total"} <= set(losses)
+    assert all(isinstance(v, float) and np.isfinite(v) for v in losses.values())
+
+
+# ------------------------------------------------------------------------------------- CLI
+def _events(logdir):
+    found = {}
+    for path in sorted(logdir.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                found.setdefault(value.tag, {})[event.step] = value
+    return found
+
+
+def test_cli_run_writes_config_checkpoints_tensorboard_and_samples(tmp_path, slices,
+                                                                   monkeypatch):
+    ct, mri = slices
+    validation = paired_validation(ct, mri)
+    monkeypatch.setattr(stargan_cli, "build_datasets", lambda config: (
+        unpaired(ct, mri, config.data.batch_size, seed=config.seed), validation))
+    root = tmp_path / "run"
+    code = stargan_cli.main(["--preset", "smoke", "--strategy", "mirrored", "--run-dir",
+                             str(root), "--steps", "4", "--set", "loss.n_critic=2",
+                             "--set", "schedule.summary_every=2",
+                             "--set", "schedule.sample_every=2"])
+    assert code == 0
+    config = configs.from_json((root / "config.json").read_text())
+    assert (config.schedule.steps, config.schedule.decay_steps, config.loss.n_critic) == (4, 2, 2)
+    assert sorted(p.name for p in root.iterdir()) == ["checkpoints", "config.json", "logs",
+                                                      "samples"]
+    assert (root / "checkpoints" / "ckpt-4.index").is_file()
+    assert sorted(p.name for p in (root / "samples").iterdir()) == ["step_0000002.png",
+                                                                    "step_0000004.png"]
+
+    events = _events(root / "logs")
+    for name in ("d_adv", "d_cls", "d_gp", "d_total", "g_adv", "g_cls", "g_rec", "g_total"):
+        assert set(events[f"loss/{name}"]) == {2, 4}
+    # learning rates after step 2 (hand-computed, 4 steps, decay over the last 2): the critic's
+    # next update is step 2 (full rate), the generator's is step 3 (half way down).
+    lr = {name: float(tf.make_ndarray(events[f"learning_rate/{name}"][2].tensor))
+          for name in ("discriminator", "generator")}
+    assert lr["discriminator"] == pytest.approx(1e-4) and lr["generator"] == pytest.approx(5e-5)
+    assert events["samples"][4].metadata.plugin_data.plugin_name == "images"
+    hparams = events["_hparams_/session_start_info"][0].metadata.plugin_data
+    assert hparams.plugin_name == "hparams" and b"model.generator_filters" in hparams.content
+
+    # the validation scalars equal PSNR/SSIM recomputed from the final checkpoint's generator
+    task = StarGAN(config, make_strategy("default"))
+    tf.train.Checkpoint(generator=task.generator).restore(
+        str(root / "checkpoints" / "ckpt-4")).expect_partial()
+    fake_ct = task.translate(mri[:2], 0).numpy()
+    mse = np.mean(((np.clip(fake_ct, -1, 1) + 1) / 2 - (ct[:2] + 1) / 2) ** 2, axis=(1, 2, 3))
+    psnr = float(tf.make_ndarray(events["validation/psnr_mri_to_ct"][4].tensor))
+    assert psnr == pytest.approx(np.mean(10 * np.log10(1.0 / mse)), abs=1e-3)
+    for tag in ("ssim_mri_to_ct", "psnr_ct_to_mri", "ssim_ct_to_mri"):
+        assert 4 in events[f"validation/{tag}"]
+
+
+def test_cli_without_built_dataset_says_how_to_build_it(tmp_path, capsys):
+    code = common.run_cli(stargan_cli.main, ["--preset", "smoke", "--data-dir",
+                                             str(tmp_path / "tfds"), "--run-dir",
+                                             str(tmp_path / "run")])
+    assert code == 2
+    message = capsys.readouterr().err
+    assert str(tmp_path / "tfds") in message
+    assert ("python -m datasets.ctmri build --config synthetic_small --data_dir "
+            f"{tmp_path / 'tfds'}") in message
+    assert not (tmp_path / "run").exists()          # no half-started run folder
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--preset", "huge"], "unknown preset 'huge'; valid presets: smoke, demo, paper"),
+    (["--preset", "smoke", "--strategy", "tpu"], "unknown strategy 'tpu'"),
+    (["--preset", "smoke", "--image-size", "36"], "36 px is not a positive multiple of 8"),
+])
+def test_cli_bad_arguments_fail_with_clear_errors(tmp_path, capsys, argv, expected):
+    code = common.run_cli(stargan_cli.main, argv + ["--run-dir", str(tmp_path / "run")])
+    assert code == 2
+    assert expected in capsys.readouterr().err
+
+
+# Last, so that the subprocess started by mirrored_process ran alongside the tests above.
+def test_mirrored_over_two_devices_matches_one_device(mirrored_process):
+    """MirroredStrategy over two logical CPUs = one device on the same global batch and seed."""
+    returncode = mirrored_process.wait(timeout=300)
+    stderr = (mirrored_process.folder / "stderr.txt").read_text()
+    assert returncode == 0, stderr[-3000:]
+    stdout = (mirrored_process.folder / "stdout.txt").read_text()
+    line = next(l for l in stdout.splitlines() if l.startswith("RESULT "))
+    out = json.loads(line[len("RESULT "):])
+    single, mirrored = out["default"], out["mirrored"]
+    assert (single["replicas"], mirrored["replicas"]) == (1, 2)
+    assert single["moved"] > 1e-4                       # training did change the weights
+    assert out["max_weight_difference"] < 1e-5
+    assert [s for s, _ in single["history"]] == [1, 2, 3]
+    for (step, want), (_, got) in zip(single["history"], mirrored["history"]):
+        assert set(got) == set(want) == {"d_adv", "d_cls", "d_gp", "d_total",
+                                         "g_adv", "g_cls", "g_rec", "g_total"}
+        for name in want:
+            assert got[name] == pytest.approx(want[name], rel=1e-5, abs=1e-6), (step, name)
+    (step, want), = single["validation"]
+    assert step == 3 and set(want) == {"psnr_mri_to_ct", "ssim_mri_to_ct", "psnr_ct_to_mri",
+                                       "ssim_ct_to_mri"}
+    assert mirrored["validation"][0][1] == pytest.approx(want, rel=1e-5)
+    assert "data.batch_size=6 must be divisible by 2 x 2 replicas" in out["split_error"]
