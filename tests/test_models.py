@@ -402,3 +402,14 @@ def test_stargan_critic_gradient_penalty_trains_the_discriminator():
     # Every weight on the src path gets a second-order gradient; cls_conv is not on it.
     names = [v.path for v, g in zip(d.trainable_variables, grads) if g is None]
     assert names == ["cls_conv/kernel"], names
+
+
+def test_cyclegan_layers_of_equal_shape_start_with_different_kernels():
+    """Keras 3 unseeded initialisers draw their seed once: sharing one instance between layers
+    would give every same-shape layer the same kernel (it did, before each layer got its own)."""
+    generator = resnet_generator(filters=8, num_residual=2, image_size=32)
+    kernels = [w.numpy() for w in generator.weights if w.path.startswith("r") and w.path.endswith("kernel")]
+    assert len(kernels) >= 4
+    for i in range(len(kernels)):
+        for j in range(i + 1, len(kernels)):
+            assert not np.allclose(kernels[i], kernels[j])

@@ -43,7 +43,7 @@ def resnet_generator(filters: int = 64, num_residual: int = 9, image_size=None) 
     check_positive_ints(filters=filters)
     if num_residual < 0:
         raise ValueError(f"num_residual must be >= 0, got {num_residual}")
-    init = gan_normal_initializers()
+    init = gan_normal_initializers  # called once per layer: every kernel gets its own seed
     common = dict(affine=False, use_bias=True, initializers=init)
     image = image_input(image_size, divisible_by=GENERATOR_DOWNSAMPLING, min_size=8,
                         model="resnet_generator", name="image")
@@ -81,7 +81,7 @@ def patchgan_discriminator(filters: int = 64, num_layers: int = 3, image_size=No
         mixed-precision policy. Logits, not probabilities: the LSGAN loss uses them as they are.
     """
     check_positive_ints(filters=filters, num_layers=num_layers)
-    init = gan_normal_initializers()
+    init = gan_normal_initializers  # called once per layer: every kernel gets its own seed
     factor = 2 ** num_layers
     image = image_input(image_size, divisible_by=factor, min_size=3 * factor,
                         model=f"patchgan_discriminator (num_layers={num_layers})", name="image")

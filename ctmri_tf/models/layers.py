@@ -103,8 +103,23 @@ def torch_default_initializers(fan_in: int):
 
 def gan_normal_initializers():
     """N(0, 0.02) kernels and zero biases: ``init_weights(init_type="normal", gain=0.02)``
-    of pytorch-CycleGAN-and-pix2pix (and of DCGAN)."""
+    of pytorch-CycleGAN-and-pix2pix (and of DCGAN).
+
+    Pass the function itself (``initializers=gan_normal_initializers``) to the layer builders
+    below, which call it once per layer: a Keras 3 initializer instance without a seed draws its
+    seed once, so one instance shared by several layers gives them identical kernels.
+    """
     return keras.initializers.RandomNormal(0.0, 0.02), keras.initializers.Zeros()
+
+
+def _initializers_for_layer(initializers, fan_in: int):
+    """A fresh ``(kernel, bias)`` initialiser pair for one layer (see gan_normal_initializers)."""
+    if initializers is None:
+        return torch_default_initializers(fan_in)
+    if callable(initializers):
+        return initializers()
+    raise TypeError("initializers must be None or a function returning a fresh "
+                    "(kernel_initializer, bias_initializer) pair per layer")
 
 
 # --------------------------------------------------------------------------- layers
@@ -158,7 +173,8 @@ def conv2d(x, filters: int, kernel_size: int, *, strides: int = 1, padding: int 
     convolution: output size ``floor((H + 2*padding - kernel_size) / strides) + 1``.
 
     Args:
-        initializers: ``(kernel_initializer, bias_initializer)``; default: PyTorch's defaults.
+        initializers: a function returning a fresh ``(kernel_initializer, bias_initializer)``
+            pair, called once for this layer; default: PyTorch's defaults.
         dtype: layer dtype policy, e.g. ``"float32"`` for a model's final layer under mixed
             precision.
     """
@@ -169,9 +185,8 @@ def conv2d(x, filters: int, kernel_size: int, *, strides: int = 1, padding: int 
             x = ReflectionPadding2D(padding, name=f"{name}_reflect_pad")(x)
         else:
             x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
-    if initializers is None:
-        initializers = torch_default_initializers(kernel_size * kernel_size * x.shape[-1])
-    kernel_init, bias_init = initializers
+    kernel_init, bias_init = _initializers_for_layer(initializers,
+                                                     kernel_size * kernel_size * x.shape[-1])
     return keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="valid",
                                use_bias=use_bias, kernel_initializer=kernel_init,
                                bias_initializer=bias_init, dtype=dtype, name=name)(x)
@@ -189,10 +204,8 @@ def conv2d_transpose(x, filters: int, kernel_size: int, *, strides: int, padding
     if not 0 <= output_padding <= padding:
         raise ValueError(f"output_padding ({output_padding}) must be between 0 and padding "
                          f"({padding})")
-    if initializers is None:
-        # PyTorch's fan-in of a ConvTranspose2d weight (in, out, k, k) is out * k * k.
-        initializers = torch_default_initializers(kernel_size * kernel_size * filters)
-    kernel_init, bias_init = initializers
+    # PyTorch's fan-in of a ConvTranspose2d weight (in, out, k, k) is out * k * k.
+    kernel_init, bias_init = _initializers_for_layer(initializers, kernel_size * kernel_size * filters)
     x = keras.layers.Conv2DTranspose(filters, kernel_size, strides=strides, padding="valid",
                                      use_bias=use_bias, kernel_initializer=kernel_init,
                                      bias_initializer=bias_init, name=name)(x)

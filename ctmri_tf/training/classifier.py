@@ -1,0 +1,196 @@
+"""The CT/MRI modality classifier (``ctmri_tf.models.modality_classifier``) and its training.
+
+Each training step takes a global batch ``(image (B, H, W, 1) [-1, 1], label (B,) int32 0 = CT,
+1 = MRI)`` from ``ctmri_tf.data.modality_batches`` and minimises the softmax cross-entropy of the
+logits (reduced with ``tf.nn.compute_average_loss(..., global_batch_size=B)``) with Adam, the
+learning rate decaying linearly to 0 over the last ``schedule.decay_steps`` steps.
+
+Metrics: every ``schedule.validation_every`` steps the ``cross_entropy`` (nats) and ``accuracy`` of
+the validation batches (``validation/`` in TensorBoard); at the end (:func:`evaluate_classifier`)
+the accuracy, per-modality accuracy and confusion matrix of the whole validation and test splits,
+logged as ``validation/accuracy``, ``test/accuracy``, ... and written to ``<run_dir>/metrics.json``
+(``ctmri_tf.training.segmentation.write_final_metrics``).
+
+The evaluation uses the classifier to tell whether translated slices look like the target
+modality (``ctmri_tf.evaluate.evaluate(..., classifier=...)``); :func:`load_classifier` gives it
+the trained model of a run folder.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ctmri_tf import configs
+from ctmri_tf.configs import ClassifierConfig
+from ctmri_tf.errors import CtmriInputError
+from ctmri_tf.io.volume import MODALITIES
+from ctmri_tf.models.classifier import modality_classifier
+from ctmri_tf.training.checkpointing import TrainingCheckpoint
+from ctmri_tf.training.run_dir import RunDir
+from ctmri_tf.training.runtime import configure_keras
+from ctmri_tf.training.schedules import LinearDecayToZero
+from ctmri_tf.training.segmentation import write_final_metrics
+
+__all__ = ["ModalityClassifier", "evaluate_classifier", "load_classifier", "write_final_metrics"]
+
+
+def _cross_entropy(labels, logits) -> tf.Tensor:
+    """Softmax cross-entropy (nats) per example ``(B,)``; logits computed in float32."""
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32))
+
+
+class ModalityClassifier:
+    """The CT/MRI classifier training task (implements ``ctmri_tf.training.loop.TrainingTask``).
+
+    Builds the classifier and its optimizer under ``strategy.scope()`` after seeding and setting
+    the precision policy from ``config``.
+
+    Args:
+        config: a validated :class:`ctmri_tf.configs.ClassifierConfig`.
+        strategy: the ``tf.distribute.Strategy`` that will run the steps.
+
+    Raises:
+        CtmriInputError: the config is invalid, or ``data.batch_size`` is not divisible by the
+            number of replicas.
+    """
+
+    def __init__(self, config: ClassifierConfig, strategy: tf.distribute.Strategy):
+        config.validate()
+        replicas = strategy.num_replicas_in_sync
+        if config.data.batch_size % replicas:
+            raise CtmriInputError(None, f"data.batch_size={config.data.batch_size} must be "
+                                        f"divisible by the {replicas} replicas")
+        configure_keras(config.seed, config.precision)
+        self.config = config
+        self.strategy = strategy
+        self.global_batch_size = config.data.batch_size
+        optimizer = config.optimizer
+        with strategy.scope():
+            self.model = modality_classifier(config.data.image_size, filters=config.model.filters)
+            self.optimizer = keras.optimizers.Adam(
+                learning_rate=LinearDecayToZero(optimizer.learning_rate, config.schedule.steps,
+                                                config.schedule.decay_steps),
+                beta_1=optimizer.beta_1, beta_2=optimizer.beta_2, epsilon=optimizer.epsilon,
+                name="adam")
+            self.optimizer.build(self.model.trainable_variables)
+
+    # ------------------------------------------------------------------ TrainingTask protocol
+    def checkpoint_objects(self) -> dict:
+        return {"model": self.model, "optimizer": self.optimizer}
+
+    def step_kind(self, step: int) -> str:
+        return "train"
+
+    def learning_rates(self) -> dict:
+        return {"optimizer": self.optimizer.learning_rate}
+
+    def replica_step(self, batch, seed, kind: str) -> dict:
+        """One replica's step on ``(image (b, H, W, 1) [-1, 1], label (b,) 0 = CT, 1 = MRI)``."""
+        images, labels = batch
+        with tf.GradientTape() as tape:
+            logits = self.model(images, training=True)
+            loss = tf.nn.compute_average_loss(_cross_entropy(labels, logits),
+                                              global_batch_size=self.global_batch_size)
+        variables = self.model.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return {"cross_entropy": loss}
+
+    def validation_metrics(self, batch) -> dict:
+        """Per example ``(B,)``: ``cross_entropy`` (nats) and ``accuracy`` (1 when correct)."""
+        images, labels = batch
+        logits = self.model(images, training=False)
+        predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        return {"cross_entropy": _cross_entropy(labels, logits),
+                "accuracy": tf.cast(tf.equal(predicted, tf.cast(labels, tf.int32)), tf.float32)}
+
+    def sample_rows(self, batch, max_examples: int = 6):
+        """One grid row of images in [-1, 1], titled ``<true> -> <predicted> <probability>``."""
+        images, labels = batch
+        images, labels = images[:max_examples], np.asarray(labels[:max_examples])
+        probabilities = tf.nn.softmax(self.model(images, training=False)).numpy()
+        predicted = probabilities.argmax(axis=-1)
+        titles = [f"{MODALITIES[t]}->{MODALITIES[p]} {probabilities[i, p]:.2f}"
+                  for i, (t, p) in enumerate(zip(labels, predicted))]
+        return [[np.asarray(image) for image in images]], titles
+
+
+def evaluate_classifier(model: keras.Model, datasets: Mapping[str, tf.data.Dataset]
+                        ) -> dict[str, dict]:
+    """Accuracy of ``model`` on each dataset of ``(image, label)`` batches.
+
+    Args:
+        model: image (B, H, W, 1) [-1, 1] -> logits (B, 2), 0 = CT, 1 = MRI.
+        datasets: ``{split: dataset}``, finite (``ctmri_tf.data.modality_batches``).
+
+    Returns:
+        ``{split: {"accuracy", "accuracy_ct", "accuracy_mri", "cross_entropy", "slices",
+        "confusion"}}``: accuracies are fractions in [0, 1] (NaN for a modality the split lacks),
+        ``cross_entropy`` the mean in nats, ``confusion[true][predicted]`` slice counts.
+
+    Raises:
+        CtmriInputError: a dataset is empty (naming the split).
+    """
+    logits_of = tf.function(lambda images: model(images, training=False),
+                            input_signature=[tf.TensorSpec(model.input_shape, tf.float32)])
+    results = {}
+    for split, dataset in datasets.items():
+        labels, logits = [], []
+        for images, batch_labels in dataset:
+            logits.append(logits_of(tf.cast(images, tf.float32)).numpy())
+            labels.append(np.asarray(batch_labels, np.int64))
+        if not labels:
+            raise CtmriInputError(None, f"the {split} dataset holds no image to evaluate")
+        labels, logits = np.concatenate(labels), np.concatenate(logits)
+        predicted = logits.argmax(axis=-1)
+        confusion = np.zeros((len(MODALITIES), len(MODALITIES)), np.int64)
+        np.add.at(confusion, (labels, predicted), 1)
+        result = {"accuracy": float(np.mean(predicted == labels))}
+        for index, modality in enumerate(MODALITIES):
+            of_modality = labels == index
+            result[f"accuracy_{modality}"] = (float(np.mean(predicted[of_modality] == index))
+                                              if of_modality.any() else float("nan"))
+        result["cross_entropy"] = float(np.mean(_cross_entropy(labels, logits).numpy()))
+        result["slices"] = int(len(labels))
+        result["confusion"] = confusion.tolist()
+        results[split] = result
+    return results
+
+
+# ----------------------------------------------------------------------------- run folders
+def load_classifier(run_dir: str | os.PathLike) -> keras.Model:
+    """The trained CT/MRI classifier of a run folder, for any image size (float32).
+
+    Restores the run's newest checkpoint with the trainer's own objects
+    (:class:`ModalityClassifier` and ``TrainingCheckpoint.restore_latest``), then copies the
+    weights into a float32 ``modality_classifier(image_size=None)``.
+
+    Returns:
+        ``keras.Model``: image (B, H, W, 1) in [-1, 1] -> logits (B, 2), 0 = CT, 1 = MRI.
+
+    Raises:
+        CtmriInputError: not a classifier run folder, or no restorable checkpoint (naming the
+            file or folder).
+    """
+    run = RunDir(Path(run_dir))
+    if not run.root.is_dir():
+        raise CtmriInputError(run.root, "run folder does not exist")
+    if not run.config_path.is_file():
+        raise CtmriInputError(run.config_path, "missing; this folder is not a ctmri-tf run folder")
+    config = configs.from_json(run.config_path.read_text(), source=str(run.config_path))
+    if not isinstance(config, ClassifierConfig):
+        raise CtmriInputError(run.config_path, f"is a {config.experiment!r} run, not a "
+                                               f"classifier run")
+    task = ModalityClassifier(config, tf.distribute.get_strategy())
+    TrainingCheckpoint(run.checkpoints, step=tf.Variable(0, dtype=tf.int64, trainable=False),
+                       rng=tf.random.Generator.from_seed(config.seed),
+                       **task.checkpoint_objects()).restore_latest()
+    keras.mixed_precision.set_global_policy("float32")
+    model = modality_classifier(filters=config.model.filters)
+    model.set_weights(task.model.get_weights())
+    return model

@@ -1,0 +1,355 @@
+"""CycleGAN (Zhu et al., ICCV 2017) between CT and MRI, as in the official PyTorch code.
+
+Two ResNet generators, ``G``: CT -> MRI and ``F``: MRI -> CT, and two PatchGAN discriminators,
+``D_mri`` (real MRI vs ``G(ct)``) and ``D_ct`` (real CT vs ``F(mri)``), trained together. Each
+training step takes a global batch of unpaired slices ``{"ct": (B, H, W, 1), "mri": (B, H, W,
+1)}`` in [-1, 1] (``ctmri_tf.data.unpaired_batches(split, B, ...)``) and, as the official
+``CycleGANModel.optimize_parameters``:
+
+1. generator update (one Adam over the weights of G and F): LSGAN adversarial losses of
+   ``G(ct)`` against ``D_mri`` and ``F(mri)`` against ``D_ct``, + ``lambda_cycle`` x the L1 cycle
+   losses ``|F(G(ct)) - ct|`` and ``|G(F(mri)) - mri|``, + ``lambda_identity * lambda_cycle`` x the
+   L1 identity losses ``|G(mri) - mri|`` and ``|F(ct) - ct|``;
+2. discriminator update (one Adam over the weights of both): LSGAN losses
+   ``0.5 [(D(real) - 1)^2 + D(fake)^2]``, where the fakes of step 1 go through a 50-image history
+   pool per discriminator (:mod:`ctmri_tf.training.image_pool`).
+
+Both optimizers are Adam(2e-4, beta_1=0.5, beta_2=0.999); the learning rates stay constant and
+then decay linearly to 0 over the last ``schedule.decay_steps`` steps (the paper: 100 + 100
+epochs). Losses are per-example vectors from :mod:`ctmri_tf.losses` reduced with
+``tf.nn.compute_average_loss(..., global_batch_size=B)``, so one device and N replicas compute the
+same gradients; the pools query the whole global batch (see ``image_pool``), so their choices
+are the same too.
+
+One run trains both directions; the run's *primary* direction (``mri2ct`` or ``ct2mri``,
+``--direction``) says which generator the export and evaluation use by default. It is recorded in
+``<run_dir>/direction.json`` because :class:`ctmri_tf.configs.CycleGANConfig` has no field for it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ctmri_tf import configs, losses
+from ctmri_tf.atomic import atomic_output
+from ctmri_tf.configs import CycleGANConfig, OptimizerConfig
+from ctmri_tf.errors import CtmriInputError
+from ctmri_tf.models.cyclegan import patchgan_discriminator, resnet_generator
+from ctmri_tf.training.checkpointing import TrainingCheckpoint
+from ctmri_tf.training.image_pool import ImagePool
+from ctmri_tf.training.run_dir import RunDir
+from ctmri_tf.training.runtime import configure_keras
+from ctmri_tf.training.schedules import LinearDecayToZero
+
+DIRECTIONS = ("mri2ct", "ct2mri")
+"""Primary-direction names, as ``export.signatures.CYCLEGAN_DIRECTIONS``."""
+DEFAULT_DIRECTION = "mri2ct"
+DIRECTION_FILE = "direction.json"
+GENERATOR_KEYS = {"ct2mri": "ct->mri", "mri2ct": "mri->ct"}
+"""Direction name -> key of the dict returned by :func:`load_cyclegan_generators` (the keys of
+``ctmri_tf.evaluate.cyclegan_translator``)."""
+
+
+def _adam(config: OptimizerConfig, schedule: LinearDecayToZero, name: str):
+    return keras.optimizers.Adam(learning_rate=schedule, beta_1=config.beta_1,
+                                 beta_2=config.beta_2, epsilon=config.epsilon, name=name)
+
+
+def _to_unit_interval(x: tf.Tensor) -> tf.Tensor:
+    """Model space [-1, 1] -> [0, 1] (clipped), the range tf.image.psnr/ssim are told."""
+    return (tf.clip_by_value(tf.cast(x, tf.float32), -1.0, 1.0) + 1.0) / 2.0
+
+
+class CycleGAN:
+    """The CycleGAN training task (implements ``ctmri_tf.training.loop.TrainingTask``).
+
+    Builds the two generators, the two discriminators, their optimizers and the two history
+    pools under ``strategy.scope()`` after seeding and setting the precision policy from
+    ``config``.
+
+    Args:
+        config: a validated :class:`ctmri_tf.configs.CycleGANConfig`.
+        strategy: the ``tf.distribute.Strategy`` that will run the steps.
+
+    Attributes:
+        generator_ct2mri, generator_mri2ct: ``G`` and ``F`` (``resnet_generator``).
+        discriminator_mri, discriminator_ct: ``D_mri`` judges MRI, ``D_ct`` judges CT.
+        pool_mri, pool_ct: history pools of generated MRI (for ``D_mri``) and CT (for ``D_ct``).
+
+    Raises:
+        CtmriInputError: the config is invalid, or ``data.batch_size`` is not divisible by the
+            number of replicas.
+    """
+
+    def __init__(self, config: CycleGANConfig, strategy: tf.distribute.Strategy):
+        config.validate()
+        replicas = strategy.num_replicas_in_sync
+        if config.data.batch_size % replicas:
+            raise CtmriInputError(
+                None, f"data.batch_size={config.data.batch_size} must be divisible by the "
+                      f"{replicas} replicas (each takes as many CT/MRI pairs)")
+        configure_keras(config.seed, config.precision)
+        self.config = config
+        self.strategy = strategy
+        self.global_batch_size = config.data.batch_size
+        model, schedule, size = config.model, config.schedule, config.data.image_size
+
+        def generator():
+            return resnet_generator(filters=model.generator_filters,
+                                    num_residual=model.generator_residual_blocks,
+                                    image_size=size)
+
+        def discriminator():
+            return patchgan_discriminator(filters=model.discriminator_filters,
+                                          num_layers=model.discriminator_layers, image_size=size)
+
+        def adam(optimizer: OptimizerConfig, name: str):
+            return _adam(optimizer, LinearDecayToZero(optimizer.learning_rate, schedule.steps,
+                                                      schedule.decay_steps), name)
+
+        with strategy.scope():
+            self.generator_ct2mri = generator()         # G
+            self.generator_mri2ct = generator()         # F
+            self.discriminator_mri = discriminator()    # D_mri
+            self.discriminator_ct = discriminator()     # D_ct
+            self.generator_optimizer = adam(config.generator_optimizer, "generator_adam")
+            self.discriminator_optimizer = adam(config.discriminator_optimizer,
+                                                "discriminator_adam")
+            # Keras 3 optimizers create their slots lazily; under MirroredStrategy that must
+            # happen here, in the strategy scope, not inside the first replica step.
+            self.generator_optimizer.build(self._generator_variables())
+            self.discriminator_optimizer.build(self._discriminator_variables())
+            self.pool_mri = ImagePool(config.loss.pool_size, (size, size, 1), name="pool_mri")
+            self.pool_ct = ImagePool(config.loss.pool_size, (size, size, 1), name="pool_ct")
+
+    # ------------------------------------------------------------------ TrainingTask protocol
+    def checkpoint_objects(self) -> dict:
+        return {"generator_ct2mri": self.generator_ct2mri,
+                "generator_mri2ct": self.generator_mri2ct,
+                "discriminator_mri": self.discriminator_mri,
+                "discriminator_ct": self.discriminator_ct,
+                "generator_optimizer": self.generator_optimizer,
+                "discriminator_optimizer": self.discriminator_optimizer,
+                "pool_mri": self.pool_mri, "pool_ct": self.pool_ct}
+
+    def step_kind(self, step: int) -> str:
+        """Every step updates the generators and then the discriminators."""
+        return "g+d"
+
+    def learning_rates(self) -> dict:
+        return {"generator": self.generator_optimizer.learning_rate,
+                "discriminator": self.discriminator_optimizer.learning_rate}
+
+    def replica_step(self, batch, seed, kind: str) -> dict:
+        """One replica's step on ``{"ct": (b, H, W, 1), "mri": (b, H, W, 1)}`` in [-1, 1]."""
+        lambda_cycle = self.config.loss.lambda_cycle
+        lambda_identity = self.config.loss.lambda_identity * lambda_cycle
+        G, F = self.generator_ct2mri, self.generator_mri2ct
+        D_mri, D_ct = self.discriminator_mri, self.discriminator_ct
+        real_ct = tf.cast(batch["ct"], tf.float32)
+        real_mri = tf.cast(batch["mri"], tf.float32)
+
+        # 1. Train the generators G (CT -> MRI) and F (MRI -> CT); the discriminators are fixed.
+        with tf.GradientTape() as tape:
+            fake_mri = G(real_ct, training=True)
+            reconstructed_ct = F(fake_mri, training=True)
+            fake_ct = F(real_mri, training=True)
+            reconstructed_mri = G(fake_ct, training=True)
+            # Adversarial: G(ct) should look like MRI to D_mri, F(mri) like CT to D_ct.
+            g_adv_mri = self._average(losses.lsgan_generator_loss(D_mri(fake_mri, training=True)))
+            g_adv_ct = self._average(losses.lsgan_generator_loss(D_ct(fake_ct, training=True)))
+            # Cycle consistency: F(G(ct)) ~ ct and G(F(mri)) ~ mri.
+            cycle_ct = self._average(losses.l1_loss(reconstructed_ct, real_ct))
+            cycle_mri = self._average(losses.l1_loss(reconstructed_mri, real_mri))
+            # Identity: a generator fed an image of its output modality leaves it unchanged.
+            identity_mri = self._average(losses.l1_loss(G(real_mri, training=True), real_mri))
+            identity_ct = self._average(losses.l1_loss(F(real_ct, training=True), real_ct))
+            g_total = (g_adv_mri + g_adv_ct + lambda_cycle * (cycle_ct + cycle_mri)
+                       + lambda_identity * (identity_mri + identity_ct))
+        variables = self._generator_variables()
+        self._apply(self.generator_optimizer, tape.gradient(g_total, variables), variables)
+
+        # 2. Train the discriminators on real images and on fakes from the history pools.
+        fake_mri = self.pool_mri.query(tf.stop_gradient(fake_mri),
+                                       tf.random.experimental.stateless_fold_in(seed, 1))
+        fake_ct = self.pool_ct.query(tf.stop_gradient(fake_ct),
+                                     tf.random.experimental.stateless_fold_in(seed, 2))
+        with tf.GradientTape() as tape:
+            d_mri = self._average(losses.lsgan_discriminator_loss(
+                D_mri(real_mri, training=True), D_mri(fake_mri, training=True)))
+            d_ct = self._average(losses.lsgan_discriminator_loss(
+                D_ct(real_ct, training=True), D_ct(fake_ct, training=True)))
+            d_total = d_mri + d_ct
+        variables = self._discriminator_variables()
+        self._apply(self.discriminator_optimizer, tape.gradient(d_total, variables), variables)
+
+        return {"g_adv_mri": g_adv_mri, "g_adv_ct": g_adv_ct, "cycle_ct": cycle_ct,
+                "cycle_mri": cycle_mri, "identity_mri": identity_mri, "identity_ct": identity_ct,
+                "g_total": g_total, "d_mri": d_mri, "d_ct": d_ct, "d_total": d_total}
+
+    def validation_metrics(self, batch) -> dict:
+        """PSNR (dB) and SSIM of MRI->CT (F) and CT->MRI (G) on a paired batch, per example
+        ``(B,)``.
+
+        ``batch`` comes from ``ctmri_tf.data.paired_batches(..., source="mri")``: ``source`` is
+        the MRI and ``target`` the registered CT, both in [-1, 1]; images are mapped to [0, 1]
+        (``max_val=1``) before ``tf.image.psnr`` / ``tf.image.ssim``.
+        """
+        mri, ct = batch["source"], batch["target"]
+        metrics = {}
+        for name, fake, real in (("mri_to_ct", self.translate(mri, "ct"), ct),
+                                 ("ct_to_mri", self.translate(ct, "mri"), mri)):
+            fake, real = _to_unit_interval(fake), _to_unit_interval(real)
+            metrics[f"psnr_{name}"] = tf.image.psnr(fake, real, max_val=1.0)
+            metrics[f"ssim_{name}"] = tf.image.ssim(fake, real, max_val=1.0)
+        return metrics
+
+    def sample_rows(self, batch, max_examples: int = 2):
+        """Image-grid rows in [-1, 1]: input | translated | reconstructed (| ground truth).
+
+        A paired validation batch (``source`` MRI, ``target`` CT) gives, per example, an MRI row
+        (F, then G) and a CT row (G, then F) with the registered other modality as ground truth;
+        a training batch (``ct``, ``mri``) gives rows without ground truth.
+        """
+        if "source" in batch:
+            mri, ct = batch["source"][:max_examples], batch["target"][:max_examples]
+            titles = ["input", "translated", "reconstructed", "ground truth"]
+        else:
+            ct, mri = batch["ct"][:max_examples], batch["mri"][:max_examples]
+            titles = ["input", "translated", "reconstructed"]
+        rows = []
+        for image, modality, other, truth in ((mri, "mri", "ct", ct), (ct, "ct", "mri", mri)):
+            translated = self.translate(image, other)
+            reconstructed = self.translate(translated, modality)
+            for i in range(image.shape[0]):
+                row = [np.asarray(image[i]), np.asarray(translated[i]),
+                       np.asarray(reconstructed[i])]
+                if len(titles) == 4:
+                    row.append(np.asarray(truth[i]))
+                rows.append(row)
+        return rows, titles
+
+    # ------------------------------------------------------------------ helpers
+    def translate(self, images, target: str) -> tf.Tensor:
+        """Translate ``images`` (B, H, W, 1) in [-1, 1] to ``target`` (``"ct"``: F, ``"mri"``: G);
+        returns [-1, 1]."""
+        generator = {"mri": self.generator_ct2mri, "ct": self.generator_mri2ct}[target]
+        return generator(tf.convert_to_tensor(images, tf.float32), training=False)
+
+    def generators(self) -> dict:
+        """``{"ct->mri": G, "mri->ct": F}``, the keys ``ctmri_tf.evaluate.cyclegan_translator``
+        expects."""
+        return {"ct->mri": self.generator_ct2mri, "mri->ct": self.generator_mri2ct}
+
+    def _generator_variables(self) -> list:
+        return self.generator_ct2mri.trainable_variables + self.generator_mri2ct.trainable_variables
+
+    def _discriminator_variables(self) -> list:
+        return (self.discriminator_mri.trainable_variables
+                + self.discriminator_ct.trainable_variables)
+
+    def _average(self, per_example: tf.Tensor) -> tf.Tensor:
+        return tf.nn.compute_average_loss(tf.cast(per_example, tf.float32),
+                                          global_batch_size=self.global_batch_size)
+
+    @staticmethod
+    def _apply(optimizer, gradients, variables) -> None:
+        optimizer.apply_gradients(zip(gradients, variables))
+
+
+# ----------------------------------------------------------------------------- run folders
+def _check_direction(direction: str) -> str:
+    if direction not in DIRECTIONS:
+        raise CtmriInputError(None, f"unknown CycleGAN direction {direction!r}; valid directions: "
+                                    f"{', '.join(DIRECTIONS)}")
+    return direction
+
+
+def write_primary_direction(run: RunDir, direction: str) -> Path:
+    """Record the run's primary direction in ``<run_dir>/direction.json`` (atomically).
+
+    Raises:
+        CtmriInputError: ``direction`` is not ``mri2ct`` or ``ct2mri``.
+    """
+    _check_direction(direction)
+    path = run.root / DIRECTION_FILE
+    with atomic_output(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps({"primary_direction": direction,
+                                   "generator": GENERATOR_KEYS[direction]}, indent=2) + "\n")
+    return path
+
+
+def read_primary_direction(run_dir: str | os.PathLike) -> str:
+    """The primary direction of a CycleGAN run folder (``mri2ct`` when it records none).
+
+    Raises:
+        CtmriInputError: ``direction.json`` exists but is unreadable or names no valid direction.
+    """
+    path = Path(run_dir) / DIRECTION_FILE
+    if not path.is_file():
+        return DEFAULT_DIRECTION
+    try:
+        direction = json.loads(path.read_text())["primary_direction"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise CtmriInputError(path, f"not a CycleGAN direction file ({err!r})") from None
+    if direction not in DIRECTIONS:
+        raise CtmriInputError(path, f"primary_direction {direction!r} is not one of "
+                                    f"{', '.join(DIRECTIONS)}")
+    return direction
+
+
+def _read_run(run_dir: str | os.PathLike) -> tuple[RunDir, CycleGANConfig]:
+    """The run folder and its config, read only (the run is an input here)."""
+    run = RunDir(Path(run_dir))
+    if not run.root.is_dir():
+        raise CtmriInputError(run.root, "run folder does not exist")
+    if not run.config_path.is_file():
+        raise CtmriInputError(run.config_path, "missing; this folder is not a ctmri-tf run folder")
+    config = configs.from_json(run.config_path.read_text(), source=str(run.config_path))
+    if not isinstance(config, CycleGANConfig):
+        raise CtmriInputError(run.config_path, f"is a {config.experiment!r} run, not a cyclegan "
+                                               f"run")
+    return run, config
+
+
+def load_cyclegan_generators(run_dir: str | os.PathLike) -> dict:
+    """The trained generators of a CycleGAN run folder, for any image size (float32).
+
+    Restores the run's newest checkpoint with the trainer's own objects (:class:`CycleGAN` and
+    ``TrainingCheckpoint.restore_latest``), then copies each generator's weights into a float32
+    ``resnet_generator(image_size=None)``, which accepts any size that is a multiple of 4.
+
+    Returns:
+        ``{"ct->mri": G, "mri->ct": F}``: keras models, image (B, H, W, 1) in [-1, 1] -> [-1, 1].
+
+    Raises:
+        CtmriInputError: not a CycleGAN run folder, or no restorable checkpoint (naming the
+            file or folder).
+    """
+    run, config = _read_run(run_dir)
+    task = CycleGAN(config, tf.distribute.get_strategy())
+    checkpoint = TrainingCheckpoint(run.checkpoints,
+                                    step=tf.Variable(0, dtype=tf.int64, trainable=False),
+                                    rng=tf.random.Generator.from_seed(config.seed),
+                                    **task.checkpoint_objects())
+    checkpoint.restore_latest()
+    keras.mixed_precision.set_global_policy("float32")
+    generators = {}
+    for key, trained in task.generators().items():
+        generator = resnet_generator(filters=config.model.generator_filters,
+                                     num_residual=config.model.generator_residual_blocks)
+        generator.set_weights(trained.get_weights())
+        generators[key] = generator
+    return generators
+
+
+def load_primary_generator(run_dir: str | os.PathLike) -> tuple[str, keras.Model]:
+    """``(direction, generator)``: the run's primary direction and its generator (see
+    :func:`load_cyclegan_generators`, :func:`read_primary_direction`)."""
+    direction = read_primary_direction(run_dir)
+    return direction, load_cyclegan_generators(run_dir)[GENERATOR_KEYS[direction]]

@@ -1,0 +1,138 @@
+"""CT/MRI classifier training end to end: the CLI on a tiny built tfds dataset (4 phantom
+subjects x 6 slices x 32 px: 24 train, 12 validation and 12 test slices), its run folder,
+TensorBoard output, final metrics, resume and mixed precision.
+"""
+import json
+import shutil
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ctmri_tf import configs, data
+from ctmri_tf.errors import CtmriInputError
+from ctmri_tf.training import loop, run_dir as run_dirs
+from ctmri_tf.training.classifier import ModalityClassifier, load_classifier
+from ctmri_tf.training.strategy import make_strategy
+from dataset_fixtures import tiny_dataset  # noqa: F401  (pytest fixture)
+from train import classifier as classifier_cli
+
+
+def events(logdir):
+    """``{tag: {step: summary value}}`` of every event file in ``logdir``."""
+    found = {}
+    for path in sorted(logdir.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                found.setdefault(value.tag, {})[event.step] = value
+    return found
+
+
+def scalar(value) -> float:
+    return float(tf.make_ndarray(value.tensor))
+
+
+@pytest.fixture(scope="module")
+def run(tiny_dataset, tmp_path_factory):
+    """A 4-step smoke run through the CLI (MirroredStrategy over this process's CPU)."""
+    name, data_dir = tiny_dataset
+    root = tmp_path_factory.mktemp("classifier") / "run"
+    code = classifier_cli.main([
+        "--preset", "smoke", "--strategy", "mirrored", "--data-dir", str(data_dir),
+        "--dataset-config", name, "--run-dir", str(root), "--steps", "4", "--seed", "3",
+        "--set", "schedule.summary_every=2", "--set", "schedule.checkpoint_every=2",
+        "--set", "schedule.sample_every=2", "--set", "schedule.validation_every=2"])
+    assert code == 0
+    return root, name, data_dir
+
+
+def test_cli_run_writes_config_checkpoints_tensorboard_samples_and_metrics(run):
+    root, name, data_dir = run
+    assert sorted(p.name for p in root.iterdir()) == ["checkpoints", "config.json", "logs",
+                                                      "metrics.json", "samples"]
+    config = configs.from_json((root / "config.json").read_text())
+    assert (config.seed, config.schedule.steps, config.data.dataset_config) == (3, 4, name)
+    assert sorted(p.name for p in (root / "checkpoints").glob("*.index")) == ["ckpt-2.index",
+                                                                               "ckpt-4.index"]
+    assert sorted(p.name for p in (root / "samples").iterdir()) == ["step_0000002.png",
+                                                                    "step_0000004.png"]
+    found = events(root / "logs")
+    assert set(found["loss/cross_entropy"]) == {2, 4}
+    assert scalar(found["learning_rate/optimizer"][2]) == pytest.approx(1e-3)
+    for tag in ("validation/cross_entropy", "validation/accuracy"):
+        assert set(found[tag]) == {2, 4}, tag
+    for tag in ("validation/accuracy", "test/accuracy", "test/accuracy_ct", "test/accuracy_mri",
+                "test/cross_entropy"):
+        assert 4 in found[tag], tag
+    assert found["samples"][4].metadata.plugin_data.plugin_name == "images"
+    assert found["_hparams_/session_start_info"][0].metadata.plugin_data.plugin_name == "hparams"
+
+    # metrics.json equals the accuracy recomputed with the model loaded from the run folder
+    written = json.loads((root / "metrics.json").read_text())
+    assert written["step"] == 4 and set(written) == {"step", "validation", "test"}
+    model = load_classifier(root)
+    for split in ("validation", "test"):
+        labels, predicted = [], []
+        for images, batch_labels in data.modality_batches(split, 12, 32, mask_inputs=True,
+                                                          shuffle=False, config=name,
+                                                          data_dir=data_dir):
+            predicted.append(np.argmax(model(images).numpy(), axis=-1))
+            labels.append(batch_labels.numpy())
+        labels, predicted = np.concatenate(labels), np.concatenate(predicted)
+        got = written[split]
+        assert got["slices"] == 12 and sorted(labels.tolist()) == [0] * 6 + [1] * 6
+        assert got["accuracy"] == pytest.approx(np.mean(predicted == labels))
+        assert got["accuracy_mri"] == pytest.approx(np.mean(predicted[labels == 1] == 1))
+        confusion = [[int(np.sum((labels == t) & (predicted == p))) for p in (0, 1)]
+                     for t in (0, 1)]
+        assert got["confusion"] == confusion
+        assert scalar(found[f"{split}/accuracy"][4]) == pytest.approx(got["accuracy"])
+    # the loaded classifier takes any size
+    assert model(np.zeros((2, 40, 24, 1), np.float32)).shape == (2, 2)
+
+
+def test_resume_continues_at_the_saved_step(run, tmp_path):
+    root, _, _ = run
+    resumed = tmp_path / "run"
+    shutil.copytree(root, resumed)
+    assert classifier_cli.main(["--resume", "--run-dir", str(resumed), "--steps", "6"]) == 0
+    reader = tf.train.load_checkpoint(str(resumed / "checkpoints" / "ckpt-6"))
+    assert int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) == 6
+    assert int(reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")) == 6
+    found = events(resumed / "logs")
+    assert set(found["loss/cross_entropy"]) == {2, 4, 6}
+    assert set(found["test/accuracy"]) == {4, 6}
+    assert json.loads((resumed / "metrics.json").read_text())["step"] == 6
+
+
+def test_mixed_bfloat16_computes_in_bfloat16_with_float32_logits_and_loss(tmp_path):
+    config = configs.override(configs.get_config("classifier", "smoke"),
+                              {"precision": "mixed_bfloat16", "schedule.steps": 2,
+                               "schedule.decay_steps": 1})
+    images = np.random.default_rng(0).uniform(-1, 1, (8, 32, 32, 1)).astype(np.float32)
+    labels = np.array([0, 1] * 4, np.int32)
+    batches = tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(4)
+    strategy = make_strategy("default")
+    try:
+        task = ModalityClassifier(config, strategy)
+        assert task.model.get_layer("stage1_down_conv").compute_dtype == "bfloat16"
+        assert task.model.get_layer("logits").compute_dtype == "float32"
+        assert all(w.dtype == "float32" for w in task.model.trainable_weights)
+        result = loop.train(task, strategy=strategy, train_dataset=batches,
+                            schedule=config.schedule,
+                            run_dir=run_dirs.create_run_dir(tmp_path / "run", config),
+                            progress=False)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    (step, losses), = [h for h in result.history if h[0] == 2]
+    assert np.isfinite(losses["cross_entropy"]) and losses["cross_entropy"] > 0
+
+
+def test_loading_a_run_that_is_not_a_classifier_run_names_the_file(tmp_path):
+    (tmp_path / "config.json").write_text(configs.to_json(configs.get_config("segmentation",
+                                                                             "smoke")))
+    with pytest.raises(CtmriInputError) as err:
+        load_classifier(tmp_path)
+    assert str(tmp_path / "config.json") in str(err.value)
+    assert "not a classifier run" in str(err.value)
