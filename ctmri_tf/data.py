@@ -4,7 +4,8 @@ Raw examples (:func:`load`) hold slices in physical units (HU for CT, MR signal 
 ``intensity_range`` that maps each to model space. The batch functions turn them into model
 tensors, entirely inside the TensorFlow graph:
 
-1. physical units -> [-1, 1] with :func:`ctmri_tf.intensity.to_unit` and the example's own range;
+1. physical units -> [-1, 1] with :func:`ctmri_tf.intensity.to_unit` and the example's own range
+   (the classifier's :func:`modality_batches`: each slice's own percentiles, whatever the modality);
 2. to the model size: ``fit="resize"`` (bilinear with antialiasing for images, nearest for masks)
    or ``fit="crop"`` (center crop, or pad with background: -1 for images, 0 for masks);
 3. optionally the background (body mask 0) set to -1, as the GAN inputs of the original project;
@@ -343,6 +344,12 @@ def modality_batches(split: str, batch_size: int, image_size, *, mask_inputs: bo
                      data_dir: str | os.PathLike | None = None) -> tf.data.Dataset:
     """Images labelled with their modality, for the CT/MRI classifier.
 
+    Each slice is mapped to [-1, 1] by its own 0.5 % / 99.5 % percentiles,
+    :func:`ctmri_tf.intensity.percentile_to_unit`, whatever its modality (then resized or
+    cropped): the CT window and the MRI volume scale would tell the classifier the label through
+    the value range, and a served image comes without its modality. The exported ``classify``
+    signature normalises the same way.
+
     Args:
         mask_inputs: set the background to -1 (off by default: the classifier sees what a user
             would give it).
@@ -350,13 +357,14 @@ def modality_batches(split: str, batch_size: int, image_size, *, mask_inputs: bo
         Other arguments as in :func:`unpaired_batches`.
 
     Returns:
-        Dataset of ``(image, label)``: image (B, H, W, 1) float32 [-1, 1], label (B,) int32,
-        0 = CT, 1 = MRI.
+        Dataset of ``(image, label)``: image (B, H, W, 1) float32 [-1, 1] (each slice's own
+        percentiles), label (B,) int32, 0 = CT, 1 = MRI.
     """
     size = _check(batch_size, image_size, fit)
 
     def to_model(example):
-        x = _fit_image(_unit_any(example), size, fit)
+        x = _fit_image(intensity.percentile_to_unit(tf.cast(example["image"], tf.float32)),
+                       size, fit)
         if mask_inputs:
             x = _background_to_minus_one(x, _fit_mask(example["mask"], size, fit))
         return x, tf.cast(example["modality"], tf.int32)

@@ -5,8 +5,9 @@ A *translator* is any callable ``translate(images_unit, source, target)`` taking
 float32 source images in model space [-1, 1] and returning ``(B, H, W, 1)`` target images in
 [-1, 1] (a NumPy array or a tensor); ``source`` and ``target`` are ``"ct"`` / ``"mri"``. Adapters:
 :func:`stargan_translator` (one generator, one-hot target domain, CT = 0, MRI = 1),
-:func:`cyclegan_translator` (one generator per direction); the baselines of
-:mod:`ctmri_tf.baselines`. Optional attributes a translator may carry:
+:func:`cyclegan_translator` (one generator per direction), :func:`stargan_run_translator` and
+:func:`cyclegan_run_translator` (a training run folder's newest checkpoint at its training size);
+the baselines of :mod:`ctmri_tf.baselines`. Optional attributes a translator may carry:
 
 * ``whole_volume = True``: called once per subject and direction with the whole volume and its
   body mask, ``translate(volume_unit, source, target, mask=mask)`` (histogram matching needs the
@@ -45,7 +46,9 @@ No reference exists, so nothing is compared with a ground truth. Reported instea
 direction and subject: the cycle-reconstruction error (translate, translate back, MAE and PSNR of
 the reconstruction against the translator's input, in the source's units, image and body), and,
 when a ``classifier`` (``images (B, H, W, 1) in [-1, 1] -> (B, 2) logits``, 0 = CT, 1 = MRI) is
-given, the fraction of translated slices it assigns to the target modality.
+given, the fraction of translated slices it assigns to the target modality (each translated
+slice normalised as the classifier was trained, by its own percentiles:
+``ctmri_tf.intensity.percentile_to_unit``).
 
 Outputs of :func:`evaluate` in ``out_dir`` (written to a temporary sibling, then renamed):
 ``metrics.csv`` (one row per model x direction x subject x region), ``metrics.json`` (the rows,
@@ -179,6 +182,38 @@ def resized_translator(translator: Callable, image_size) -> Callable:
         if hasattr(translator, attribute):
             setattr(translate, attribute, getattr(translator, attribute))
     return translate
+
+
+def stargan_run_translator(run_dir: str | os.PathLike) -> Callable:
+    """The translator of a StarGAN training run folder: its newest checkpoint
+    (``ctmri_tf.training.stargan.load_stargan_generator``) run at the run's training image size
+    (:func:`resized_translator`), both directions.
+
+    Raises:
+        CtmriInputError: not a StarGAN run folder, or no restorable checkpoint (naming the file).
+    """
+    from ctmri_tf.training.run_dir import read_run
+    from ctmri_tf.training.stargan import load_stargan_generator
+
+    _, config = read_run(run_dir, "stargan")
+    return resized_translator(stargan_translator(load_stargan_generator(run_dir)),
+                              config.data.image_size)
+
+
+def cyclegan_run_translator(run_dir: str | os.PathLike) -> Callable:
+    """The translator of a CycleGAN training run folder: both of its generators (MRI -> CT and
+    CT -> MRI, ``ctmri_tf.training.cyclegan.load_cyclegan_generators``, newest checkpoint) run
+    at the run's training image size (:func:`resized_translator`).
+
+    Raises:
+        CtmriInputError: not a CycleGAN run folder, or no restorable checkpoint (naming the file).
+    """
+    from ctmri_tf.training.cyclegan import load_cyclegan_generators
+    from ctmri_tf.training.run_dir import read_run
+
+    _, config = read_run(run_dir, "cyclegan")
+    return resized_translator(cyclegan_translator(load_cyclegan_generators(run_dir)),
+                              config.data.image_size)
 
 
 # ----------------------------------------------------------------------------- data
@@ -479,10 +514,10 @@ def _unpaired_subject(subject, translators, classifier, mask_inputs, batch_size,
                 continue
             out_unit = _translate(name, translator, src_unit, mask, source, target, batch_size)
             fraction = math.nan
-            if classifier is not None:
+            if classifier is not None:   # fed as it was trained: each slice's percentiles
                 logits = np.concatenate([
-                    np.asarray(classifier(tf.constant(out_unit[i:i + batch_size, ..., None]),
-                                          training=False))
+                    np.asarray(classifier(intensity.percentile_to_unit(
+                        tf.constant(out_unit[i:i + batch_size, ..., None])), training=False))
                     for i in range(0, out_unit.shape[0], batch_size)])
                 fraction = float(np.mean(np.argmax(logits, axis=-1) == DOMAIN_INDEX[target]))
             cycle = back = None
@@ -626,8 +661,9 @@ def evaluate(translators: Mapping[str, Translator], paired_dataset_or_examples: 
         out_dir: the folder to create, e.g. ``results/<run>``.
         source: the ``source`` modality the ``paired_batches`` were made with.
         classifier: optional CT/MRI classifier called as ``classifier(images, training=False)``
-            (a Keras model): ``(B, H, W, 1)`` in [-1, 1] -> ``(B, 2)`` logits, 0 = CT, 1 = MRI;
-            used on unpaired data.
+            (a Keras model, e.g. ``ctmri_tf.training.classifier.load_classifier``): ``(B, H, W,
+            1)`` in [-1, 1] (``intensity.percentile_to_unit`` of the translated slices) ->
+            ``(B, 2)`` logits, 0 = CT, 1 = MRI; used on unpaired data.
         mask_inputs: set the source's background to -1 before translating (as in training).
         batch_size: slices per translator call.
         grid_subjects: subjects shown in each PNG grid (their slice with most body).

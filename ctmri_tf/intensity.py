@@ -6,6 +6,9 @@ volume gets its own :class:`MriScale`: the MR signal at two robust percentiles (
 99.5 %, optionally of the voxels inside a body mask), which map to -1 and +1. Keep the scale next
 to the volume so that a translated image can be written back in the scanner's units.
 
+Where the modality is what a model must find (the CT/MRI classifier), the normalisation cannot
+depend on it: :func:`percentile_to_unit` maps every image, CT or MRI, by its own percentiles.
+
 Every function takes NumPy arrays (or Python numbers) and TensorFlow tensors, eager or inside
 ``tf.function``, and returns the same kind, as float32. When the image or the range is a tensor the
 computation is done in TensorFlow (so an ``intensity_range`` tensor taken from a ``tf.data`` example
@@ -249,6 +252,101 @@ def _fit_mri_scale_tf(volume, mask, percentiles) -> MriScale:
                                                         "intensity scale can be fitted")
     with tf.control_dependencies([check]):
         return MriScale(tf.identity(low), tf.identity(high))
+
+
+def image_percentile_range(image: Any, percentiles=MRI_PERCENTILES):
+    """The ``(low, high)`` of one image's own intensity percentiles, for an image whose modality
+    must not decide its normalisation (the CT/MRI classifier) or whose volume is not at hand (a
+    served MRI slice).
+
+    Like :func:`fit_mri_scale` over the image's finite pixels (linear interpolation as
+    ``numpy.percentile``; percentiles that coincide fall back to the (min, max)), but it never
+    fails, so that it is safe inside a served graph: a constant image (a blank slice) gets
+    ``(value, value + max(1, |value|))``, which maps it to -1; an image with no finite pixel gets
+    ``(0, 1)``.
+
+    Args:
+        image: one image in any physical units (HU, MR signal, ...), any shape (array or
+            tensor; in graph mode too).
+        percentiles: ``(p_low, p_high)`` in percent, 0 <= p_low < p_high <= 100.
+
+    Returns:
+        float32 ``(2,)``: the image's values at the two percentiles, in its own units; NumPy
+        array or tensor like ``image``.
+    """
+    p_low, p_high = (float(p) for p in percentiles)
+    if not 0.0 <= p_low < p_high <= 100.0:
+        raise CtmriInputError(None, f"percentiles must satisfy 0 <= low < high <= 100, "
+                                    f"got {percentiles!r}")
+    if _is_tensor(image):
+        tf = _tf()
+        image = tf.cast(image, tf.float32)
+        values = tf.reshape(image, [-1])
+        finite = tf.boolean_mask(values, tf.math.is_finite(values))
+        any_finite = tf.size(finite) > 0
+        low = tf.where(any_finite, tf.reduce_min(finite), 0.0)
+        high = tf.where(any_finite, tf.reduce_max(finite), 0.0)
+
+        def fit():
+            scale = _fit_mri_scale_tf(finite, None, (p_low, p_high))
+            return tf.stack([scale.low, scale.high])
+
+        return tf.cond(high > low, fit,
+                       lambda: tf.stack([low, low + tf.maximum(1.0, tf.abs(low))]))
+    values = np.asarray(image, dtype=np.float32).reshape(-1)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return np.array([0.0, 1.0], np.float32)
+    low, high = _np_percentiles(finite, (p_low, p_high))
+    if high <= low:
+        high = low + max(1.0, abs(low))
+    return np.array([low, high], np.float32)
+
+
+def percentile_to_unit(images: Any, percentiles=MRI_PERCENTILES):
+    """Map each image to model space [-1, 1] by its own intensity percentiles, whatever its
+    modality: the normalisation of the CT/MRI classifier, in training
+    (``ctmri_tf.data.modality_batches``) and in the exported ``classify`` signature alike.
+
+    Each image's values at ``percentiles`` (:func:`image_percentile_range`) map to -1 and +1,
+    values outside are clipped, so every non-constant image spans exactly [-1, 1], CT and MRI
+    alike: the result does not depend on the modality (nothing to tell it by, as the
+    classifier must find it) nor on a positive linear rescaling of the intensities. A constant
+    (blank) image maps to -1.
+
+    Args:
+        images: physical units (HU for CT, MR signal for MRI, or anything else): one image
+            ``(rows, cols)``, or a batch ``(batch, rows, cols)`` / ``(batch, rows, cols, 1)``
+            normalised image by image (array or tensor, static rank, graph mode included).
+        percentiles: ``(p_low, p_high)`` in percent.
+
+    Returns:
+        float32 in [-1, 1] of the shape of ``images``; NumPy array or tensor like ``images``.
+    """
+    if _is_tensor(images):
+        tf = _tf()
+        images = tf.cast(images, tf.float32)
+        rank = images.shape.rank
+        if rank is None or rank < 2:
+            raise ValueError(f"percentile_to_unit needs images of known rank >= 2, got shape "
+                             f"{images.shape}")
+        if rank == 2:
+            ranges = image_percentile_range(images, percentiles)
+        else:
+            ranges = tf.map_fn(lambda image: image_percentile_range(image, percentiles), images,
+                               fn_output_signature=tf.TensorSpec((2,), tf.float32))
+        return _to_unit(images, ranges[..., 0], ranges[..., 1], "percentile range")
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim < 2:
+        raise CtmriInputError(None, f"percentile_to_unit needs images (rows, cols) or (batch, "
+                                    f"rows, cols[, 1]), got shape {images.shape}")
+    if images.ndim == 2:
+        low, high = image_percentile_range(images, percentiles)
+    else:
+        ranges = np.array([image_percentile_range(image, percentiles) for image in images],
+                          np.float32).reshape(-1, 2)
+        low, high = ranges[:, 0], ranges[:, 1]
+    return _to_unit(images, low, high, "percentile range")
 
 
 def mri_to_unit(signal: Any, scale: Any):

@@ -12,12 +12,15 @@ name is not an integer, then renamed), and ``models.config`` is regenerated from
 contents after each export, so one ``tensorflow_model_server --model_config_file`` serves all of
 them. The signatures (physical units in and out) are described in :mod:`export.signatures`.
 
-Command line (a training run folder in, a served model out; StarGAN and CycleGAN runs, the
-ones ``ctmri_tf.training`` can load so far)::
+Command line (a training run folder in, a served model out; the run's newest checkpoint,
+loaded by its trainer's own loader)::
 
     python -m export.saved_model --kind stargan --run-dir runs/stargan-demo --base exports/
     python -m export.saved_model --kind cyclegan --run-dir runs/cyclegan-demo --base exports/ \
-        [--direction mri2ct]
+        [--direction mri2ct|ct2mri|both]          # default: the run's primary direction
+    python -m export.saved_model --kind segmentation --run-dir runs/segmentation-demo \
+        --base exports/                           # at the run's image size
+    python -m export.saved_model --kind classifier --run-dir runs/classifier-demo --base exports/
 """
 from __future__ import annotations
 
@@ -206,107 +209,91 @@ def export_classifier(model, base: str | os.PathLike, name: str = "classifier",
 
 # ----------------------------------------------------------------------------- training runs
 
-def _read_run_config(run_dir: Path):
-    """The resolved config of a training run folder (read only: the run is an input)."""
-    from ctmri_tf import configs
-    from ctmri_tf.training.run_dir import RunDir
-
-    run = RunDir(run_dir)
-    if not run.root.is_dir():
-        raise CtmriInputError(run.root, "run folder does not exist")
-    if not run.config_path.is_file():
-        raise CtmriInputError(run.config_path, "missing; this folder is not a ctmri-tf run folder")
-    return run, configs.from_json(run.config_path.read_text(), source=str(run.config_path))
-
-
 def load_stargan_generator(run_dir: str | os.PathLike):
-    """The trained StarGAN generator of a run folder, for any image size (float32).
+    """The trained StarGAN generator of a run folder, for any image size (float32): see
+    ``ctmri_tf.training.stargan.load_stargan_generator``, which this calls."""
+    from ctmri_tf.training.stargan import load_stargan_generator as load
 
-    Restores the run's newest checkpoint with the trainer's own objects
-    (``ctmri_tf.training.stargan.StarGAN`` and ``TrainingCheckpoint.restore_latest``), then
-    copies the generator's weights into a float32 ``stargan_generator(image_size=None)`` so that
-    the export accepts any size that is a multiple of 4.
-
-    Raises:
-        CtmriInputError: not a StarGAN run folder, or no restorable checkpoint (naming the file).
-    """
-    import keras
-    import tensorflow as tf
-
-    from ctmri_tf.configs import StarGANConfig
-    from ctmri_tf.models import stargan_generator
-    from ctmri_tf.training.checkpointing import TrainingCheckpoint
-    from ctmri_tf.training.stargan import NUM_DOMAINS, StarGAN
-
-    run, config = _read_run_config(Path(run_dir))
-    if not isinstance(config, StarGANConfig):
-        raise CtmriInputError(run.config_path, f"is a {config.experiment!r} run, not a stargan "
-                                               f"run; pass --kind {config.experiment}")
-    task = StarGAN(config, tf.distribute.get_strategy())
-    checkpoint = TrainingCheckpoint(run.checkpoints,
-                                    step=tf.Variable(0, dtype=tf.int64, trainable=False),
-                                    rng=tf.random.Generator.from_seed(config.seed),
-                                    **task.checkpoint_objects())
-    checkpoint.restore_latest()
-    keras.mixed_precision.set_global_policy("float32")
-    generator = stargan_generator(num_domains=NUM_DOMAINS,
-                                  filters=config.model.generator_filters,
-                                  num_residual=config.model.generator_residual_blocks)
-    generator.set_weights(task.generator.get_weights())
-    return generator
+    return load(run_dir)
 
 
-def load_cyclegan_generator(run_dir: str | os.PathLike, direction: str | None = None):
-    """``(direction, generator)`` of a CycleGAN run folder: ``direction`` (``mri2ct`` or
-    ``ct2mri``; default the run's primary direction) and its trained generator for any image
-    size, loaded by ``ctmri_tf.training.cyclegan.load_cyclegan_generators``.
-
-    Raises:
-        CtmriInputError: not a CycleGAN run folder, or no restorable checkpoint.
-    """
-    from ctmri_tf.training import cyclegan
+def _cyclegan_directions(run_dir, direction: str | None) -> list[str]:
+    """The directions to export: ``direction``, both, or the run's primary one."""
+    from ctmri_tf.training.cyclegan import DIRECTIONS, read_primary_direction
 
     if direction is None:
-        direction = cyclegan.read_primary_direction(run_dir)
-    generators = cyclegan.load_cyclegan_generators(run_dir)
-    return direction, generators[cyclegan.GENERATOR_KEYS[direction]]
+        return [read_primary_direction(run_dir)]
+    if direction == "both":
+        return list(DIRECTIONS)
+    if direction not in DIRECTIONS:
+        raise CtmriInputError(None, f"CycleGAN direction must be one of "
+                                    f"{', '.join(DIRECTIONS)} or both, got {direction!r}")
+    return [direction]
 
 
 def export_run(kind: str, run_dir: str | os.PathLike, base: str | os.PathLike, *,
                name: str | None = None, version: int | None = None,
-               direction: str | None = None, serving_base: str | None = None) -> Path:
-    """Export the model of a training run folder; return the version folder written.
+               direction: str | None = None, serving_base: str | None = None) -> list[Path]:
+    """Export the model(s) of a training run folder; return the version folders written.
+
+    The model is loaded with its trainer's own loader, which restores the run's newest
+    checkpoint (``ctmri_tf.training.stargan.load_stargan_generator``,
+    ``cyclegan.load_cyclegan_generators``, ``segmentation.load_segmentation_model``,
+    ``classifier.load_classifier``); the run folder is only read.
 
     Args:
-        kind: ``stargan`` or ``cyclegan`` (the runs ``ctmri_tf.training`` can load so far).
+        kind: ``stargan``, ``cyclegan``, ``segmentation`` or ``classifier``: the run's
+            experiment.
         run_dir: the training run folder (read only).
         base: the export base folder.
-        name: served model name; default ``stargan`` or ``cyclegan_<direction>``.
-        version: default the next free version.
-        direction: CycleGAN only: ``mri2ct`` or ``ct2mri``; default the run's primary direction.
+        name: served model name; default ``stargan``, ``cyclegan_<direction>``,
+            ``segmentation``, ``classifier`` (not with ``direction="both"``: two models).
+        version: default the next free version (of each model).
+        direction: CycleGAN only: ``mri2ct``, ``ct2mri`` or ``both``; default the run's primary
+            direction (``ctmri_tf.training.cyclegan.read_primary_direction``).
         serving_base: see :func:`models_config_text`.
 
+    Returns:
+        The version folders, one per exported model (two for ``direction="both"``).
+
     Raises:
-        CtmriInputError: unknown kind or direction, a kind whose runs cannot be loaded yet
-            (segmentation, classifier: ``ctmri_tf.training`` has no trainer for them; export
-            in-memory models with :func:`export_segmentation` / :func:`export_classifier`), or
-            an unusable run folder (naming the file).
+        CtmriInputError: unknown kind or direction, ``name`` with two models, or an unusable run
+            folder (missing, another experiment, no restorable checkpoint: naming the file).
     """
     if kind not in MODEL_KINDS:
         raise CtmriInputError(None, f"unknown kind {kind!r}; valid kinds: {', '.join(MODEL_KINDS)}")
     if direction is not None and kind != "cyclegan":
         raise CtmriInputError(None, "--direction applies only to --kind cyclegan")
+    from ctmri_tf.training.run_dir import read_run
+
+    run, config = read_run(run_dir)
+    if config.experiment != kind:
+        raise CtmriInputError(run.config_path, f"is a {config.experiment!r} run, not a {kind} "
+                                               f"run; pass --kind {config.experiment}")
+    options = dict(version=version, serving_base=serving_base)
     if kind == "stargan":
-        generator = load_stargan_generator(run_dir)
-        return export_stargan(generator, base, name or DEFAULT_NAMES["stargan"], version,
-                              serving_base=serving_base)
+        return [export_stargan(load_stargan_generator(run_dir), base,
+                               name or DEFAULT_NAMES["stargan"], **options)]
     if kind == "cyclegan":
-        direction, generator = load_cyclegan_generator(run_dir, direction)
-        return export_cyclegan(generator, base, direction, name, version,
-                               serving_base=serving_base)
-    raise CtmriInputError(run_dir, f"cannot load a {kind} run: ctmri_tf.training has no {kind} "
-                                   f"trainer (checkpoint layout) yet; export the in-memory model "
-                                   f"with export.saved_model.export_{kind}(model, base)")
+        from ctmri_tf.training.cyclegan import GENERATOR_KEYS, load_cyclegan_generators
+
+        directions = _cyclegan_directions(run_dir, direction)
+        if name is not None and len(directions) > 1:
+            raise CtmriInputError(None, "--name names one model; --direction both exports two "
+                                        "(cyclegan_mri2ct and cyclegan_ct2mri)")
+        generators = load_cyclegan_generators(run_dir)
+        return [export_cyclegan(generators[GENERATOR_KEYS[d]], base, d, name, **options)
+                for d in directions]
+    if kind == "segmentation":
+        from ctmri_tf.training.segmentation import load_segmentation_model
+
+        return [export_segmentation(load_segmentation_model(run_dir), base,
+                                    name or DEFAULT_NAMES["segmentation"],
+                                    image_size=config.data.image_size, **options)]
+    from ctmri_tf.training.classifier import load_classifier
+
+    return [export_classifier(load_classifier(run_dir), base,
+                              name or DEFAULT_NAMES["classifier"], **options)]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -318,11 +305,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", required=True, type=Path, help="training run folder")
     parser.add_argument("--base", required=True, type=Path, help="export base folder")
     parser.add_argument("--name", help="served model name (default: stargan, "
-                                       "cyclegan_<direction>)")
+                                       "cyclegan_<direction>, segmentation, classifier)")
     parser.add_argument("--version", type=int, help="version number (default: next free one)")
-    parser.add_argument("--direction", choices=("mri2ct", "ct2mri"),
-                        help="CycleGAN: the generator to export (default: the run's primary "
-                             "direction)")
+    parser.add_argument("--direction", choices=("mri2ct", "ct2mri", "both"),
+                        help="CycleGAN: the generator to export, or both (default: the run's "
+                             "primary direction)")
     parser.add_argument("--serving-base", help="the base folder as the server sees it, written "
                                                "into models.config (e.g. /models in Docker)")
     return parser
@@ -337,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     except CtmriInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"exported {written}")
+    for folder in written:
+        print(f"exported {folder}")
     print(f"wrote {Path(args.base) / MODELS_CONFIG}")
     return 0
 

@@ -5,11 +5,13 @@ Every signature takes images in physical units and hides the normalisation to mo
 
 * CT is mapped with the fixed CT window :data:`ctmri_tf.intensity.CT_WINDOW_HU` (-1024 to 3000 HU).
 * MRI is mapped with a per-image scale: the MR signal at the 0.5 % and 99.5 % percentiles of the
-  image's finite pixels (:func:`ctmri_tf.intensity.fit_mri_scale`, ``tf.sort``/``tf.gather``
-  inside the graph, linear interpolation as ``numpy.percentile``). A constant image (a blank
-  slice) maps to -1 instead of failing the request. Signatures ending in ``_with_ranges`` /
-  ``_with_range`` take the ``(low, high)`` range of each image instead, e.g. the per-volume scale
-  the model was trained with (the tfds ``intensity_range`` feature).
+  image's finite pixels (:func:`ctmri_tf.intensity.image_percentile_range`, ``tf.sort``/
+  ``tf.gather`` inside the graph, linear interpolation as ``numpy.percentile``). A constant image
+  (a blank slice) maps to -1 instead of failing the request. Signatures ending in
+  ``_with_ranges`` / ``_with_range`` take the ``(low, high)`` range of each image instead, e.g.
+  the per-volume scale the model was trained with (the tfds ``intensity_range`` feature).
+* The classifier, whose job is to find the modality, maps every image by its own percentiles
+  (:func:`ctmri_tf.intensity.percentile_to_unit`), as it was trained.
 
 Conventions shared by all signatures:
 
@@ -131,32 +133,20 @@ def _per_image(mask: tf.Tensor) -> tf.Tensor:
     return tf.reshape(mask, (-1, 1, 1, 1))
 
 
-def _image_percentile_range(image: tf.Tensor) -> tf.Tensor:
-    """One image's MRI scale ``(2,)``; ``(value, value + 1)`` for a constant image."""
-    finite = tf.boolean_mask(image, tf.math.is_finite(image))
-    low, high = tf.reduce_min(finite), tf.reduce_max(finite)
-
-    def fit():
-        scale = intensity.fit_mri_scale(image, percentiles=intensity.MRI_PERCENTILES)
-        return tf.stack([scale.low, scale.high])
-
-    return tf.cond(high > low, fit, lambda: tf.stack([low, low + 1.0]))
-
-
 def default_ranges(image4: tf.Tensor, is_mri: tf.Tensor) -> tf.Tensor:
     """The ``(B, 2)`` physical range of each image that maps to [-1, 1] when none is given.
 
     CT (``is_mri`` False): the CT window :data:`ctmri_tf.intensity.CT_WINDOW_HU`. MRI: the
     image's own MR signal at the 0.5 % / 99.5 % percentiles of its finite pixels
-    (:func:`ctmri_tf.intensity.fit_mri_scale`: ``tf.sort``/``tf.gather``); a constant image gets
-    ``(value, value + 1)`` so that it maps to -1 (background) instead of failing the request.
-    A CT image never reaches the percentile code, so a blank CT slice is fine too.
+    (:func:`ctmri_tf.intensity.image_percentile_range`: ``tf.sort``/``tf.gather``); a constant
+    image gets a range starting at its value so that it maps to -1 (background) instead of
+    failing the request. A CT image never reaches the percentile code.
     """
     window = tf.constant(intensity.CT_WINDOW_HU, tf.float32)
 
     def one(args):
         image, mri = args
-        return tf.cond(mri, lambda: _image_percentile_range(image), lambda: window)
+        return tf.cond(mri, lambda: intensity.image_percentile_range(image), lambda: window)
 
     return tf.map_fn(one, (image4, is_mri), fn_output_signature=tf.TensorSpec((2,), tf.float32))
 
@@ -527,9 +517,12 @@ class Classifier(ServingModule):
     Signatures:
         ``serving_default`` = ``classify``: ``image`` in physical units (HU or MR signal; the
             modality is what is asked, so every image is mapped to [-1, 1] by its own 0.5 % /
-            99.5 % percentiles, whatever it is) -> ``probabilities`` float32 (B, 2) (index 0 =
+            99.5 % percentiles whatever it is, with
+            :func:`ctmri_tf.intensity.percentile_to_unit`, the normalisation of training in
+            ``ctmri_tf.data.modality_batches``) -> ``probabilities`` float32 (B, 2) (index 0 =
             ct, 1 = mri) and ``label`` string (B,) ``"ct"`` or ``"mri"``.
-        ``classify_unit``: ``image`` already in model space [-1, 1], normalised as in training.
+        ``classify_unit``: ``image`` already in model space [-1, 1], normalised as in training
+            (``percentile_to_unit``).
     """
 
     DEFAULT_SIGNATURE = "classify"
@@ -545,10 +538,7 @@ class Classifier(ServingModule):
 
     @signature(_image())
     def classify(self, image):
-        image4 = _batch_image(image, "image")
-        as_mri = tf.fill(tf.shape(image4)[:1], True)
-        return self.hidden.core(
-            intensity.mri_to_unit(image4, self.hidden.default_ranges(image4, as_mri)))
+        return self.hidden.core(intensity.percentile_to_unit(_batch_image(image, "image")))
 
     @signature(_image())
     def classify_unit(self, image):

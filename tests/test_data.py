@@ -190,8 +190,30 @@ def test_modality_batches_labels_and_normalisation(tiny_dataset, truth):
     np.testing.assert_array_equal(labels, [e["modality"] for e in raw])
     for x, e in zip(images, raw):
         key = (e["subject_id"].decode(), int(e["slice_index"]))
-        expected = truth["ct_raw" if e["modality"] == 0 else "mri_raw"][key]
-        np.testing.assert_allclose(x[..., 0], expected, atol=1e-5)
+        physical = truth["subjects"][key[0]][0].ct if e["modality"] == 0 else (
+            truth["subjects"][key[0]][0].mri)
+        np.testing.assert_array_equal(e["image"], physical[key[1]])
+        # each slice by its own percentiles (NumPy path), whatever its modality: as the
+        # exported classify signature normalises a served image
+        np.testing.assert_allclose(x[..., 0], intensity.percentile_to_unit(e["image"]),
+                                   atol=1e-5)
+
+
+def test_modality_cannot_be_read_off_the_classifier_inputs_value_range(tiny_dataset):
+    """With the CT window, CT slices would top out near 0.4 (bone) while every MRI reaches +1:
+    the range alone would give the label away. Normalised by their own percentiles, CT and MRI
+    slices alike span exactly [-1, 1], with the background and masked inputs at -1."""
+    for mask_inputs in (False, True):
+        (images, labels), = batches(data.modality_batches(
+            "train", 24, SIZE, shuffle=False, mask_inputs=mask_inputs, **kwargs(tiny_dataset)))
+        assert sorted(labels.tolist()) == [0] * 12 + [1] * 12
+        lows = images.reshape(len(images), -1).min(axis=1)
+        highs = images.reshape(len(images), -1).max(axis=1)
+        np.testing.assert_allclose(lows, -1.0, atol=1e-5)
+        np.testing.assert_allclose(highs, 1.0, atol=1e-5)
+    raw = batches(data.load("train", **kwargs(tiny_dataset)))
+    window_highs = [intensity.ct_to_unit(e["image"]).max() for e in raw if e["modality"] == 0]
+    assert max(window_highs) < 0.6       # what the CT window would have shown the classifier
 
 
 def test_repeat_goes_past_one_epoch(tiny_dataset):

@@ -184,7 +184,10 @@ def test_unpaired_reports_no_reference_metrics(subjects, tmp_path):
     def quarter(images, source, target):  # lossy: translating twice keeps a quarter
         return np.asarray(images) / 2.0
 
+    seen = []
+
     def always_ct(images, training=False):  # a "classifier": logits favouring CT
+        seen.append(np.asarray(images))
         return np.tile([[2.0, -2.0]], (np.shape(images)[0], 1))
 
     data = _unpaired(subjects)
@@ -209,6 +212,12 @@ def test_unpaired_reports_no_reference_metrics(subjects, tmp_path):
     assert row["target_fraction"] == 1.0
     (row,) = _rows(results, model="halve", direction="ct->mri", region="image")
     assert row["target_fraction"] == 0.0
+    # it sees the translated slices normalised as it was trained: each by its own percentiles
+    # ("halve" outputs lie in [-0.5, 0.5]; the classifier gets them stretched to [-1, 1])
+    assert seen and all(batch.shape[1:] == (SIZE, SIZE, 1) for batch in seen)
+    for batch in seen:
+        np.testing.assert_allclose(batch.max(axis=(1, 2, 3)), 1.0, atol=1e-6)
+        np.testing.assert_allclose(batch.min(axis=(1, 2, 3)), -1.0, atol=1e-6)
     markdown = (tmp_path / "u" / "comparison.md").read_text()
     assert NO_REFERENCE_MESSAGE in markdown
     tables = markdown.replace(NO_REFERENCE_MESSAGE, "")
@@ -334,27 +343,37 @@ def test_resized_translator_runs_at_the_training_size_and_returns_the_data_size(
     assert seen[-1] == (1, 16, 16, 1)                  # already at size: passed through
 
 
-def _stargan_run(root, image_size):
-    """An (untrained) StarGAN run folder written with the trainer's own objects."""
+def _saved_run(root, experiment, image_size):
+    """A StarGAN or CycleGAN run folder written with the trainer's own objects, its generators
+    moved away from the seeded initialisation (a loader that skipped the checkpoint would
+    differ); returns the folder and the task, whose generators hold the checkpointed weights."""
+    import keras
     import tensorflow as tf
 
     from ctmri_tf import configs
     from ctmri_tf.training.checkpointing import TrainingCheckpoint
+    from ctmri_tf.training.cyclegan import CycleGAN
     from ctmri_tf.training.run_dir import create_run_dir
     from ctmri_tf.training.stargan import StarGAN
 
-    config = configs.override(configs.get_config("stargan", "smoke"),
+    config = configs.override(configs.get_config(experiment, "smoke"),
                               {"data.image_size": image_size})
     run = create_run_dir(root, config)
-    task = StarGAN(config, tf.distribute.get_strategy())
+    task = {"stargan": StarGAN, "cyclegan": CycleGAN}[experiment](config,
+                                                                  tf.distribute.get_strategy())
+    rng = np.random.default_rng(7)
+    for name, model in task.checkpoint_objects().items():
+        if name.startswith("generator") and isinstance(model, keras.Model):
+            model.set_weights([w + rng.normal(0.0, 0.05, w.shape).astype(w.dtype)
+                               for w in model.get_weights()])
     TrainingCheckpoint(run.checkpoints, step=tf.Variable(0, dtype=tf.int64, trainable=False),
                        rng=tf.random.Generator.from_seed(0), **task.checkpoint_objects()).save()
-    return run.root, task.generator
+    return run.root, task
 
 
 def test_ctmri_evaluate_a_stargan_run_folder(tiny_dataset, tmp_path, capsys):
     config, data_dir = tiny_dataset
-    run, generator = _stargan_run(tmp_path / "run", 16)
+    run, task = _saved_run(tmp_path / "run", "stargan", 16)
     out = tmp_path / "results" / "stargan"
     assert cli.main(["evaluate", "--data-dir", str(data_dir), "--dataset-config", config,
                      "--stargan", str(run), "--out", str(out)]) == 0
@@ -363,10 +382,37 @@ def test_ctmri_evaluate_a_stargan_run_folder(tiny_dataset, tmp_path, capsys):
     assert {r["model"] for r in table} == {"StarGAN"} and len(table) == 4
     # the same numbers as evaluating the restored generator from Python at 16 px
     subjects = load_subjects("test", config=config, data_dir=data_dir)
-    expected = compute_results({"StarGAN": resized_translator(stargan_translator(generator), 16)},
-                               subjects)
+    expected = compute_results(
+        {"StarGAN": resized_translator(stargan_translator(task.generator), 16)}, subjects)
     for row, want in zip(table, expected["rows"]):
         assert float(row["mae"]) == pytest.approx(want["mae"], rel=1e-5)
     assert cli.main(["evaluate", "--data-dir", str(data_dir), "--dataset-config", config,
                      "--stargan", str(tmp_path / "nowhere"), "--out", str(tmp_path / "z")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_ctmri_evaluate_a_cyclegan_run_folder(tiny_dataset, tmp_path, capsys):
+    config, data_dir = tiny_dataset
+    run, task = _saved_run(tmp_path / "run", "cyclegan", 16)
+    out = tmp_path / "results" / "cyclegan"
+    assert cli.main(["evaluate", "--data-dir", str(data_dir), "--dataset-config", config,
+                     "--cyclegan", str(run), "--out", str(out)]) == 0
+    assert "| CycleGAN |" in capsys.readouterr().out
+    table = list(csv.DictReader(open(out / "metrics.csv", newline="")))
+    # both generators: 2 directions x 1 test subject x 2 regions
+    assert {r["model"] for r in table} == {"CycleGAN"} and len(table) == 4
+    assert {r["direction"] for r in table} == {"mri->ct", "ct->mri"}
+    # the same numbers as evaluating the restored generators from Python at 16 px
+    subjects = load_subjects("test", config=config, data_dir=data_dir)
+    expected = compute_results(
+        {"CycleGAN": resized_translator(cyclegan_translator(task.generators()), 16)}, subjects)
+    for row, want in zip(table, expected["rows"]):
+        assert (row["direction"], row["region"]) == (want["direction"], want["region"])
+        assert float(row["mae"]) == pytest.approx(want["mae"], rel=1e-5)
+    # a StarGAN run folder is not a CycleGAN run: the error names its config.json
+    stargan_run, _ = _saved_run(tmp_path / "stargan", "stargan", 16)
+    assert cli.main(["evaluate", "--data-dir", str(data_dir), "--dataset-config", config,
+                     "--cyclegan", str(stargan_run), "--out", str(tmp_path / "z")]) == 2
+    assert (f"{stargan_run / 'config.json'}: is a 'stargan' run, not a cyclegan run"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "z").exists()

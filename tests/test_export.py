@@ -2,9 +2,10 @@
 models.config, saved_model_cli, the command line, and a real tensorflow_model_server when
 one is installed.
 
-Tiny models (width 8, 32 px): StarGAN and CycleGAN come from smoke-size run folders (checkpoints
-written here, no training) exported by the command line; DeepLabV3+ and the classifier are
-exported from memory. Each model is exported and reloaded once per module.
+Tiny models (width 8, 32 px) from smoke-size run folders of every kind (checkpoints written
+here the way the trainers write them, no training) exported by the command line; each exported
+signature is compared with the Keras model the trainer's loader restores from the run folder.
+Each model is exported and reloaded once per module.
 """
 import json
 import os
@@ -23,15 +24,15 @@ import tensorflow as tf
 
 from ctmri_tf import configs, intensity, metrics
 from ctmri_tf.errors import CtmriInputError
-from ctmri_tf.models import (deeplab_v3_plus, modality_classifier, resnet_generator,
-                             stargan_generator)
+from ctmri_tf.models import deeplab_v3_plus, resnet_generator, stargan_generator
 from ctmri_tf.phantom import make_subject
 from ctmri_tf.training.checkpointing import TrainingCheckpoint
-from ctmri_tf.training.run_dir import create_run_dir
-from ctmri_tf.training.cyclegan import CycleGAN
+from ctmri_tf.training.classifier import ModalityClassifier, load_classifier
+from ctmri_tf.training.cyclegan import CycleGAN, write_primary_direction
+from ctmri_tf.training.run_dir import RunDir, create_run_dir
+from ctmri_tf.training.segmentation import Segmentation, load_segmentation_model
 from ctmri_tf.training.stargan import StarGAN
 from export import saved_model as sm
-from export.signatures import CycleGANTranslator
 
 SIZE = 32
 UNIT_ATOL = 1e-5              # model space [-1, 1]
@@ -52,20 +53,34 @@ def base(tmp_path_factory):
     return tmp_path_factory.mktemp("exports")
 
 
-def _trained_run(root: Path, experiment: str, task_class, seed: int):
-    """A smoke-size run folder whose checkpoint holds generator weights moved away from the
-    seeded initialisation (so an export that skipped the restore would differ). Returns the
-    task, whose generators hold the checkpointed weights."""
-    config = configs.get_config(experiment, "smoke")      # generators of width 8
+def _perturb(model: keras.Model, rng: np.random.Generator) -> None:
+    """Move every weight away from the seeded initialisation (so an export that skipped the
+    restore would differ)."""
+    model.set_weights([w + rng.normal(0.0, 0.05, w.shape).astype(w.dtype)
+                       for w in model.get_weights()])
+
+
+def _trained_run(root: Path, experiment: str, task_class, seed: int, prefix: str = "generator",
+                 count: int | None = None):
+    """A smoke-size run folder whose checkpoint, saved with the trainer's own objects as the
+    training loop does, holds the weights of the task's models named ``prefix*`` moved away
+    from the seeded initialisation. Returns the task, whose models hold the checkpointed
+    weights."""
+    config = configs.get_config(experiment, "smoke")      # models of width 4-8, 32 px
     run = create_run_dir(root / f"{experiment}-smoke", config)
     task = task_class(config, tf.distribute.get_strategy())
     rng = np.random.default_rng(seed)
-    generators = [model for name, model in task.checkpoint_objects().items()
-                  if name.startswith("generator") and isinstance(model, keras.Model)]
-    assert len(generators) == {"stargan": 1, "cyclegan": 2}[experiment]
-    for model in generators:
-        model.set_weights([w + rng.normal(0.0, 0.05, w.shape).astype(w.dtype)
-                           for w in model.get_weights()])
+    models = [model for name, model in task.checkpoint_objects().items()
+              if name.startswith(prefix) and isinstance(model, keras.Model)]
+    assert len(models) == (count or {"stargan": 1, "cyclegan": 2}[experiment])
+    for model in models:
+        _perturb(model, rng)
+        if experiment == "segmentation":   # BatchNorm moving statistics far from (0, 1)
+            for weight in model.weights:
+                if weight.name == "moving_mean":
+                    weight.assign(rng.normal(0.0, 0.5, weight.shape).astype(np.float32))
+                elif weight.name == "moving_variance":
+                    weight.assign(rng.uniform(0.3, 3.0, weight.shape).astype(np.float32))
     TrainingCheckpoint(run.checkpoints, step=tf.Variable(5, dtype=tf.int64),
                        rng=tf.random.Generator.from_seed(0), **task.checkpoint_objects()).save()
     return run.root, config, task
@@ -108,31 +123,45 @@ def stargan(tmp_path_factory, base):
 
 
 @pytest.fixture(scope="module")
-def cyclegan(tmp_path_factory, base):
-    """A CycleGAN run: its primary direction (mri2ct) exported by the command line and
-    reloaded; both trained generators for the comparisons (ct2mri is checked in memory)."""
-    run, config, task = _trained_run(tmp_path_factory.mktemp("runs"), "cyclegan", CycleGAN, 6)
+def cyclegan_run(tmp_path_factory):
+    """A CycleGAN run folder and its task (both trained generators)."""
+    return _trained_run(tmp_path_factory.mktemp("runs"), "cyclegan", CycleGAN, 6)
+
+
+@pytest.fixture(scope="module")
+def cyclegan(cyclegan_run, base):
+    """Both directions of a CycleGAN run exported by the command line (``--direction both``)
+    and reloaded, with both trained generators for the comparisons."""
+    run, config, task = cyclegan_run
     generators = {"mri2ct": _any_size_copy(resnet_generator, config, task.generator_mri2ct),
                   "ct2mri": _any_size_copy(resnet_generator, config, task.generator_ct2mri)}
-    _export_by_cli(run, base, "--kind", "cyclegan")
-    path = base / "cyclegan_mri2ct" / "1"
-    return generators, path, tf.saved_model.load(str(path))
+    _export_by_cli(run, base, "--kind", "cyclegan", "--direction", "both")
+    paths = {d: base / f"cyclegan_{d}" / "1" for d in ("mri2ct", "ct2mri")}
+    loaded = {d: tf.saved_model.load(str(path)) for d, path in paths.items()}
+    return generators, paths["mri2ct"], loaded["mri2ct"], loaded["ct2mri"]
 
 
 @pytest.fixture(scope="module")
-def segmentation(base):
-    keras.utils.set_random_seed(3)
-    model = deeplab_v3_plus(SIZE, width=8, blocks=(2, 2, 2, 2))
-    path = sm.export_segmentation(model, base)
-    return model, path, tf.saved_model.load(str(path))
+def segmentation(tmp_path_factory, base):
+    """A segmentation run whose BatchNorm moving statistics are random (not the initial 0 / 1),
+    exported by the command line at the run's image size; the Keras model restored by
+    ``load_segmentation_model`` and the trainer's own model that was checkpointed."""
+    run, config, task = _trained_run(tmp_path_factory.mktemp("runs"), "segmentation",
+                                     Segmentation, 3, prefix="model", count=1)
+    _export_by_cli(run, base, "--kind", "segmentation")
+    path = base / "segmentation" / "1"
+    return load_segmentation_model(run), path, tf.saved_model.load(str(path)), task.model
 
 
 @pytest.fixture(scope="module")
-def classifier(base):
-    keras.utils.set_random_seed(4)
-    model = modality_classifier(filters=4)
-    path = sm.export_classifier(model, base)
-    return model, path, tf.saved_model.load(str(path))
+def classifier(tmp_path_factory, base):
+    """A classifier run exported by the command line, and the model ``load_classifier``
+    restores from it."""
+    run, config, task = _trained_run(tmp_path_factory.mktemp("runs"), "classifier",
+                                     ModalityClassifier, 4, prefix="model", count=1)
+    _export_by_cli(run, base, "--kind", "classifier")
+    path = base / "classifier" / "1"
+    return load_classifier(run), path, tf.saved_model.load(str(path)), task.model
 
 
 # ----------------------------------------------------------------------------- expectations
@@ -316,7 +345,7 @@ def test_saved_model_cli_lists_signatures_dtypes_and_shapes(stargan):
 # ----------------------------------------------------------------------------- CycleGAN
 
 def test_cyclegan_directions_match_keras(cyclegan, phantom):
-    generators, path, loaded = cyclegan
+    generators, path, loaded, loaded_ct2mri = cyclegan
     assert path == path.parents[1] / "cyclegan_mri2ct" / "1"
     mri = phantom.mri[:2]
     out = call(loaded, "serving_default", image=mri[..., None])
@@ -341,18 +370,28 @@ def test_cyclegan_directions_match_keras(cyclegan, phantom):
                 ev["translated"][i], phantom.ct[i], metrics.CT_RANGE_HU,
                 mask=phantom.mask[i] if extra else None), abs=2e-3)
 
-    # ct2mri: same code, the other target (MRI out as the [0, 1] scaled signal).
+    # ct2mri, exported from the same run: the other target (MRI out as the [0, 1] scaled signal).
     ct = np.random.default_rng(1).uniform(-1024, 1500, (3, 40, 24)).astype(np.float32)
-    out = CycleGANTranslator(generators["ct2mri"], "ct2mri").translate(tf.constant(ct))
+    out = call(loaded_ct2mri, "serving_default", image=ct)
     expected = generators["ct2mri"](intensity.ct_to_unit(ct)[..., None]).numpy()[..., 0]
     np.testing.assert_allclose(out["translated_unit"], expected, atol=UNIT_ATOL)
     np.testing.assert_allclose(out["translated"], (expected + 1) / 2, atol=UNIT_ATOL)
 
 
+def test_cyclegan_export_defaults_to_the_runs_primary_direction(cyclegan_run, tmp_path):
+    run, _, _ = cyclegan_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    write_primary_direction(RunDir(copy), "ct2mri")
+    exported = sm.export_run("cyclegan", copy, tmp_path / "exports")
+    assert exported == [tmp_path / "exports" / "cyclegan_ct2mri" / "1"]
+    assert sm.served_models(tmp_path / "exports") == ["cyclegan_ct2mri"]
+
+
 # ----------------------------------------------------------------------------- segmentation
 
 def test_segment_matches_keras_and_checks_the_size(segmentation, phantom):
-    model, _, loaded = segmentation
+    model, _, loaded, _ = segmentation
     images = np.stack([phantom.ct[1], phantom.mri[1], phantom.ct[3]])
     modality = ["ct", "mri", "ct"]
     out = call(loaded, "serving_default", image=images, modality=modality)
@@ -374,6 +413,31 @@ def test_segment_matches_keras_and_checks_the_size(segmentation, phantom):
         call(loaded, "segment", image=np.zeros((1, 64, 32), np.float32), modality=["ct"])
 
 
+def test_segmentation_keeps_random_batchnorm_statistics(segmentation, phantom):
+    """The checkpointed model has random BatchNorm moving means and variances (keras-cv's ASPP
+    branches included, which ``tf.train.Checkpoint(model=...)`` alone would miss): the reloaded
+    SavedModel reproduces that model, not one with the initial statistics."""
+    loaded_model, _, loaded, trained = segmentation
+    statistics = [w for w in trained.weights if w.name in ("moving_mean", "moving_variance")]
+    assert len(statistics) == 66
+    assert all(not np.allclose(w.numpy(), 0.0 if w.name == "moving_mean" else 1.0)
+               for w in statistics)
+    exported = {v.numpy().tobytes() for v in loaded.model_variables}
+    assert all(w.numpy().tobytes() in exported for w in statistics)
+    images = np.stack([phantom.ct[2], phantom.mri[2]])
+    units = np.stack([unit_of(images[0], "ct"), unit_of(images[1], "mri")])[..., None]
+    out = call(loaded, "segment", image=images, modality=["ct", "mri"])
+    for model in (trained, loaded_model):
+        probabilities = tf.nn.softmax(model(units, training=False), axis=-1).numpy()
+        np.testing.assert_allclose(out["probabilities"], probabilities, atol=UNIT_ATOL)
+    reset = deeplab_v3_plus(SIZE, width=8, blocks=(2, 2, 2, 2))  # initial statistics
+    reset.set_weights([np.zeros_like(w) if w.name == "moving_mean" else
+                       np.ones_like(w) if w.name == "moving_variance" else w.numpy()
+                       for w in trained.weights])
+    differs = tf.nn.softmax(reset(units, training=False), axis=-1).numpy()
+    assert np.abs(differs - out["probabilities"]).max() > 1e-3
+
+
 def test_segmentation_export_needs_a_known_image_size(tmp_path):
     model = deeplab_v3_plus(None, width=8, blocks=(2, 2, 2, 2))
     with pytest.raises(CtmriInputError, match="image_size"):
@@ -384,17 +448,22 @@ def test_segmentation_export_needs_a_known_image_size(tmp_path):
 # ----------------------------------------------------------------------------- classifier
 
 def test_classify_matches_keras_for_any_size(classifier, phantom):
-    model, _, loaded = classifier
+    model, _, loaded, _ = classifier
     for images in (np.stack([phantom.ct[1], phantom.mri[1]]),
                    np.random.default_rng(2).uniform(0, 900, (3, 20, 28, 1)).astype(np.float32)):
         out = call(loaded, "serving_default", image=images)
         flat = images.reshape(images.shape[:3])
         units = np.stack([unit_of(im, "mri") for im in flat])[..., None]  # own percentiles
+        # the training normalisation (ctmri_tf.data.modality_batches), whatever the modality
+        np.testing.assert_allclose(units[..., 0], intensity.percentile_to_unit(flat), atol=1e-6)
         probabilities = tf.nn.softmax(model(units), axis=-1).numpy()
         assert out["probabilities"].shape == (len(images), 2)
         np.testing.assert_allclose(out["probabilities"], probabilities, atol=UNIT_ATOL)
         assert [v.decode() for v in out["label"]] == [
             ("ct", "mri")[i] for i in probabilities.argmax(-1)]
+    blank = call(loaded, "classify", image=np.full((1, 24, 24), -1000.0, np.float32))
+    expected = tf.nn.softmax(model(np.full((1, 24, 24, 1), -1.0, np.float32)), axis=-1)
+    np.testing.assert_allclose(blank["probabilities"], expected.numpy(), atol=UNIT_ATOL)
     units = intensity.ct_to_unit(phantom.ct[:2])
     out = call(loaded, "classify_unit", image=units)
     np.testing.assert_allclose(out["probabilities"],
@@ -406,7 +475,7 @@ def test_classify_matches_keras_for_any_size(classifier, phantom):
 
 def test_layout_and_models_config_list_every_model(stargan, cyclegan, segmentation, classifier,
                                                    base):
-    names = ["classifier", "cyclegan_mri2ct", "segmentation", "stargan"]
+    names = ["classifier", "cyclegan_ct2mri", "cyclegan_mri2ct", "segmentation", "stargan"]
     assert sm.served_models(base) == names
     for name in names:
         assert (base / name / "1" / "saved_model.pb").is_file()
@@ -471,11 +540,15 @@ def test_a_failed_export_leaves_nothing_behind(tmp_path):
 
 # ----------------------------------------------------------------------------- command line
 
-def test_cli_exports_hold_the_trained_weights(stargan, cyclegan):
-    """The exported generators are the checkpoints', not fresh ones from the configs' seeds."""
-    for generator, loaded in [(stargan[0], stargan[2]), (cyclegan[0]["mri2ct"], cyclegan[2])]:
+def test_cli_exports_hold_the_trained_weights(stargan, cyclegan, segmentation, classifier):
+    """The exported models are the checkpoints', not fresh ones from the configs' seeds."""
+    for generator, loaded in [(stargan[0], stargan[2]), (cyclegan[0]["mri2ct"], cyclegan[2]),
+                              (cyclegan[0]["ct2mri"], cyclegan[3])]:
         exported = sorted(v.numpy().tobytes() for v in loaded.model_variables)
         assert exported == sorted(w.tobytes() for w in generator.get_weights())
+    for trained, loaded in [(segmentation[3], segmentation[2]), (classifier[3], classifier[2])]:
+        exported = {v.numpy().tobytes() for v in loaded.model_variables}
+        assert all(w.tobytes() in exported for w in trained.get_weights())  # + dropout seed
 
 
 def test_cli_errors_name_the_problem(tmp_path, capsys):
@@ -484,7 +557,15 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
                     "--base", exports]) == 2
     assert f"{tmp_path / 'nope'}: run folder does not exist" in capsys.readouterr().err
     assert sm.main(["--kind", "segmentation", "--run-dir", str(tmp_path), "--base", exports]) == 2
-    assert "export_segmentation" in capsys.readouterr().err
+    assert f"{tmp_path / 'config.json'}: missing" in capsys.readouterr().err
+    run = create_run_dir(tmp_path / "run", configs.get_config("classifier", "smoke"))
+    assert sm.main(["--kind", "segmentation", "--run-dir", str(run.root), "--base", exports]) == 2
+    assert (f"{run.config_path}: is a 'classifier' run, not a segmentation run; pass --kind "
+            f"classifier") in capsys.readouterr().err
+    run = create_run_dir(tmp_path / "cyclegan", configs.get_config("cyclegan", "smoke"))
+    assert sm.main(["--kind", "cyclegan", "--run-dir", str(run.root), "--base", exports,
+                    "--direction", "both", "--name", "g"]) == 2
+    assert "--direction both exports two" in capsys.readouterr().err
     assert sm.main(["--kind", "stargan", "--run-dir", str(tmp_path), "--base", exports,
                     "--direction", "mri2ct"]) == 2
     assert "--direction applies only to --kind cyclegan" in capsys.readouterr().err

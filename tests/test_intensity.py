@@ -184,6 +184,57 @@ def test_bad_ranges_and_modalities_raise():
         to_unit(tf.zeros(3), "mri", tf.constant([3.0, 3.0]))
 
 
+def test_percentile_to_unit_by_hand_and_per_image():
+    ramp = np.arange(101, dtype=np.float32).reshape(1, 101)   # percentile p of 0..100 is p
+    unit = intensity.percentile_to_unit(ramp, percentiles=(10, 90))
+    # 10 -> -1, 50 -> 0, 90 -> +1, clipped outside; (x - 10) / 80 * 2 - 1 in between
+    np.testing.assert_allclose(unit[0, [0, 10, 30, 50, 90, 100]],
+                               [-1.0, -1.0, -0.5, 0.0, 1.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(intensity.image_percentile_range(ramp, (10, 90)), [10.0, 90.0])
+    # a batch: each image by its own percentiles, so HU and a rescaled MR signal of the same
+    # anatomy come out alike, and both span exactly [-1, 1] (no modality in the value range)
+    rng = np.random.default_rng(5)
+    ct = rng.uniform(-1000.0, 1800.0, (16, 16)).astype(np.float32)
+    mri = (ct + 1000.0) * 0.37 + 12.0                           # positive linear rescaling
+    batch = np.stack([ct, mri])[..., None]                       # (2, 16, 16, 1)
+    out = intensity.percentile_to_unit(batch)
+    assert out.shape == batch.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out[0], out[1], atol=1e-5)
+    assert out.min() == -1.0 and out.max() == 1.0
+    low, high = np.percentile(ct, intensity.MRI_PERCENTILES)
+    np.testing.assert_allclose(out[0, ..., 0], mri_to_unit(ct, (low, high)), atol=1e-6)
+
+
+def test_percentile_to_unit_tensor_matches_numpy_also_in_graph_mode():
+    rng = np.random.default_rng(6)
+    batch = rng.gamma(2.0, 300.0, size=(3, 12, 20, 1)).astype(np.float32)
+    batch[1] = 250.0                                             # a blank slice
+    batch[2, 0, :5] = np.nan                                     # non-finite pixels are ignored
+    expected = intensity.percentile_to_unit(batch)
+    graph = tf.function(intensity.percentile_to_unit,
+                        input_signature=[tf.TensorSpec((None, None, None, 1), tf.float32)])
+    for result in (intensity.percentile_to_unit(tf.constant(batch)), graph(batch)):
+        assert tf.is_tensor(result)
+        np.testing.assert_allclose(result.numpy()[np.isfinite(batch)],
+                                   expected[np.isfinite(batch)], atol=1e-5)
+    np.testing.assert_array_equal(expected[1], -1.0)              # blank maps to -1, no error
+    one = intensity.percentile_to_unit(tf.constant(batch[0, ..., 0]))   # a single (H, W) image
+    np.testing.assert_allclose(one.numpy(), expected[0, ..., 0], atol=1e-5)
+
+
+@pytest.mark.parametrize("image, expected", [
+    (np.full((4, 4), 7.5), [7.5, 15.0]),               # constant: maps to -1
+    (np.full((4, 4), 0.0), [0.0, 1.0]),                # a blank slice
+    (np.full((4, 4), -3e9), [-3e9, 0.0]),              # -3e9 + 1 would round to -3e9
+    (np.full((4, 4), np.nan), [0.0, 1.0]),             # nothing finite
+])
+def test_image_percentile_range_never_fails(image, expected):
+    image = image.astype(np.float32)
+    np.testing.assert_allclose(intensity.image_percentile_range(image), expected)
+    np.testing.assert_allclose(intensity.image_percentile_range(tf.constant(image)).numpy(),
+                               expected)
+
+
 def test_ct_dispatch_equals_ct_functions():
     np.testing.assert_array_equal(to_unit(HU, "ct", CT_WINDOW_HU), ct_to_unit(HU))
     np.testing.assert_array_equal(to_unit(HU, b"ct"), ct_to_unit(HU))

@@ -26,11 +26,16 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from ctmri_tf import configs
+from ctmri_tf import configs, data
 from ctmri_tf.errors import CtmriInputError
+from ctmri_tf.training import loop
 from ctmri_tf.training import run_dir as run_dirs
 from ctmri_tf.training.runtime import configure_keras
 from ctmri_tf.training.strategy import STRATEGIES, make_strategy
+from ctmri_tf.training.summaries import flatten_hparams
+
+EVALUATION_SPLITS = ("validation", "test")
+"""The splits the segmentation and classifier trainers evaluate at the end (``metrics.json``)."""
 
 # flag attribute -> config field
 FLAG_FIELDS = {
@@ -161,6 +166,96 @@ def prepare(args: argparse.Namespace, experiment: str,
     else:  # a non-chief worker of a multi-worker run writes nothing
         run = run_dirs.RunDir(root)
     return Prepared(config, strategy, run, False, inputs)
+
+
+def optional_split(split: str, make: Callable[[str], Any], consequence: str) -> Any | None:
+    """``make(split)``, or None with a warning (ending in ``consequence``) when the built
+    dataset has no such split (tfds raises ``ValueError``/``KeyError``).
+
+    Raises:
+        CtmriInputError: from ``make``, e.g. the dataset is not built at all.
+    """
+    try:
+        return make(split)
+    except CtmriInputError:
+        raise
+    except (ValueError, KeyError) as err:  # tfds: the built dataset has no such split
+        print(f"warning: no {split} split ({err}); {consequence}", file=sys.stderr)
+        return None
+
+
+def evaluation_datasets(config: configs.ExperimentConfig, make: Callable[[str], Any]
+                        ) -> tuple[Any | None, dict]:
+    """The datasets of a trainer that evaluates at the end (segmentation, classifier).
+
+    Args:
+        config: the experiment config (``data.validation_batches``).
+        make: ``make(split)`` -> every slice of ``split`` in file order (a finite dataset).
+
+    Returns:
+        ``(validation, evaluation)``: the first ``data.validation_batches`` batches of the
+        validation split for the periodic validation (None when there are none), and
+        ``{split: dataset}`` of the :data:`EVALUATION_SPLITS` that were built, for the final
+        metrics.
+    """
+    evaluation = {split: ds for split in EVALUATION_SPLITS
+                  if (ds := optional_split(split, make, "it is not evaluated")) is not None}
+    validation = evaluation.get("validation")
+    if validation is None or config.data.validation_batches <= 0:
+        return None, evaluation
+    return validation.take(config.data.validation_batches), evaluation
+
+
+def paired_validation(config: configs.ExperimentConfig) -> Any | None:
+    """The translation trainers' (StarGAN, CycleGAN) periodic validation: the first
+    ``data.validation_batches`` paired MRI/CT batches of the validation split, or None (none
+    asked for, or no validation split)."""
+    d = config.data
+    if d.validation_batches == 0:
+        return None
+    validation = optional_split(
+        "validation",
+        lambda split: data.paired_batches(split, d.validation_batch_size, d.image_size,
+                                          source="mri", mask_inputs=d.mask_inputs,
+                                          shuffle=False, config=d.dataset_config,
+                                          data_dir=d.data_dir),
+        "training without validation")
+    return None if validation is None else validation.take(d.validation_batches)
+
+
+def train(task, prepared: Prepared, args: argparse.Namespace, title: str, *,
+          validation=None, hparams: dict | None = None, note: str = ""):
+    """Announce the run on stderr and train ``task`` with ``ctmri_tf.training.loop.train``.
+
+    Args:
+        task: the trainer's ``TrainingTask``.
+        prepared: from :func:`prepare` (config, strategy, run folder, resume; ``inputs[0]`` is
+            the training stream).
+        args: the parsed flags (``--strategy`` goes into the hyperparameters).
+        title: what is trained, e.g. ``"StarGAN"``.
+        validation: the periodic validation dataset, or None.
+        hparams: extra TensorBoard hyperparameters next to the flattened config.
+        note: extra text for the announcement, e.g. ``", primary direction mri2ct"``.
+
+    Returns:
+        The loop's ``TrainingResult``.
+    """
+    config, strategy, run = prepared.config, prepared.strategy, prepared.run
+    replicas = strategy.num_replicas_in_sync
+    print(f"{title} {config.preset}: {config.data.image_size} px, batch "
+          f"{config.data.batch_size}, {replicas} replica(s) ({args.strategy}){note}, "
+          f"run folder {run.root}", file=sys.stderr)
+    hparams = {**flatten_hparams(config), **(hparams or {}), "strategy": args.strategy,
+               "replicas": replicas}
+    return loop.train(task, strategy=strategy, train_dataset=prepared.inputs[0],
+                      schedule=config.schedule, run_dir=run, seed=config.seed,
+                      resume=prepared.resume, validation_dataset=validation, hparams=hparams)
+
+
+def done_message(result, config: configs.ExperimentConfig, extra: str = "") -> str:
+    """``done: step N/M, S s/step, checkpoint PATH<extra>``."""
+    return (f"done: step {result.step}/{config.schedule.steps}, "
+            f"{result.seconds_per_step:.3f} s/step, checkpoint {result.checkpoint}{extra}")
 
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:

@@ -20,11 +20,8 @@ import tensorflow as tf
 
 from ctmri_tf import data
 from ctmri_tf.configs import CycleGANConfig
-from ctmri_tf.errors import CtmriInputError
-from ctmri_tf.training import loop
 from ctmri_tf.training.cyclegan import (DEFAULT_DIRECTION, DIRECTIONS, CycleGAN,
                                         read_primary_direction, write_primary_direction)
-from ctmri_tf.training.summaries import flatten_hparams
 from train import common
 
 
@@ -35,23 +32,11 @@ def build_datasets(config: CycleGANConfig) -> tuple[tf.data.Dataset, tf.data.Dat
         CtmriInputError: the dataset is not built (the message gives the build command).
     """
     d = config.data
-    source = dict(config=d.dataset_config, data_dir=d.data_dir)
     train = data.unpaired_batches("train", d.batch_size, d.image_size, mask_inputs=d.mask_inputs,
                                   augment=d.augment, seed=config.seed, repeat=True,
-                                  drop_remainder=True, **source)
-    if d.validation_batches == 0:
-        return train, None
-    try:
-        validation = data.paired_batches("validation", d.validation_batch_size, d.image_size,
-                                         source="mri", mask_inputs=d.mask_inputs, shuffle=False,
-                                         **source)
-    except CtmriInputError:
-        raise
-    except (ValueError, KeyError) as err:  # tfds: the built dataset has no validation split
-        print(f"warning: no validation split ({err}); training without validation",
-              file=sys.stderr)
-        return train, None
-    return train, validation.take(d.validation_batches)
+                                  drop_remainder=True, config=d.dataset_config,
+                                  data_dir=d.data_dir)
+    return train, common.paired_validation(config)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,22 +46,15 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: mri2ct; a resumed run keeps its own unless given)")
     args = parser.parse_args(argv)
     prepared = common.prepare(args, "cyclegan", make_inputs=build_datasets)
-    config, strategy, run = prepared.config, prepared.strategy, prepared.run
-    train_data, validation = prepared.inputs
-    if strategy.extended.should_checkpoint and (args.direction or not prepared.resume):
+    run = prepared.run
+    if prepared.strategy.extended.should_checkpoint and (args.direction or not prepared.resume):
         write_primary_direction(run, args.direction or DEFAULT_DIRECTION)
     direction = read_primary_direction(run.root)
-    task = CycleGAN(config, strategy)
-    hparams = {**flatten_hparams(config), "direction": direction, "strategy": args.strategy,
-               "replicas": strategy.num_replicas_in_sync}
-    print(f"CycleGAN {config.preset}: {config.data.image_size} px, batch {config.data.batch_size}, "
-          f"{strategy.num_replicas_in_sync} replica(s) ({args.strategy}), primary direction "
-          f"{direction}, run folder {run.root}", file=sys.stderr)
-    result = loop.train(task, strategy=strategy, train_dataset=train_data,
-                        schedule=config.schedule, run_dir=run, seed=config.seed,
-                        resume=prepared.resume, validation_dataset=validation, hparams=hparams)
-    print(f"done: step {result.step}/{config.schedule.steps}, "
-          f"{result.seconds_per_step:.3f} s/step, checkpoint {result.checkpoint}", file=sys.stderr)
+    task = CycleGAN(prepared.config, prepared.strategy)
+    result = common.train(task, prepared, args, "CycleGAN", validation=prepared.inputs[1],
+                          hparams={"direction": direction},
+                          note=f", primary direction {direction}")
+    print(common.done_message(result, prepared.config), file=sys.stderr)
     return 0
 
 

@@ -9,7 +9,11 @@ Metrics: every ``schedule.validation_every`` steps the ``cross_entropy`` (nats) 
 the validation batches (``validation/`` in TensorBoard); at the end (:func:`evaluate_classifier`)
 the accuracy, per-modality accuracy and confusion matrix of the whole validation and test splits,
 logged as ``validation/accuracy``, ``test/accuracy``, ... and written to ``<run_dir>/metrics.json``
-(``ctmri_tf.training.segmentation.write_final_metrics``).
+(``ctmri_tf.training.run_dir.write_final_metrics``).
+
+Inputs are normalised without the label's help: every slice, CT or MRI, by its own percentiles
+(``ctmri_tf.intensity.percentile_to_unit``, in ``modality_batches``), as the exported ``classify``
+signature does.
 
 The evaluation uses the classifier to tell whether translated slices look like the target
 modality (``ctmri_tf.evaluate.evaluate(..., classifier=...)``); :func:`load_classifier` gives it
@@ -18,25 +22,19 @@ the trained model of a run folder.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Mapping
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from ctmri_tf import configs
 from ctmri_tf.configs import ClassifierConfig
 from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.io.volume import MODALITIES
 from ctmri_tf.models.classifier import modality_classifier
-from ctmri_tf.training.checkpointing import TrainingCheckpoint
-from ctmri_tf.training.run_dir import RunDir
-from ctmri_tf.training.runtime import configure_keras
-from ctmri_tf.training.schedules import LinearDecayToZero
-from ctmri_tf.training.segmentation import write_final_metrics
-
-__all__ = ["ModalityClassifier", "evaluate_classifier", "load_classifier", "write_final_metrics"]
+from ctmri_tf.training.restore import float32_copy, restore_task
+from ctmri_tf.training.runtime import prepare_task
+from ctmri_tf.training.schedules import linear_decay_adam
 
 
 def _cross_entropy(labels, logits) -> tf.Tensor:
@@ -61,23 +59,13 @@ class ModalityClassifier:
     """
 
     def __init__(self, config: ClassifierConfig, strategy: tf.distribute.Strategy):
-        config.validate()
-        replicas = strategy.num_replicas_in_sync
-        if config.data.batch_size % replicas:
-            raise CtmriInputError(None, f"data.batch_size={config.data.batch_size} must be "
-                                        f"divisible by the {replicas} replicas")
-        configure_keras(config.seed, config.precision)
+        prepare_task(config, strategy)
         self.config = config
         self.strategy = strategy
         self.global_batch_size = config.data.batch_size
-        optimizer = config.optimizer
         with strategy.scope():
             self.model = modality_classifier(config.data.image_size, filters=config.model.filters)
-            self.optimizer = keras.optimizers.Adam(
-                learning_rate=LinearDecayToZero(optimizer.learning_rate, config.schedule.steps,
-                                                config.schedule.decay_steps),
-                beta_1=optimizer.beta_1, beta_2=optimizer.beta_2, epsilon=optimizer.epsilon,
-                name="adam")
+            self.optimizer = linear_decay_adam(config.optimizer, config.schedule, "adam")
             self.optimizer.build(self.model.trainable_variables)
 
     # ------------------------------------------------------------------ TrainingTask protocol
@@ -167,30 +155,16 @@ def load_classifier(run_dir: str | os.PathLike) -> keras.Model:
     """The trained CT/MRI classifier of a run folder, for any image size (float32).
 
     Restores the run's newest checkpoint with the trainer's own objects
-    (:class:`ModalityClassifier` and ``TrainingCheckpoint.restore_latest``), then copies the
+    (:class:`ModalityClassifier`, ``ctmri_tf.training.restore.restore_task``), then copies the
     weights into a float32 ``modality_classifier(image_size=None)``.
 
     Returns:
-        ``keras.Model``: image (B, H, W, 1) in [-1, 1] -> logits (B, 2), 0 = CT, 1 = MRI.
+        ``keras.Model``: image (B, H, W, 1) in [-1, 1] (each image by its own percentiles,
+        ``ctmri_tf.intensity.percentile_to_unit``) -> logits (B, 2), 0 = CT, 1 = MRI.
 
     Raises:
         CtmriInputError: not a classifier run folder, or no restorable checkpoint (naming the
             file or folder).
     """
-    run = RunDir(Path(run_dir))
-    if not run.root.is_dir():
-        raise CtmriInputError(run.root, "run folder does not exist")
-    if not run.config_path.is_file():
-        raise CtmriInputError(run.config_path, "missing; this folder is not a ctmri-tf run folder")
-    config = configs.from_json(run.config_path.read_text(), source=str(run.config_path))
-    if not isinstance(config, ClassifierConfig):
-        raise CtmriInputError(run.config_path, f"is a {config.experiment!r} run, not a "
-                                               f"classifier run")
-    task = ModalityClassifier(config, tf.distribute.get_strategy())
-    TrainingCheckpoint(run.checkpoints, step=tf.Variable(0, dtype=tf.int64, trainable=False),
-                       rng=tf.random.Generator.from_seed(config.seed),
-                       **task.checkpoint_objects()).restore_latest()
-    keras.mixed_precision.set_global_policy("float32")
-    model = modality_classifier(filters=config.model.filters)
-    model.set_weights(task.model.get_weights())
-    return model
+    _, config, task = restore_task(run_dir, "classifier", ModalityClassifier)
+    return float32_copy(lambda: modality_classifier(filters=config.model.filters), task.model)

@@ -32,19 +32,19 @@ import os
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from ctmri_tf import configs, losses
+from ctmri_tf import losses
 from ctmri_tf.atomic import atomic_output
-from ctmri_tf.configs import CycleGANConfig, OptimizerConfig
+from ctmri_tf.configs import CycleGANConfig
 from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.models.cyclegan import patchgan_discriminator, resnet_generator
-from ctmri_tf.training.checkpointing import TrainingCheckpoint
+from ctmri_tf.training import translation_validation
 from ctmri_tf.training.image_pool import ImagePool
+from ctmri_tf.training.restore import float32_copy, restore_task
 from ctmri_tf.training.run_dir import RunDir
-from ctmri_tf.training.runtime import configure_keras
-from ctmri_tf.training.schedules import LinearDecayToZero
+from ctmri_tf.training.runtime import prepare_task
+from ctmri_tf.training.schedules import linear_decay_adam
 
 DIRECTIONS = ("mri2ct", "ct2mri")
 """Primary-direction names, as ``export.signatures.CYCLEGAN_DIRECTIONS``."""
@@ -53,16 +53,6 @@ DIRECTION_FILE = "direction.json"
 GENERATOR_KEYS = {"ct2mri": "ct->mri", "mri2ct": "mri->ct"}
 """Direction name -> key of the dict returned by :func:`load_cyclegan_generators` (the keys of
 ``ctmri_tf.evaluate.cyclegan_translator``)."""
-
-
-def _adam(config: OptimizerConfig, schedule: LinearDecayToZero, name: str):
-    return keras.optimizers.Adam(learning_rate=schedule, beta_1=config.beta_1,
-                                 beta_2=config.beta_2, epsilon=config.epsilon, name=name)
-
-
-def _to_unit_interval(x: tf.Tensor) -> tf.Tensor:
-    """Model space [-1, 1] -> [0, 1] (clipped), the range tf.image.psnr/ssim are told."""
-    return (tf.clip_by_value(tf.cast(x, tf.float32), -1.0, 1.0) + 1.0) / 2.0
 
 
 class CycleGAN:
@@ -87,13 +77,7 @@ class CycleGAN:
     """
 
     def __init__(self, config: CycleGANConfig, strategy: tf.distribute.Strategy):
-        config.validate()
-        replicas = strategy.num_replicas_in_sync
-        if config.data.batch_size % replicas:
-            raise CtmriInputError(
-                None, f"data.batch_size={config.data.batch_size} must be divisible by the "
-                      f"{replicas} replicas (each takes as many CT/MRI pairs)")
-        configure_keras(config.seed, config.precision)
+        prepare_task(config, strategy, reason=" (each takes as many CT/MRI pairs)")
         self.config = config
         self.strategy = strategy
         self.global_batch_size = config.data.batch_size
@@ -108,18 +92,15 @@ class CycleGAN:
             return patchgan_discriminator(filters=model.discriminator_filters,
                                           num_layers=model.discriminator_layers, image_size=size)
 
-        def adam(optimizer: OptimizerConfig, name: str):
-            return _adam(optimizer, LinearDecayToZero(optimizer.learning_rate, schedule.steps,
-                                                      schedule.decay_steps), name)
-
         with strategy.scope():
             self.generator_ct2mri = generator()         # G
             self.generator_mri2ct = generator()         # F
             self.discriminator_mri = discriminator()    # D_mri
             self.discriminator_ct = discriminator()     # D_ct
-            self.generator_optimizer = adam(config.generator_optimizer, "generator_adam")
-            self.discriminator_optimizer = adam(config.discriminator_optimizer,
-                                                "discriminator_adam")
+            self.generator_optimizer = linear_decay_adam(config.generator_optimizer, schedule,
+                                                         "generator_adam")
+            self.discriminator_optimizer = linear_decay_adam(config.discriminator_optimizer,
+                                                             schedule, "discriminator_adam")
             # Keras 3 optimizers create their slots lazily; under MirroredStrategy that must
             # happen here, in the strategy scope, not inside the first replica step.
             self.generator_optimizer.build(self._generator_variables())
@@ -193,46 +174,14 @@ class CycleGAN:
                 "g_total": g_total, "d_mri": d_mri, "d_ct": d_ct, "d_total": d_total}
 
     def validation_metrics(self, batch) -> dict:
-        """PSNR (dB) and SSIM of MRI->CT (F) and CT->MRI (G) on a paired batch, per example
-        ``(B,)``.
-
-        ``batch`` comes from ``ctmri_tf.data.paired_batches(..., source="mri")``: ``source`` is
-        the MRI and ``target`` the registered CT, both in [-1, 1]; images are mapped to [0, 1]
-        (``max_val=1``) before ``tf.image.psnr`` / ``tf.image.ssim``.
-        """
-        mri, ct = batch["source"], batch["target"]
-        metrics = {}
-        for name, fake, real in (("mri_to_ct", self.translate(mri, "ct"), ct),
-                                 ("ct_to_mri", self.translate(ct, "mri"), mri)):
-            fake, real = _to_unit_interval(fake), _to_unit_interval(real)
-            metrics[f"psnr_{name}"] = tf.image.psnr(fake, real, max_val=1.0)
-            metrics[f"ssim_{name}"] = tf.image.ssim(fake, real, max_val=1.0)
-        return metrics
+        """PSNR (dB) and SSIM of MRI->CT and CT->MRI on a paired batch, per example ``(B,)``
+        (``translation_validation.paired_psnr_ssim``)."""
+        return translation_validation.paired_psnr_ssim(self.translate, batch)
 
     def sample_rows(self, batch, max_examples: int = 2):
-        """Image-grid rows in [-1, 1]: input | translated | reconstructed (| ground truth).
-
-        A paired validation batch (``source`` MRI, ``target`` CT) gives, per example, an MRI row
-        (F, then G) and a CT row (G, then F) with the registered other modality as ground truth;
-        a training batch (``ct``, ``mri``) gives rows without ground truth.
-        """
-        if "source" in batch:
-            mri, ct = batch["source"][:max_examples], batch["target"][:max_examples]
-            titles = ["input", "translated", "reconstructed", "ground truth"]
-        else:
-            ct, mri = batch["ct"][:max_examples], batch["mri"][:max_examples]
-            titles = ["input", "translated", "reconstructed"]
-        rows = []
-        for image, modality, other, truth in ((mri, "mri", "ct", ct), (ct, "ct", "mri", mri)):
-            translated = self.translate(image, other)
-            reconstructed = self.translate(translated, modality)
-            for i in range(image.shape[0]):
-                row = [np.asarray(image[i]), np.asarray(translated[i]),
-                       np.asarray(reconstructed[i])]
-                if len(titles) == 4:
-                    row.append(np.asarray(truth[i]))
-                rows.append(row)
-        return rows, titles
+        """Image-grid rows in [-1, 1]: input | translated | reconstructed (| ground truth)
+        (``translation_validation.sample_rows``)."""
+        return translation_validation.sample_rows(self.translate, batch, max_examples)
 
     # ------------------------------------------------------------------ helpers
     def translate(self, images, target: str) -> tf.Tensor:
@@ -303,26 +252,12 @@ def read_primary_direction(run_dir: str | os.PathLike) -> str:
     return direction
 
 
-def _read_run(run_dir: str | os.PathLike) -> tuple[RunDir, CycleGANConfig]:
-    """The run folder and its config, read only (the run is an input here)."""
-    run = RunDir(Path(run_dir))
-    if not run.root.is_dir():
-        raise CtmriInputError(run.root, "run folder does not exist")
-    if not run.config_path.is_file():
-        raise CtmriInputError(run.config_path, "missing; this folder is not a ctmri-tf run folder")
-    config = configs.from_json(run.config_path.read_text(), source=str(run.config_path))
-    if not isinstance(config, CycleGANConfig):
-        raise CtmriInputError(run.config_path, f"is a {config.experiment!r} run, not a cyclegan "
-                                               f"run")
-    return run, config
-
-
 def load_cyclegan_generators(run_dir: str | os.PathLike) -> dict:
     """The trained generators of a CycleGAN run folder, for any image size (float32).
 
-    Restores the run's newest checkpoint with the trainer's own objects (:class:`CycleGAN` and
-    ``TrainingCheckpoint.restore_latest``), then copies each generator's weights into a float32
-    ``resnet_generator(image_size=None)``, which accepts any size that is a multiple of 4.
+    Restores the run's newest checkpoint with the trainer's own objects (:class:`CycleGAN`,
+    ``ctmri_tf.training.restore.restore_task``), then copies each generator's weights into a
+    float32 ``resnet_generator(image_size=None)``, which accepts any size that is a multiple of 4.
 
     Returns:
         ``{"ct->mri": G, "mri->ct": F}``: keras models, image (B, H, W, 1) in [-1, 1] -> [-1, 1].
@@ -331,21 +266,13 @@ def load_cyclegan_generators(run_dir: str | os.PathLike) -> dict:
         CtmriInputError: not a CycleGAN run folder, or no restorable checkpoint (naming the
             file or folder).
     """
-    run, config = _read_run(run_dir)
-    task = CycleGAN(config, tf.distribute.get_strategy())
-    checkpoint = TrainingCheckpoint(run.checkpoints,
-                                    step=tf.Variable(0, dtype=tf.int64, trainable=False),
-                                    rng=tf.random.Generator.from_seed(config.seed),
-                                    **task.checkpoint_objects())
-    checkpoint.restore_latest()
-    keras.mixed_precision.set_global_policy("float32")
-    generators = {}
-    for key, trained in task.generators().items():
-        generator = resnet_generator(filters=config.model.generator_filters,
-                                     num_residual=config.model.generator_residual_blocks)
-        generator.set_weights(trained.get_weights())
-        generators[key] = generator
-    return generators
+    _, config, task = restore_task(run_dir, "cyclegan", CycleGAN)
+
+    def any_size():
+        return resnet_generator(filters=config.model.generator_filters,
+                                num_residual=config.model.generator_residual_blocks)
+
+    return {key: float32_copy(any_size, trained) for key, trained in task.generators().items()}
 
 
 def load_primary_generator(run_dir: str | os.PathLike) -> tuple[str, keras.Model]:

@@ -6,18 +6,24 @@ Layout::
     <run_dir>/checkpoints/    ``tf.train.CheckpointManager`` checkpoints (``ckpt-<step>``)
     <run_dir>/logs/           TensorBoard event files
     <run_dir>/samples/        PNG image grids, ``step_<step>.png``
+    <run_dir>/metrics.json    segmentation and classifier runs: the final validation/test
+                              metrics (:func:`write_final_metrics`)
 """
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import os
 from pathlib import Path
+from typing import Mapping
 
 from ctmri_tf import configs
 from ctmri_tf.atomic import atomic_output
 from ctmri_tf.errors import CtmriInputError
 
 CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,9 +85,7 @@ def open_run_dir(root: str | os.PathLike) -> tuple[RunDir, configs.ExperimentCon
     if not run.root.is_dir():
         raise CtmriInputError(run.root, "run folder does not exist; nothing to resume "
                                         "(start without --resume)")
-    if not run.config_path.is_file():
-        raise CtmriInputError(run.config_path, "missing; this folder is not a ctmri-tf run folder")
-    config = configs.from_json(run.config_path.read_text(), source=str(run.config_path))
+    config = _read_config(run)
     for folder in (run.checkpoints, run.logs, run.samples):
         folder.mkdir(exist_ok=True)
     return run, config
@@ -91,3 +95,75 @@ def update_config(run: RunDir, config: configs.ExperimentConfig) -> None:
     """Replace ``config.json`` (atomically), e.g. after ``--resume --steps N`` extended a run."""
     with atomic_output(run.config_path, overwrite=True) as tmp:
         tmp.write_text(configs.to_json(config))
+
+
+def _read_config(run: RunDir) -> configs.ExperimentConfig:
+    if not run.config_path.is_file():
+        raise CtmriInputError(run.config_path, "missing; this folder is not a ctmri-tf run folder")
+    return configs.from_json(run.config_path.read_text(), source=str(run.config_path))
+
+
+def read_run(root: str | os.PathLike, experiment: str | None = None
+             ) -> tuple[RunDir, configs.ExperimentConfig]:
+    """An existing run folder and its config, read only (to load a trained model: unlike
+    :func:`open_run_dir`, nothing is created).
+
+    Args:
+        root: the run folder.
+        experiment: when given, the experiment the run must be (``stargan``, ``cyclegan``,
+            ``segmentation``, ``classifier``).
+
+    Raises:
+        CtmriInputError: the folder or its ``config.json`` is missing or unreadable, or the run
+            is another experiment (naming ``config.json``).
+    """
+    run = RunDir(Path(root))
+    if not run.root.is_dir():
+        raise CtmriInputError(run.root, "run folder does not exist")
+    config = _read_config(run)
+    if experiment is not None and config.experiment != experiment:
+        raise CtmriInputError(run.config_path, f"is a {config.experiment!r} run, not a "
+                                               f"{experiment} run")
+    return run, config
+
+
+def _json_ready(value):
+    """NaN -> None (JSON ``null``), recursively."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def write_final_metrics(run: RunDir, step: int, results: Mapping[str, Mapping],
+                        *, enabled: bool = True) -> Path:
+    """Log the final metrics of each split to TensorBoard and write ``<run_dir>/metrics.json``.
+
+    Args:
+        run: the run folder.
+        step: the training step the model was evaluated at (the TensorBoard step).
+        results: ``{split: metrics}``, e.g. ``{"validation": {...}, "test": {...}}`` from
+            ``evaluate_segmentation`` or ``evaluate_classifier``; scalar (float) metrics are
+            logged as ``<split>/<metric>``.
+        enabled: ``False`` on non-chief workers (nothing is written).
+
+    Returns:
+        The path of ``metrics.json`` (``{"step": step, split: metrics, ...}``, NaN as ``null``);
+        it replaces the file of an earlier session of the same run.
+    """
+    from ctmri_tf.training.summaries import SummaryWriter   # TensorFlow: only when writing
+
+    path = run.root / METRICS_FILE
+    if not enabled:
+        return path
+    writer = SummaryWriter(run.logs)
+    for split, metrics in results.items():
+        writer.scalars(step, {name: value for name, value in metrics.items()
+                              if isinstance(value, float)}, prefix=f"{split}/")
+    writer.close()
+    with atomic_output(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(_json_ready({"step": int(step), **results}), indent=2) + "\n")
+    return path

@@ -22,3 +22,27 @@ def configure_keras(seed: int, precision: str = "float32") -> None:
                                     f"{', '.join(PRECISIONS)}")
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(int(seed))
+
+
+def prepare_task(config, strategy, *, groups: int = 1, reason: str = "") -> None:
+    """What every trainer does before building its models under ``strategy``: validate
+    ``config``, check that the global batch ``data.batch_size`` splits evenly over the replicas
+    (into ``groups`` equal parts on each, e.g. StarGAN's CT and MRI halves), then
+    :func:`configure_keras` with the config's seed and precision.
+
+    Args:
+        config: an experiment config of ``ctmri_tf.configs``.
+        strategy: the ``tf.distribute.Strategy`` that will run the steps.
+        groups: equal parts each replica's share of the batch is split into.
+        reason: appended to the error message, saying why.
+
+    Raises:
+        CtmriInputError: the config is invalid, or the batch does not split evenly.
+    """
+    config.validate()
+    replicas = strategy.num_replicas_in_sync
+    if config.data.batch_size % (groups * replicas):
+        over = f"{groups} x {replicas}" if groups > 1 else f"the {replicas}"
+        raise CtmriInputError(None, f"data.batch_size={config.data.batch_size} must be "
+                                    f"divisible by {over} replicas{reason}")
+    configure_keras(config.seed, config.precision)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from ctmri_tf.configs import OptimizerConfig, ScheduleConfig
+
 
 class LinearDecayToZero(keras.optimizers.schedules.LearningRateSchedule):
     """Constant, then linear decay to 0 over the last ``decay_steps`` training steps.
@@ -40,3 +42,14 @@ class LinearDecayToZero(keras.optimizers.schedules.LearningRateSchedule):
         return {"initial_learning_rate": self.initial_learning_rate,
                 "total_steps": self.total_steps, "decay_steps": self.decay_steps,
                 "steps_per_update": self.steps_per_update}
+
+
+def linear_decay_adam(optimizer: OptimizerConfig, schedule: ScheduleConfig, name: str,
+                      steps_per_update: int = 1) -> keras.optimizers.Adam:
+    """Adam with ``optimizer``'s settings whose learning rate is ``optimizer.learning_rate``
+    decaying linearly to 0 over the last ``schedule.decay_steps`` of ``schedule.steps``
+    (:class:`LinearDecayToZero`; ``steps_per_update`` as there): every trainer's optimizer."""
+    return keras.optimizers.Adam(
+        learning_rate=LinearDecayToZero(optimizer.learning_rate, schedule.steps,
+                                        schedule.decay_steps, steps_per_update=steps_per_update),
+        beta_1=optimizer.beta_1, beta_2=optimizer.beta_2, epsilon=optimizer.epsilon, name=name)

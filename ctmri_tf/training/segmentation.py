@@ -12,8 +12,8 @@ replica's share of the batch (Keras' default, unsynchronised batch norm).
 Metrics:
     during training, every ``schedule.validation_every`` steps (``validation/`` in TensorBoard):
         ``cross_entropy`` (nats per pixel) and ``pixel_accuracy`` of the validation batches;
-    at the end (:func:`evaluate_segmentation`, :func:`write_final_metrics`): mean IoU and Dice of
-        the whole validation and test splits as the original project's IoU evaluation script
+    at the end (:func:`evaluate_segmentation`, then ``run_dir.write_final_metrics``): mean IoU
+        and Dice of the whole validation and test splits as the original project's IoU script
         computes them, from one confusion matrix pooled over every pixel of the split
         (``ctmri_tf.metrics.segmentation_metrics``), logged as ``validation/mean_iou``,
         ``validation/dice``, ``test/mean_iou``, ``test/dice`` and written to
@@ -21,33 +21,19 @@ Metrics:
 """
 from __future__ import annotations
 
-import json
-import math
 import os
-from pathlib import Path
 from typing import Mapping
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from ctmri_tf import configs
-from ctmri_tf.atomic import atomic_output
-from ctmri_tf.configs import OptimizerConfig, SegmentationConfig
+from ctmri_tf.configs import SegmentationConfig
 from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.metrics import segmentation_metrics
-from ctmri_tf.training.checkpointing import TrainingCheckpoint
-from ctmri_tf.training.run_dir import RunDir
-from ctmri_tf.training.runtime import configure_keras
-from ctmri_tf.training.schedules import LinearDecayToZero
-from ctmri_tf.training.summaries import SummaryWriter
-
-METRICS_FILE = "metrics.json"
-
-
-def _adam(config: OptimizerConfig, schedule: LinearDecayToZero, name: str):
-    return keras.optimizers.Adam(learning_rate=schedule, beta_1=config.beta_1,
-                                 beta_2=config.beta_2, epsilon=config.epsilon, name=name)
+from ctmri_tf.training.restore import float32_copy, restore_task
+from ctmri_tf.training.runtime import prepare_task
+from ctmri_tf.training.schedules import linear_decay_adam
 
 
 def _labels(masks) -> tf.Tensor:
@@ -86,12 +72,7 @@ class Segmentation:
     """
 
     def __init__(self, config: SegmentationConfig, strategy: tf.distribute.Strategy):
-        config.validate()
-        replicas = strategy.num_replicas_in_sync
-        if config.data.batch_size % replicas:
-            raise CtmriInputError(None, f"data.batch_size={config.data.batch_size} must be "
-                                        f"divisible by the {replicas} replicas")
-        configure_keras(config.seed, config.precision)
+        prepare_task(config, strategy)
         from ctmri_tf.models import deeplab_v3_plus   # keras-cv is imported on first use
 
         self.config = config
@@ -102,11 +83,7 @@ class Segmentation:
             self.model = deeplab_v3_plus(config.data.image_size,
                                          num_classes=config.model.num_classes,
                                          width=config.model.width, blocks=config.model.blocks)
-            self.optimizer = _adam(config.optimizer,
-                                   LinearDecayToZero(config.optimizer.learning_rate,
-                                                     config.schedule.steps,
-                                                     config.schedule.decay_steps),
-                                   "adam")
+            self.optimizer = linear_decay_adam(config.optimizer, config.schedule, "adam")
             self.optimizer.build(self.model.trainable_variables)
 
     # ------------------------------------------------------------------ TrainingTask protocol
@@ -215,51 +192,12 @@ def evaluate_segmentation(model: keras.Model, datasets: Mapping[str, tf.data.Dat
     return results
 
 
-def _json_ready(value):
-    """NaN -> None (JSON ``null``), recursively."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    return value
-
-
-def write_final_metrics(run: RunDir, step: int, results: Mapping[str, Mapping],
-                        *, enabled: bool = True) -> Path:
-    """Log the final metrics of each split to TensorBoard and write ``<run_dir>/metrics.json``.
-
-    Args:
-        run: the run folder.
-        step: the training step the model was evaluated at (the TensorBoard step).
-        results: ``{split: metrics}``, e.g. ``{"validation": {...}, "test": {...}}`` from
-            :func:`evaluate_segmentation`; scalar metrics are logged as ``<split>/<metric>``.
-        enabled: ``False`` on non-chief workers (nothing is written).
-
-    Returns:
-        The path of ``metrics.json`` (``{"step": step, split: metrics, ...}``, NaN as ``null``);
-        it replaces the file of an earlier session of the same run.
-    """
-    path = run.root / METRICS_FILE
-    if not enabled:
-        return path
-    writer = SummaryWriter(run.logs)
-    for split, metrics in results.items():
-        writer.scalars(step, {name: value for name, value in metrics.items()
-                              if isinstance(value, float)}, prefix=f"{split}/")
-    writer.close()
-    with atomic_output(path, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(_json_ready({"step": int(step), **results}), indent=2) + "\n")
-    return path
-
-
 # ----------------------------------------------------------------------------- run folders
 def load_segmentation_model(run_dir: str | os.PathLike, image_size=None) -> keras.Model:
     """The trained DeepLabV3+ of a segmentation run folder (float32).
 
-    Restores the run's newest checkpoint with the trainer's own objects (:class:`Segmentation`
-    and ``TrainingCheckpoint.restore_latest``), then copies the weights into a float32
+    Restores the run's newest checkpoint with the trainer's own objects (:class:`Segmentation`,
+    ``ctmri_tf.training.restore.restore_task``), then copies the weights into a float32
     ``deeplab_v3_plus`` built for ``image_size``.
 
     Args:
@@ -276,31 +214,11 @@ def load_segmentation_model(run_dir: str | os.PathLike, image_size=None) -> kera
     """
     from ctmri_tf.models import deeplab_v3_plus
 
-    run, config = _read_run(run_dir)
-    task = Segmentation(config, tf.distribute.get_strategy())
-    TrainingCheckpoint(run.checkpoints, step=tf.Variable(0, dtype=tf.int64, trainable=False),
-                       rng=tf.random.Generator.from_seed(config.seed),
-                       **task.checkpoint_objects()).restore_latest()
-    keras.mixed_precision.set_global_policy("float32")
+    _, config, task = restore_task(run_dir, "segmentation", Segmentation)
     try:
-        model = deeplab_v3_plus(image_size or config.data.image_size,
-                                num_classes=config.model.num_classes, width=config.model.width,
-                                blocks=config.model.blocks)
+        return float32_copy(lambda: deeplab_v3_plus(image_size or config.data.image_size,
+                                                    num_classes=config.model.num_classes,
+                                                    width=config.model.width,
+                                                    blocks=config.model.blocks), task.model)
     except ValueError as err:
         raise CtmriInputError(None, str(err)) from None
-    model.set_weights(task.model.get_weights())
-    return model
-
-
-def _read_run(run_dir: str | os.PathLike) -> tuple[RunDir, SegmentationConfig]:
-    """The run folder and its config, read only (the run is an input here)."""
-    run = RunDir(Path(run_dir))
-    if not run.root.is_dir():
-        raise CtmriInputError(run.root, "run folder does not exist")
-    if not run.config_path.is_file():
-        raise CtmriInputError(run.config_path, "missing; this folder is not a ctmri-tf run folder")
-    config = configs.from_json(run.config_path.read_text(), source=str(run.config_path))
-    if not isinstance(config, SegmentationConfig):
-        raise CtmriInputError(run.config_path, f"is a {config.experiment!r} run, not a "
-                                               f"segmentation run")
-    return run, config

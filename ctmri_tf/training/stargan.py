@@ -22,30 +22,22 @@ too.
 """
 from __future__ import annotations
 
+import os
+
 import keras
-import numpy as np
 import tensorflow as tf
 
 from ctmri_tf import losses
-from ctmri_tf.configs import OptimizerConfig, StarGANConfig
-from ctmri_tf.errors import CtmriInputError
+from ctmri_tf.configs import StarGANConfig
 from ctmri_tf.models.stargan import stargan_discriminator, stargan_generator
-from ctmri_tf.training.runtime import configure_keras
-from ctmri_tf.training.schedules import LinearDecayToZero
+from ctmri_tf.training import translation_validation
+from ctmri_tf.training.restore import float32_copy, restore_task
+from ctmri_tf.training.runtime import prepare_task
+from ctmri_tf.training.schedules import linear_decay_adam
 
 DOMAINS = ("ct", "mri")
 CT, MRI = 0, 1
 NUM_DOMAINS = len(DOMAINS)
-
-
-def _adam(config: OptimizerConfig, schedule: LinearDecayToZero, name: str):
-    return keras.optimizers.Adam(learning_rate=schedule, beta_1=config.beta_1,
-                                 beta_2=config.beta_2, epsilon=config.epsilon, name=name)
-
-
-def _to_unit_interval(x: tf.Tensor) -> tf.Tensor:
-    """Model space [-1, 1] -> [0, 1] (clipped), the range tf.image.psnr/ssim are told."""
-    return (tf.clip_by_value(tf.cast(x, tf.float32), -1.0, 1.0) + 1.0) / 2.0
 
 
 class StarGAN:
@@ -64,13 +56,8 @@ class StarGAN:
     """
 
     def __init__(self, config: StarGANConfig, strategy: tf.distribute.Strategy):
-        config.validate()
-        replicas = strategy.num_replicas_in_sync
-        if config.data.batch_size % (2 * replicas):
-            raise CtmriInputError(
-                None, f"data.batch_size={config.data.batch_size} must be divisible by "
-                      f"2 x {replicas} replicas: each replica takes as many CT as MRI images")
-        configure_keras(config.seed, config.precision)
+        prepare_task(config, strategy, groups=2,
+                     reason=": each replica takes as many CT as MRI images")
         self.config = config
         self.strategy = strategy
         self.global_batch_size = config.data.batch_size
@@ -83,16 +70,11 @@ class StarGAN:
             self.discriminator = stargan_discriminator(
                 config.data.image_size, num_domains=NUM_DOMAINS,
                 filters=model.discriminator_filters, num_layers=model.discriminator_layers)
-            self.generator_optimizer = _adam(
-                config.generator_optimizer,
-                LinearDecayToZero(config.generator_optimizer.learning_rate, schedule.steps,
-                                  schedule.decay_steps, steps_per_update=loss.n_critic),
-                "generator_adam")
-            self.discriminator_optimizer = _adam(
-                config.discriminator_optimizer,
-                LinearDecayToZero(config.discriminator_optimizer.learning_rate, schedule.steps,
-                                  schedule.decay_steps),
-                "discriminator_adam")
+            self.generator_optimizer = linear_decay_adam(
+                config.generator_optimizer, schedule, "generator_adam",
+                steps_per_update=loss.n_critic)
+            self.discriminator_optimizer = linear_decay_adam(
+                config.discriminator_optimizer, schedule, "discriminator_adam")
             # Keras 3 optimizers create their slots lazily; under MirroredStrategy that must
             # happen here, in the strategy scope, not inside the first replica step.
             self.generator_optimizer.build(self.generator.trainable_variables)
@@ -158,47 +140,14 @@ class StarGAN:
         return step_losses
 
     def validation_metrics(self, batch) -> dict:
-        """PSNR (dB) and SSIM of MRI->CT and CT->MRI on a paired batch, per example ``(B,)``.
-
-        ``batch`` comes from ``ctmri_tf.data.paired_batches(..., source="mri")``: ``source`` is
-        the MRI and ``target`` the registered CT, both in [-1, 1]; images are mapped to [0, 1]
-        (``max_val=1``) before ``tf.image.psnr`` / ``tf.image.ssim``.
-        """
-        mri, ct = batch["source"], batch["target"]
-        fake_ct = self.translate(mri, CT)
-        fake_mri = self.translate(ct, MRI)
-        metrics = {}
-        for name, fake, real in (("mri_to_ct", fake_ct, ct), ("ct_to_mri", fake_mri, mri)):
-            fake, real = _to_unit_interval(fake), _to_unit_interval(real)
-            metrics[f"psnr_{name}"] = tf.image.psnr(fake, real, max_val=1.0)
-            metrics[f"ssim_{name}"] = tf.image.ssim(fake, real, max_val=1.0)
-        return metrics
+        """PSNR (dB) and SSIM of MRI->CT and CT->MRI on a paired batch, per example ``(B,)``
+        (``translation_validation.paired_psnr_ssim``)."""
+        return translation_validation.paired_psnr_ssim(self._translate_to, batch)
 
     def sample_rows(self, batch, max_examples: int = 2):
-        """Image-grid rows in [-1, 1]: input | translated | reconstructed (| ground truth).
-
-        A paired validation batch (``source`` MRI, ``target`` CT) gives, per example, an MRI row
-        and a CT row with the registered other modality as ground truth; a training batch
-        (``ct``, ``mri``) gives rows without ground truth.
-        """
-        if "source" in batch:
-            mri, ct = batch["source"][:max_examples], batch["target"][:max_examples]
-            titles = ["input", "translated", "reconstructed", "ground truth"]
-        else:
-            ct, mri = batch["ct"][:max_examples], batch["mri"][:max_examples]
-            titles = ["input", "translated", "reconstructed"]
-        rows = []
-        for image, domain, truth in ((mri, MRI, ct), (ct, CT, mri)):
-            other = 1 - domain
-            translated = self.translate(image, other)
-            reconstructed = self.translate(translated, domain)
-            for i in range(image.shape[0]):
-                row = [np.asarray(image[i]), np.asarray(translated[i]),
-                       np.asarray(reconstructed[i])]
-                if len(titles) == 4:
-                    row.append(np.asarray(truth[i]))
-                rows.append(row)
-        return rows, titles
+        """Image-grid rows in [-1, 1]: input | translated | reconstructed (| ground truth)
+        (``translation_validation.sample_rows``)."""
+        return translation_validation.sample_rows(self._translate_to, batch, max_examples)
 
     # ------------------------------------------------------------------ helpers
     def translate(self, images, domain: int) -> tf.Tensor:
@@ -206,6 +155,10 @@ class StarGAN:
         images = tf.convert_to_tensor(images, tf.float32)
         labels = tf.one_hot(tf.fill([tf.shape(images)[0]], domain), NUM_DOMAINS)
         return self.generator([images, labels], training=False)
+
+    def _translate_to(self, images, target: str) -> tf.Tensor:
+        """:meth:`translate` to ``target`` ``"ct"`` or ``"mri"``."""
+        return self.translate(images, DOMAINS.index(target))
 
     def _average(self, per_example: tf.Tensor) -> tf.Tensor:
         return tf.nn.compute_average_loss(tf.cast(per_example, tf.float32),
@@ -235,3 +188,26 @@ class StarGAN:
     @staticmethod
     def _apply(optimizer, gradients, variables) -> None:
         optimizer.apply_gradients(zip(gradients, variables))
+
+
+# ----------------------------------------------------------------------------- run folders
+def load_stargan_generator(run_dir: str | os.PathLike) -> keras.Model:
+    """The trained StarGAN generator of a run folder, for any image size (float32).
+
+    Restores the run's newest checkpoint with the trainer's own objects (:class:`StarGAN`,
+    ``ctmri_tf.training.restore.restore_task``), then copies the generator's weights into a
+    float32 ``stargan_generator(image_size=None)``, which accepts any size that is a multiple
+    of 4.
+
+    Returns:
+        ``keras.Model``: ``[image (B, H, W, 1) in [-1, 1], one-hot target domain (B, 2)]`` (0 =
+        CT, 1 = MRI) -> image in [-1, 1].
+
+    Raises:
+        CtmriInputError: not a StarGAN run folder, or no restorable checkpoint (naming the file
+            or folder).
+    """
+    _, config, task = restore_task(run_dir, "stargan", StarGAN)
+    return float32_copy(lambda: stargan_generator(
+        num_domains=NUM_DOMAINS, filters=config.model.generator_filters,
+        num_residual=config.model.generator_residual_blocks), task.generator)

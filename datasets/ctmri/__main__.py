@@ -1,8 +1,12 @@
-"""Build the tfds ``ctmri`` dataset without apache-beam.
+"""Build the tfds ``ctmri`` dataset, without apache-beam or, with ``--beam``, on Apache Beam.
 
     python -m datasets.ctmri build [--config synthetic] [--data_dir DIR] [--manual_dir DIR]
                                    [--num_subjects N --num_slices N --image_size N --seed K]
-                                   [--overwrite]
+                                   [--overwrite] [--beam [--beam_options FLAGS]]
+
+``--beam`` (needs ``pip install -e '.[beam]'``) generates the subjects as a Beam pipeline on an
+in-process runner; ``--beam_options`` passes comma-separated pipeline flags, e.g.
+``direct_num_workers=2,direct_running_mode=multi_processing`` or another ``runner=...``.
 
 ``--num_subjects/--num_slices/--image_size/--seed`` override a synthetic config; the result is
 the config ``synthetic_<subjects>x<slices>x<px>[_seed<k>]`` (load it by that name). Prints where
@@ -38,13 +42,22 @@ def main(argv: list[str] | None = None) -> int:
     build_parser.add_argument("--seed", type=int, help="synthetic: phantom seed")
     build_parser.add_argument("--overwrite", action="store_true",
                               help="rebuild if the dataset already exists")
+    build_parser.add_argument("--beam", action="store_true",
+                              help="generate with Apache Beam, one subject per element "
+                                   "(needs the beam extra; default runner: in-process)")
+    build_parser.add_argument("--beam_options", default=None, metavar="FLAGS",
+                              help="with --beam: comma-separated Beam pipeline flags without "
+                                   "'--', e.g. direct_num_workers=2 or runner=...")
     args = parser.parse_args(argv)
+    if args.beam_options and not args.beam:
+        parser.error("--beam_options needs --beam")
     try:
         config = resolve_config(args.config, num_subjects=args.num_subjects,
                                 num_slices=args.num_slices, image_size=args.image_size,
                                 seed=args.seed)
         report = build(config, data_dir=args.data_dir, manual_dir=args.manual_dir,
-                       overwrite=args.overwrite)
+                       overwrite=args.overwrite, beam=args.beam,
+                       beam_options=args.beam_options)
     except CtmriInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -13,6 +13,12 @@ Configs:
 
 One example per (modality, subject, slice); the features and their units are in
 :func:`features` and ``docs/DESIGN.md``. Splits are by subject, never by slice.
+
+Generation runs in this process by default (no apache-beam needed). Given a Beam runner or
+pipeline options (``DownloadConfig(beam_runner=...)`` / ``beam_options=...``, ``tfds build
+--beam_pipeline_options=...``, ``python -m datasets.ctmri build --beam``), each split is instead
+``beam.Create(subjects) | beam.FlatMap(one subject's examples)``, so subjects are generated in
+parallel on the Beam workers; the examples are the same either way.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.utils import tqdm_utils
+from tensorflow_datasets.core.utils.lazy_imports_utils import apache_beam as beam
 
 from ctmri_tf import intensity, phantom
 from ctmri_tf.errors import CtmriInputError
@@ -221,6 +228,36 @@ def phantom_volumes(subject: phantom.PhantomSubject) -> dict[str, ModalityVolume
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class SubjectExamples:
+    """One split item -> the ``(key, example)`` of every slice of that subject.
+
+    Items are phantom indices (synthetic) or ``{modality: SubjectFolder}`` (folder). Plain,
+    picklable values only, so a Beam ``FlatMap`` can ship it to its workers.
+    """
+
+    source: str
+    image_size: int
+    num_slices: int
+    seed: int
+    pair: bool
+
+    @classmethod
+    def of(cls, config: CtmriConfig) -> "SubjectExamples":
+        return cls(source=config.source, image_size=int(config.image_size),
+                   num_slices=int(config.num_slices), seed=int(config.seed),
+                   pair=bool(config.pair))
+
+    def __call__(self, item) -> Iterator[tuple[str, dict]]:
+        if self.source == SOURCE_SYNTHETIC:
+            volumes = phantom_volumes(phantom.make_subject(
+                item, image_size=self.image_size, num_slices=self.num_slices, seed=self.seed))
+        else:
+            volumes = {modality: folder_layout.load_subject_folder(entry)
+                       for modality, entry in item.items()}
+        yield from subject_examples(volumes, pair=self.pair)
+
+
 class Builder(tfds.core.GeneratorBasedBuilder):
     """CT and MRI slices in physical units with body masks and registered counterparts."""
 
@@ -296,24 +333,38 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             folder_layout.check_manual_dir(dl_manager._manual_dir)  # noqa: SLF001
             raise
 
+    def _download_and_prepare(self, dl_manager, download_config):
+        # tfds writes a split with Beam only when `_generate_examples` returns a Beam transform:
+        # return one exactly when the caller asked for Beam (a runner or pipeline options).
+        self._use_beam = (download_config.beam_runner is not None
+                          or download_config.beam_options is not None)
+        try:
+            return super()._download_and_prepare(dl_manager, download_config)
+        finally:
+            self._use_beam = False
+
     def _generate_examples(self, split: str, items: list):
-        """Yield every slice of the split's subjects, one subject at a time.
+        """Every slice of the split's subjects.
 
         ``items`` are phantom indices (synthetic) or ``{modality: SubjectFolder}`` (folder).
-        A second progress bar counts subjects (tfds' own counts examples).
+        Asked for Beam, a ``beam.Create(items) | beam.FlatMap(...)`` transform: one subject per
+        element, generated on the workers. Otherwise a generator, one subject at a time, with a
+        second progress bar counting subjects (tfds' own counts examples).
         """
         config = self.builder_config
-        progress = tqdm_utils.tqdm(items, desc=f"ctmri/{config.name} {split} subjects",
-                                   unit=" subjects", leave=False, mininterval=1.0)
+        generate = SubjectExamples.of(config)
+        if getattr(self, "_use_beam", False):
+            return (f"Subjects of {split}" >> beam.Create(items)
+                    | f"Examples of {split}" >> beam.FlatMap(generate))
+        return self._iterate_subjects(f"ctmri/{config.name} {split} subjects", items, generate)
+
+    @staticmethod
+    def _iterate_subjects(desc: str, items: list, generate: SubjectExamples
+                          ) -> Iterator[tuple[str, dict]]:
+        progress = tqdm_utils.tqdm(items, desc=desc, unit=" subjects", leave=False,
+                                   mininterval=1.0)
         for item in progress:
-            if config.source == SOURCE_SYNTHETIC:
-                volumes = phantom_volumes(phantom.make_subject(
-                    item, image_size=config.image_size, num_slices=config.num_slices,
-                    seed=config.seed))
-            else:
-                volumes = {modality: folder_layout.load_subject_folder(entry)
-                           for modality, entry in item.items()}
-            yield from subject_examples(volumes, pair=config.pair)
+            yield from generate(item)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,9 +412,36 @@ class BuildReport:
         return "\n".join(lines)
 
 
+def beam_download_settings(beam_options: str | None = None) -> tuple[object, object]:
+    """The ``(beam_runner, beam_options)`` of a :class:`tfds.download.DownloadConfig` for Beam.
+
+    Args:
+        beam_options: comma-separated Beam pipeline flags without ``--`` (as
+            ``tfds build --beam_pipeline_options``), e.g. ``"direct_num_workers=2"``.
+
+    Without a ``runner=`` among the options, the runner is Beam's in-process ``FnApiRunner``:
+    what ``DirectRunner`` runs a batch pipeline on, without ``DirectRunner``'s first attempt
+    (Beam 2.77) to download and start its Prism runner binary, so no network is needed.
+
+    Raises:
+        CtmriInputError: apache-beam is not installed.
+    """
+    try:
+        import apache_beam as beam_module  # noqa: PLC0415 (optional dependency)
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: PLC0415
+    except ImportError as error:
+        raise CtmriInputError(None, "building with Beam needs apache-beam: "
+                                    "pip install -e '.[beam]'") from error
+    flags = [f"--{flag.strip()}" for flag in (beam_options or "").split(",") if flag.strip()]
+    options = beam_module.options.pipeline_options.PipelineOptions(flags=flags)
+    named = options.view_as(beam_module.options.pipeline_options.StandardOptions).runner
+    return (None if named else FnApiRunner()), options
+
+
 def build(config: str | CtmriConfig = "synthetic", *, data_dir: str | os.PathLike | None = None,
-          manual_dir: str | os.PathLike | None = None, overwrite: bool = False) -> BuildReport:
-    """Generate the ``ctmri`` dataset of ``config`` (no apache-beam needed).
+          manual_dir: str | os.PathLike | None = None, overwrite: bool = False,
+          beam: bool = False, beam_options: str | None = None) -> BuildReport:
+    """Generate the ``ctmri`` dataset of ``config`` (no apache-beam needed unless ``beam``).
 
     Args:
         config: a config name (including ``synthetic_<n>x<slices>x<px>``) or a
@@ -372,13 +450,20 @@ def build(config: str | CtmriConfig = "synthetic", *, data_dir: str | os.PathLik
             ``~/tensorflow_datasets``).
         manual_dir: the user's folder for the ``folder`` configs.
         overwrite: rebuild an existing dataset (otherwise it is reused).
+        beam: generate with Apache Beam, one subject per element (needs the ``beam`` extra);
+            the examples are the same as without.
+        beam_options: with ``beam``, pipeline flags for :func:`beam_download_settings`
+            (default: in-process runner).
 
     tfds writes into a temporary ``*.incomplete*`` folder and renames it when every split is
     written, so a failed build leaves no dataset behind.
 
     Raises:
-        CtmriInputError: bad ``manual_dir`` contents (naming the file or folder).
+        CtmriInputError: bad ``manual_dir`` contents (naming the file or folder), or ``beam``
+            without apache-beam installed.
     """
+    beam_runner, pipeline_options = (beam_download_settings(beam_options) if beam
+                                     else (None, None))
     if not isinstance(config, CtmriConfig):
         config = known_config(str(config))
     builder = Builder(config=config, data_dir=data_dir)
@@ -387,7 +472,8 @@ def build(config: str | CtmriConfig = "synthetic", *, data_dir: str | os.PathLik
             else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
     download_config = tfds.download.DownloadConfig(
         manual_dir=None if manual_dir is None else os.fspath(manual_dir),
-        download_mode=mode, try_download_gcs=False)
+        download_mode=mode, try_download_gcs=False, beam_runner=beam_runner,
+        beam_options=pipeline_options)
     start = time.perf_counter()
     builder.download_and_prepare(download_config=download_config)
     seconds = time.perf_counter() - start
