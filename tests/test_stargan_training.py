@@ -257,6 +257,10 @@ def test_cli_run_writes_config_checkpoints_tensorboard_and_samples(tmp_path, sli
     assert psnr == pytest.approx(np.mean(10 * np.log10(1.0 / mse)), abs=1e-3)
     for tag in ("ssim_mri_to_ct", "psnr_ct_to_mri", "ssim_ct_to_mri"):
         assert 4 in events[f"validation/{tag}"]
+    # the identity baseline beside it: the MRI itself scored against the CT
+    identity_mse = np.mean(((mri[:2] + 1) / 2 - (ct[:2] + 1) / 2) ** 2, axis=(1, 2, 3))
+    identity = float(tf.make_ndarray(events["validation/identity_psnr_mri_to_ct"][4].tensor))
+    assert identity == pytest.approx(np.mean(10 * np.log10(1.0 / identity_mse)), abs=1e-3)
 
 
 def test_cli_without_built_dataset_says_how_to_build_it(tmp_path, capsys):
@@ -302,7 +306,7 @@ def test_mirrored_over_two_devices_matches_one_device(mirrored_process):
         for name in want:
             assert got[name] == pytest.approx(want[name], rel=1e-5, abs=1e-6), (step, name)
     (step, want), = single["validation"]
-    assert step == 3 and set(want) == {"psnr_mri_to_ct", "ssim_mri_to_ct", "psnr_ct_to_mri",
-                                       "ssim_ct_to_mri"}
+    names = {"psnr_mri_to_ct", "ssim_mri_to_ct", "psnr_ct_to_mri", "ssim_ct_to_mri"}
+    assert step == 3 and set(want) == names | {f"identity_{n}" for n in names}
     assert mirrored["validation"][0][1] == pytest.approx(want, rel=1e-5)
     assert "data.batch_size=6 must be divisible by 2 x 2 replicas" in out["split_error"]

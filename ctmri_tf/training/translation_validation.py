@@ -26,16 +26,22 @@ def paired_psnr_ssim(translate: Translate, batch) -> dict:
     MRI and ``target`` the registered CT, both in [-1, 1]; images are mapped to [0, 1]
     (``max_val=1``) before ``tf.image.psnr`` / ``tf.image.ssim``.
 
+    The identity baseline (the input itself taken as the translation) is reported beside the
+    model, so the curves in TensorBoard say whether the model beats doing nothing.
+
     Returns:
-        ``{"psnr_mri_to_ct", "ssim_mri_to_ct", "psnr_ct_to_mri", "ssim_ct_to_mri"}``.
+        ``{"psnr_mri_to_ct", "ssim_mri_to_ct", "psnr_ct_to_mri", "ssim_ct_to_mri"}`` and the
+        same four prefixed with ``identity_``.
     """
     mri, ct = batch["source"], batch["target"]
     metrics = {}
-    for name, fake, real in (("mri_to_ct", translate(mri, "ct"), ct),
-                             ("ct_to_mri", translate(ct, "mri"), mri)):
-        fake, real = _to_unit_interval(fake), _to_unit_interval(real)
-        metrics[f"psnr_{name}"] = tf.image.psnr(fake, real, max_val=1.0)
-        metrics[f"ssim_{name}"] = tf.image.ssim(fake, real, max_val=1.0)
+    for name, source, target, real in (("mri_to_ct", mri, "ct", ct),
+                                       ("ct_to_mri", ct, "mri", mri)):
+        real = _to_unit_interval(real)
+        for prefix, fake in (("", translate(source, target)), ("identity_", source)):
+            fake = _to_unit_interval(fake)
+            metrics[f"{prefix}psnr_{name}"] = tf.image.psnr(fake, real, max_val=1.0)
+            metrics[f"{prefix}ssim_{name}"] = tf.image.ssim(fake, real, max_val=1.0)
     return metrics
 
 
