@@ -150,6 +150,9 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", help="split to evaluate (default: %(default)s)")
     parser.add_argument("--stargan", type=Path, metavar="RUN_DIR",
                         help="a StarGAN training run folder (its newest checkpoint)")
+    parser.add_argument("--cyclegan", type=Path, metavar="RUN_DIR",
+                        help="a CycleGAN training run folder (its newest checkpoint: both "
+                             "generators)")
     parser.add_argument("--baselines", action="store_true",
                         help="evaluate the identity and histogram-matching baselines")
     parser.add_argument("--reference-split", default="train",
@@ -171,15 +174,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     metrics.json, comparison.md and grids/*.png. Paired data: MRI->CT MAE in HU, PSNR and SSIM
     (SynthRAD 2023 protocol) and CT->MRI on the [0, 1]-scaled MRI, whole image and body, per
     subject, mean +- std over subjects. Unpaired data: no reference exists, so only the
-    cycle-reconstruction error is reported. A StarGAN run is applied at its training image size
-    and its output resized back, so metrics stay at the dataset's resolution. (CycleGAN runs
-    cannot be loaded yet, there is no CycleGAN trainer: evaluate in-memory generators from
-    Python with ctmri_tf.evaluate.evaluate and cyclegan_translator.)"""
-    from ctmri_tf import baselines, configs, evaluate
+    cycle-reconstruction error is reported. A StarGAN or CycleGAN run (its newest checkpoint;
+    CycleGAN: both generators) is applied at its training image size and its output resized
+    back, so metrics stay at the dataset's resolution."""
+    from ctmri_tf import baselines, evaluate
 
-    if not (args.baselines or args.stargan):
-        raise CtmriInputError(None, "nothing to evaluate: pass --stargan RUN_DIR and/or "
-                                    "--baselines")
+    if not (args.baselines or args.stargan or args.cyclegan):
+        raise CtmriInputError(None, "nothing to evaluate: pass --stargan RUN_DIR, --cyclegan "
+                                    "RUN_DIR and/or --baselines")
     translators = {}
     if args.baselines:
         if args.reference_split == args.split:
@@ -190,20 +192,64 @@ def _evaluate(args: argparse.Namespace) -> int:
                                                    config=args.dataset_config,
                                                    data_dir=args.data_dir)
         translators.update(baselines.baseline_translators(reference))
-    if args.stargan:
-        from export.saved_model import load_stargan_generator
-
-        generator = load_stargan_generator(args.stargan)  # names the folder when unusable
-        config_path = args.stargan / "config.json"
-        run_config = configs.from_json(config_path.read_text(), source=str(config_path))
-        translators["StarGAN"] = evaluate.resized_translator(
-            evaluate.stargan_translator(generator), run_config.data.image_size)
+    if args.stargan:   # the loaders name the folder or file when it is unusable
+        translators["StarGAN"] = evaluate.stargan_run_translator(args.stargan)
+    if args.cyclegan:
+        translators["CycleGAN"] = evaluate.cyclegan_run_translator(args.cyclegan)
     subjects = evaluate.load_subjects(args.split, config=args.dataset_config,
                                       data_dir=args.data_dir)
     evaluate.evaluate(translators, subjects, args.out, mask_inputs=args.mask_inputs,
                       batch_size=args.batch_size, overwrite=args.overwrite)
     print((args.out / "comparison.md").read_text())
     print(f"wrote results to {args.out}")
+    return 0
+
+
+def _translate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", metavar="INPUT", type=Path,
+                        help="DICOM series folder or file, .nii/.nii.gz volume, or PNG/TIFF "
+                             "image (or a folder of slices)")
+    parser.add_argument("output", metavar="OUTPUT", type=Path,
+                        help="where to write the translated scan, in INPUT's format: a .nii/"
+                             ".nii.gz file, a DICOM series folder, a .png file or a folder of "
+                             "16-bit PNGs")
+    parser.add_argument("--to", choices=("ct", "mri"),
+                        help="target modality (default: the other one)")
+    parser.add_argument("--from", dest="source", choices=("ct", "mri"),
+                        help="INPUT's modality, when neither a DICOM Modality tag nor the "
+                             "exported classifier should decide it")
+    parser.add_argument("--models", type=Path, default=Path("exports"), metavar="DIR",
+                        help="export base folder (stargan/, cyclegan_*/, segmentation/, "
+                             "classifier/ as written by python -m export.saved_model) or a "
+                             "StarGAN/CycleGAN training run folder (default: %(default)s)")
+    parser.add_argument("--image-size", type=int, metavar="PX",
+                        help="size the generator runs at (default: a run's training size, "
+                             "else the segmentation export's, else the input's)")
+    parser.add_argument("--body-mask", choices=("model", "threshold"), default="model",
+                        help="model: the exported segmentation model when there is one, else "
+                             "thresholds; threshold: always thresholds (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="slices per model call (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace OUTPUT if it exists (never INPUT; default: refuse)")
+
+
+@command("translate", help="translate a CT scan to MRI or an MRI scan to CT (DICOM/NIfTI/PNG)",
+         arguments=_translate_arguments)
+def _translate(args: argparse.Namespace) -> int:
+    """Translate INPUT (a DICOM series, a NIfTI volume, or PNG/TIFF slices) to the other
+    modality with the exported StarGAN (or CycleGAN) and write OUTPUT in the same format: NIfTI
+    with the input's affine and header, a DICOM series with new UIDs and the target Modality, or
+    16-bit PNG (CT as HU + 1024, MRI scaled to 0..65535). The modality comes from --from, else
+    the DICOM Modality tag, else the exported classifier (majority vote over slices). Outside
+    the body (the exported segmentation model, else thresholds) the output is air: -1000 HU for
+    CT, 0 for MRI. The output appears only when complete; INPUT is never modified."""
+    from ctmri_tf.translate import ModelSet, translate_file
+
+    models = ModelSet(args.models, image_size=args.image_size,
+                      use_segmenter=args.body_mask == "model")
+    translate_file(args.input, args.output, to=args.to, source=args.source, models=models,
+                   overwrite=args.overwrite, batch_size=args.batch_size, log=print)
     return 0
 
 

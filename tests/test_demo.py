@@ -1,19 +1,27 @@
-"""`make demo` steps on a tiny synthetic config: dataset built, contact sheet written with the
-expected layout and the phantom's CT in the display window."""
+"""`make demo` on a tiny synthetic config with the smoke presets and 2 training steps: dataset
+built, contact sheet written with the expected layout and the phantom's CT in the display window,
+then every artefact of the later steps: training runs with TensorBoard event files and final
+metrics, the evaluation report, the SavedModels with ``models.config``, and the translated NIfTI
+on the input's grid."""
+import json
+
 import cv2
+import nibabel as nib
 import numpy as np
 
 from ctmri_tf import demo, phantom
+from ctmri_tf.io import read_nifti
 from ctmri_tf.visualize import (CONTACT_SHEET_CT_WINDOW_HU, SEPARATOR_PX, TITLE_HEIGHT_PX,
                                 to_uint8)
 
 SUBJECTS, SLICES, SIZE = 3, 4, 32   # subject 0 train, 1 validation, 2 test
+STEPS = 2
 
 
-def test_demo_builds_the_dataset_and_writes_the_contact_sheet(tmp_path, capsys):
+def test_demo_builds_the_dataset_and_writes_the_contact_sheet(tmp_path, capsys, monkeypatch):
     argv = ["--data-dir", str(tmp_path / "tfds"), "--out", str(tmp_path / "demo"),
             "--num-subjects", str(SUBJECTS), "--num-slices", str(SLICES),
-            "--image-size", str(SIZE)]
+            "--image-size", str(SIZE), "--preset", "smoke", "--steps", str(STEPS)]
     assert demo.main(argv) == 0
     printed = capsys.readouterr().out
     assert "slices/s" in printed and "contact_sheet.png" in printed
@@ -32,7 +40,46 @@ def test_demo_builds_the_dataset_and_writes_the_contact_sheet(tmp_path, capsys):
                                       to_uint8(test_subject.ct[k], CONTACT_SHEET_CT_WINDOW_HU))
         np.testing.assert_array_equal(sheet[y:y + SIZE, -SIZE:], test_subject.mask[k] * 255)
 
-    assert demo.main(argv) == 0                     # a rerun reuses the data, replaces the PNG
+    out = tmp_path / "demo"
+    # training runs: config, TensorBoard event files, a checkpoint at the last step
+    for experiment in ("stargan", "segmentation", "classifier"):
+        run = out / "runs" / f"{experiment}-smoke"
+        assert json.loads((run / "config.json").read_text())["schedule"]["steps"] == STEPS
+        assert list((run / "logs").glob("events.out.tfevents.*")), experiment
+        assert (run / "checkpoints" / f"ckpt-{STEPS}.index").is_file(), experiment
+    for experiment in ("segmentation", "classifier"):           # final metrics of both splits
+        metrics = json.loads((out / "runs" / f"{experiment}-smoke" / "metrics.json").read_text())
+        assert {"validation", "test"} <= set(metrics), experiment
+    assert "identity (no translation)" in printed and "validation PSNR" in printed
+
+    # evaluation: StarGAN and the baselines, the table printed
+    results = out / "results"
+    rows = (results / "metrics.csv").read_text().splitlines()
+    assert {row.split(",")[0] for row in rows[1:]} == {"identity", "histogram matching",
+                                                       "StarGAN"}
+    comparison = (results / "comparison.md").read_text()
+    assert "| StarGAN |" in comparison and comparison.splitlines()[0] in printed
+
+    # exports: one version of each model and the TF Serving config listing them
+    exports = out / "exports"
+    for name in ("stargan", "segmentation", "classifier"):
+        assert (exports / name / "1" / "saved_model.pb").is_file(), name
+        assert f'base_path: "{exports.resolve() / name}"' in (exports / "models.config").read_text()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]   # no temporary leftovers
+
+    # the translated test subject: NIfTI CT on the MRI's grid, air outside the body
+    test_subject = phantom.make_subject(SUBJECTS - 1, image_size=SIZE, num_slices=SLICES)
+    source = out / "translate" / f"{test_subject.subject_id}_mri.nii.gz"
+    translated = out / "translate" / f"{test_subject.subject_id}_synthetic_ct.nii.gz"
+    np.testing.assert_array_equal(nib.load(translated).affine, nib.load(source).affine)
+    np.testing.assert_allclose(read_nifti(source).data, test_subject.mri, rtol=1e-6)
+    ct = read_nifti(translated).data
+    assert ct.shape == (SLICES, SIZE, SIZE) and (ct == -1000.0).any()
+    assert "MAE" in printed and f"tensorboard --logdir {(out / 'runs').resolve()}" in printed
+
+    # a rerun of the first steps reuses the data and replaces the contact sheet
+    monkeypatch.setattr(demo, "STEPS", demo.STEPS[:2])
+    assert demo.main(argv) == 0
     assert "already built" in capsys.readouterr().out
 
 

@@ -1,0 +1,318 @@
+"""Translation quality at a fixed training budget: StarGAN and CycleGAN vs baselines.
+
+    python -m benchmarks.quality [--models stargan,cyclegan] [--preset demo] [--minutes 30]
+        [--steps N] [--data-dir artifacts/tensorflow_datasets] [--dataset-config NAME]
+        [--precision float32] [--seed 0] [--keep DIR]
+        [--out benchmarks/results/quality.json] [--overwrite] [--quick]
+
+1. The tfds ``ctmri`` dataset of the preset (``demo``: ``synthetic``, 40 phantoms x 32 slices x
+   256 px, paired CT/MRI with true HU) is built in ``--data-dir`` unless it is there already.
+2. Each model is trained from scratch on the ``train`` split, with the preset's config
+   (``ctmri_tf.configs``), its trainer (``ctmri_tf.training``) and the training loop
+   (``ctmri_tf.training.loop.train``), for a fixed budget of ``--minutes`` of training each: the
+   seconds per iteration are first measured with ``benchmarks.train_speed`` on the same config
+   and input (not counted in the budget), and the run gets ``schedule.steps = budget /
+   (s/iteration)`` (StarGAN: whole n_critic cycles), its learning rate decaying linearly over
+   the preset's share of them. ``--steps`` gives the step count directly instead.
+3. The trained generators, the identity and the histogram-matching baselines
+   (``ctmri_tf.baselines``, reference histograms of the ``train`` split) are evaluated on the
+   held-out ``test`` subjects with ``ctmri_tf.evaluate.evaluate`` (SynthRAD 2023 protocol, per
+   subject volume; generators run at their training size, outputs resized back to the data's).
+
+Printed and written: the comparison table (mean ± std over test subjects, inside the body and on
+the whole image) and, beside the StarGAN figures, the targets: MRI->CT MAE <= 80 HU inside the
+body and CT->MRI SSIM >= 0.80 inside the body (both at the ``demo`` preset).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from benchmarks import common  # noqa: E402
+from ctmri_tf.atomic import atomic_output  # noqa: E402
+from ctmri_tf.errors import CtmriInputError  # noqa: E402
+
+NAME = "quality"
+MODELS = {"stargan": "stargan", "cyclegan": "cyclegan"}
+MODEL_LABELS = {"stargan": "StarGAN", "cyclegan": "CycleGAN"}
+TARGET_MRI_TO_CT_MAE_HU = 80.0
+TARGET_CT_TO_MRI_SSIM = 0.80
+TARGET_PRESET = "demo"
+DEFAULT_DATA_DIR = common.REPO_ROOT / "artifacts" / "tensorflow_datasets"
+"""``make demo``'s tfds data folder (the Makefile's ``DATA_DIR``)."""
+QUICK_STEPS = 2
+QUICK_PRESET = "smoke"
+CALIBRATION_WARMUP = 2
+HEADLINE = {  # row field -> (direction, region, metric)
+    "mri_to_ct_mae_body_hu": ("mri->ct", "body", "mae"),
+    "mri_to_ct_psnr_body_db": ("mri->ct", "body", "psnr"),
+    "mri_to_ct_ssim_body": ("mri->ct", "body", "ssim"),
+    "ct_to_mri_mae_body": ("ct->mri", "body", "mae"),
+    "ct_to_mri_psnr_body_db": ("ct->mri", "body", "psnr"),
+    "ct_to_mri_ssim_body": ("ct->mri", "body", "ssim"),
+}
+KEY_FIELDS = ("model", "preset", "dataset", "budget")
+
+
+def training_config(model: str, preset: str, *, data_dir, dataset_config: str | None,
+                    precision: str, seed: int):
+    """The preset's config with the data source, precision and seed set."""
+    from ctmri_tf import configs
+
+    overrides = {"data.data_dir": str(data_dir), "precision": precision, "seed": seed}
+    if dataset_config is not None:
+        overrides["data.dataset_config"] = dataset_config
+    return configs.override(configs.get_config(model, preset), overrides)
+
+
+def calibrate(config) -> float:
+    """Seconds per training iteration of ``config`` on its tfds input
+    (``benchmarks.train_speed.measure``, in this process)."""
+    from benchmarks import train_speed
+
+    spec = train_speed.Spec(config.experiment, config.preset, config.precision,
+                            config.data.batch_size, iterations=common.MIN_ITERATIONS,
+                            warmup=CALIBRATION_WARMUP, data_dir=config.data.data_dir,
+                            dataset_config=config.data.dataset_config, seed=config.seed)
+    return train_speed.measure(spec)["seconds_per_iteration"]
+
+
+def budget_steps(seconds: float, seconds_per_iteration: float, cycle: int) -> int:
+    """Whole ``cycle``s of iterations that fit in ``seconds`` (at least one cycle)."""
+    cycles = max(1, int(seconds // (seconds_per_iteration * cycle)))
+    return cycles * cycle
+
+
+def scheduled(config, steps: int):
+    """``config`` with ``steps`` training steps: the learning-rate decay keeps the preset's
+    share of the run, image grids four times, one checkpoint at the end."""
+    from ctmri_tf import configs
+
+    share = config.schedule.decay_steps / config.schedule.steps
+    every = max(1, steps // 10)
+    return configs.override(config, {
+        "schedule.steps": steps, "schedule.decay_steps": int(round(steps * share)),
+        "schedule.log_every": every, "schedule.summary_every": every,
+        "schedule.validation_every": steps, "schedule.sample_every": max(1, steps // 4),
+        "schedule.checkpoint_every": steps, "schedule.keep_checkpoints": 1})
+
+
+def train_model(config, run_root: Path, progress: bool):
+    """Train ``config`` from scratch with ``loop.train``; return ``(task, TrainingResult,
+    seconds)``."""
+    import tensorflow as tf
+
+    from ctmri_tf import data
+    from ctmri_tf.training import loop
+    from ctmri_tf.training.run_dir import create_run_dir
+    from ctmri_tf.training.runtime import configure_keras
+
+    strategy = tf.distribute.get_strategy()
+    configure_keras(config.seed, config.precision)   # tf.data shuffles use the global seed
+    d = config.data
+    per_side = d.batch_size // 2 if config.experiment == "stargan" else d.batch_size
+    train_data = data.unpaired_batches("train", per_side, d.image_size, mask_inputs=d.mask_inputs,
+                                       augment=d.augment, seed=config.seed, repeat=True,
+                                       drop_remainder=True, config=d.dataset_config,
+                                       data_dir=d.data_dir)
+    if config.experiment == "stargan":
+        from ctmri_tf.training.stargan import StarGAN
+        task = StarGAN(config, strategy)
+    else:
+        from ctmri_tf.training.cyclegan import CycleGAN
+        task = CycleGAN(config, strategy)
+    run = create_run_dir(run_root, config)
+    start = time.perf_counter()
+    result = loop.train(task, strategy=strategy, train_dataset=train_data,
+                        schedule=config.schedule, run_dir=run, seed=config.seed,
+                        progress=progress)
+    return task, result, time.perf_counter() - start
+
+
+def translator_of(task, config):
+    """The evaluation translator of a trained task, run at its training size."""
+    from ctmri_tf import evaluate
+
+    if config.experiment == "stargan":
+        translator = evaluate.stargan_translator(task.generator)
+    else:
+        translator = evaluate.cyclegan_translator(task.generators())
+    return evaluate.resized_translator(translator, config.data.image_size)
+
+
+def headline(summary: dict) -> dict:
+    """The body-region means of one model's summary (``evaluate``'s ``summary[model]``)."""
+    values = {}
+    for field, (direction, region, metric) in HEADLINE.items():
+        stats = summary.get(direction, {}).get(region, {}).get(metric)
+        values[field] = stats["mean"] if stats and stats["n"] else math.nan
+    return values
+
+
+def target_lines(rows: list[dict]) -> list[str]:
+    """The StarGAN figures beside their targets (met / missed)."""
+    lines = []
+    for row in rows:
+        if row["model"] != "StarGAN":
+            continue
+        mae, ssim = row["mri_to_ct_mae_body_hu"], row["ct_to_mri_ssim_body"]
+        preset = "" if row["preset"] == TARGET_PRESET else (
+            f" (targets are for the {TARGET_PRESET} preset; this is {row['preset']})")
+        lines.append(f"StarGAN MRI->CT MAE in body: {mae:.1f} HU (target <= "
+                     f"{TARGET_MRI_TO_CT_MAE_HU:.0f} HU: "
+                     f"{'met' if mae <= TARGET_MRI_TO_CT_MAE_HU else 'missed'}){preset}")
+        lines.append(f"StarGAN CT->MRI SSIM in body: {ssim:.3f} (target >= "
+                     f"{TARGET_CT_TO_MRI_SSIM:.2f}: "
+                     f"{'met' if ssim >= TARGET_CT_TO_MRI_SSIM else 'missed'}){preset}")
+    return lines
+
+
+COLUMNS = [
+    common.Column("model", "model"),
+    common.Column("steps", "steps"),
+    common.Column("train_minutes", "train min", "{:.1f}"),
+    common.Column("mri_to_ct_mae_body_hu", "MRI→CT MAE body (HU)", "{:.1f}"),
+    common.Column("mri_to_ct_psnr_body_db", "MRI→CT PSNR body (dB)", "{:.2f}"),
+    common.Column("mri_to_ct_ssim_body", "MRI→CT SSIM body", "{:.4f}"),
+    common.Column("ct_to_mri_mae_body", "CT→MRI MAE body ([0,1])", "{:.4f}"),
+    common.Column("ct_to_mri_ssim_body", "CT→MRI SSIM body", "{:.4f}"),
+]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.quality",
+                                     description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="stargan,cyclegan",
+                        help="comma-separated: stargan, cyclegan (default: both)")
+    parser.add_argument("--preset", default=TARGET_PRESET,
+                        help="smoke, demo or paper (default: demo)")
+    parser.add_argument("--minutes", type=float, default=30.0,
+                        help="training budget per model, minutes (default: 30)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="train exactly this many steps instead of a time budget")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="tfds data folder; the dataset is built there if missing "
+                             "(default: artifacts/tensorflow_datasets, as make demo; --quick: a "
+                             "temporary folder)")
+    parser.add_argument("--dataset-config", default=None,
+                        help="tfds ctmri config (default: the preset's)")
+    parser.add_argument("--precision", default="float32", help="float32 or mixed_bfloat16")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-batch-size", type=int, default=16,
+                        help="slices per translator call during evaluation")
+    parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                        help="keep the run folders and the evaluation report (metrics.csv, "
+                             "comparison.md, grids) in this new folder (default: deleted)")
+    common.add_output_arguments(parser, NAME)
+    return parser
+
+
+def _main(argv: list[str] | None) -> int:
+    args = _parser().parse_args(argv)
+    models = common.parse_choices(args.models, MODELS, "model")
+    if args.quick:
+        args.preset, args.steps = QUICK_PRESET, QUICK_STEPS
+    if args.steps is not None and args.steps < 1:
+        raise CtmriInputError(None, f"--steps must be >= 1, got {args.steps}")
+    if args.steps is None and not args.minutes > 0:
+        raise CtmriInputError(None, f"--minutes must be positive, got {args.minutes}")
+    if args.keep is not None and args.keep.exists():
+        raise CtmriInputError(args.keep, "already exists; --keep takes a new folder")
+    common.check_out(args.out, args.overwrite)
+    previous = common.previous_results(args)
+    machine = common.machine_info()
+
+    work = Path(tempfile.mkdtemp(prefix="ctmri-quality-"))
+    try:
+        data_dir = args.data_dir or (work / "tfds" if args.quick else DEFAULT_DATA_DIR)
+        configs_ = {model: training_config(model, args.preset, data_dir=data_dir,
+                                           dataset_config=args.dataset_config,
+                                           precision=args.precision, seed=args.seed)
+                    for model in models}
+        dataset = next(iter(configs_.values())).data.dataset_config
+        from datasets.ctmri.ctmri_dataset_builder import build
+        print(f"[{NAME}] dataset ctmri/{dataset} in {data_dir} ...", file=sys.stderr, flush=True)
+        report = build(dataset, data_dir=data_dir)
+        print(report.summary(), file=sys.stderr)
+
+        from ctmri_tf import baselines, evaluate
+        translators = dict(baselines.baseline_translators(
+            baselines.reference_from_split("train", config=dataset, data_dir=data_dir)))
+        trained: dict[str, dict] = {}
+        for model, config in configs_.items():
+            label = MODEL_LABELS[model]
+            seconds_per_iteration = None
+            if args.steps is None:
+                print(f"[{NAME}] {label}: measuring s/iteration ...", file=sys.stderr, flush=True)
+                seconds_per_iteration = calibrate(config)
+                from benchmarks.train_speed import cycle_length
+                steps = budget_steps(args.minutes * 60, seconds_per_iteration,
+                                     cycle_length(config))
+            else:
+                steps = args.steps
+            config = scheduled(config, steps)
+            print(f"[{NAME}] {label}: training {steps} steps ({config.preset}, "
+                  f"{config.data.image_size} px, batch {config.data.batch_size}) ...",
+                  file=sys.stderr, flush=True)
+            task, result, seconds = train_model(config, work / "runs" / model,
+                                                progress=not args.quick)
+            translators[label] = translator_of(task, config)
+            trained[label] = {"steps": result.step, "train_minutes": seconds / 60,
+                              "seconds_per_iteration_calibrated": seconds_per_iteration,
+                              "seconds_per_step_training": result.seconds_per_step,
+                              "config": config}
+        print(f"[{NAME}] evaluating on the test subjects ...", file=sys.stderr, flush=True)
+        subjects = evaluate.load_subjects("test", config=dataset, data_dir=data_dir)
+        results = evaluate.evaluate(translators, subjects, work / "evaluation",
+                                    batch_size=args.eval_batch_size, progress=not args.quick)
+        if args.keep is not None:
+            with atomic_output(args.keep, directory=True) as kept:
+                shutil.copytree(work / "evaluation", kept / "evaluation")
+                shutil.copytree(work / "runs", kept / "runs")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    from ctmri_tf import configs as config_module
+    budget = f"{args.steps} steps" if args.steps is not None else f"{args.minutes:g} min"
+    rows = []
+    for name in results["models"]:
+        info = trained.get(name, {})
+        row = {"model": name, "kind": "trained" if name in trained else "baseline",
+               "preset": args.preset, "dataset": dataset, "budget": budget,
+               "test_subjects": len(results["subjects"]),
+               **{k: v for k, v in info.items() if k != "config"},
+               **headline(results["summary"].get(name, {})),
+               "summary": results["summary"].get(name, {})}
+        if "config" in info:
+            row["config"] = config_module.to_dict(info["config"])
+        rows.append(row)
+    print(evaluate.comparison_markdown(results))
+    notes = {"protocol": results["protocol"], "subjects": results["subjects"],
+             "targets": {"stargan_mri_to_ct_mae_body_hu_max": TARGET_MRI_TO_CT_MAE_HU,
+                         "stargan_ct_to_mri_ssim_body_min": TARGET_CT_TO_MRI_SSIM,
+                         "preset": TARGET_PRESET},
+             "comparison_markdown": evaluate.comparison_markdown(results),
+             "dataset_build": dataclasses.asdict(report)}
+    common.finish(args, benchmark=NAME, rows=rows, columns=COLUMNS, notes=notes, machine=machine,
+                  previous=previous, key_fields=KEY_FIELDS, metric="mri_to_ct_mae_body_hu",
+                  higher_is_better=False, summary=target_lines(rows))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; 0 on success, 2 on bad arguments or input (message on stderr)."""
+    return common.run_main(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

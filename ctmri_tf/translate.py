@@ -1,0 +1,649 @@
+"""One call from a raw CT or MRI scan to the translated scan: ``ctmri translate`` as library code.
+
+    models = ModelSet("exports/")                       # or a training run folder
+    translate_file("mri.nii.gz", "synthetic_ct.nii.gz", models=models)    # --to inferred: ct
+
+Pipeline (:func:`translate_file`; :func:`translate_volume` is steps 3-6 on an in-memory volume):
+
+1. read INPUT with :func:`ctmri_tf.io.read_volume`: a DICOM series folder or file, a NIfTI
+   volume, or PNG/JPEG/TIFF image(s) (one slice, or a folder of slices in natural name order);
+2. decide the source modality: ``source`` (``--from``) when given, else the DICOM Modality tag,
+   else the exported classifier's majority vote over the slices (:func:`classify_modality`),
+   else an error asking for ``--from``. The target is the other modality unless ``to`` is given;
+3. body mask of the source: the exported ``segmentation`` model (``segment_with_range``; slices
+   resized to the size it was exported for, probabilities resized back bilinearly, argmax) when
+   the models hold one (and ``use_segmenter``), else :func:`ctmri_tf.body_mask.body_mask`
+   (thresholds, largest component). For the segmentation model an MRI is scaled by its
+   whole-volume percentiles (the body is not known yet);
+4. map to model space [-1, 1] as in training (``ctmri_tf.data``): CT through the CT window
+   :data:`ctmri_tf.intensity.CT_WINDOW_HU`, MRI through its percentile scale fitted *inside the
+   body mask* (``fit_mri_scale(volume, mask)``, as the tfds builder does); the background
+   (outside the mask) is set to -1 (``mask_inputs``, as the training presets do);
+5. translate slice by slice in batches of ``batch_size`` (tqdm progress bar), each batch resized
+   (bilinear, antialiased) to the model's image size :attr:`ModelSet.image_size` when it differs
+   and the output resized back (bilinear) to the input grid;
+6. back to physical units: CT output in HU (``unit_to_ct``, [-1024, 3000]); MRI output as the
+   *scaled MR signal* [0, 1] (:data:`TRANSLATED_MRI_RANGE`: MRI has no absolute scale; -1 -> 0,
+   +1 -> 1, the same convention as the SavedModels' ``translate`` signature). Outside the body
+   the output is air: :data:`AIR_HU` (-1000 HU) for CT, 0 for MRI;
+7. write OUTPUT in the kind of INPUT, atomically (never over the input, never over an existing
+   path unless ``overwrite``): NIfTI with the input's affine and header
+   (``write_nifti(reference=input)``); a DICOM series folder with new Study/Series/SOP UIDs, the
+   target Modality and the input's patient tags and FrameOfReferenceUID
+   (``write_dicom_series(reference=input)``; CT in whole HU); 16-bit PNG (a file for a one-image
+   input, a folder of ``<input stem>.png`` for a folder of slices): CT as ``HU + 1024`` (what
+   :func:`ctmri_tf.io.read_image` reads back as HU), MRI as the scaled signal [0, 1] (the
+   translated image's own percentile range) stretched over 0..65535.
+
+Model lookup (:class:`ModelSet`), ``models`` being:
+
+* a training run folder (it holds ``config.json``): a StarGAN run (newest checkpoint, through
+  ``export.saved_model.load_stargan_generator``) or a CycleGAN run (both generators, through
+  ``ctmri_tf.training.cyclegan.load_cyclegan_generators``), run at the run's
+  ``data.image_size``; no segmentation model or classifier then;
+* an export base folder (``python -m export.saved_model``, TF Serving's layout
+  ``<base>/<name>/<version>/``, the highest version is used): the translator is ``stargan``
+  (signature ``translate_with_ranges``) when that folder exists, else ``cyclegan_mri2ct`` /
+  ``cyclegan_ct2mri`` for the direction asked. ``segmentation`` (``segment_with_range``) and
+  ``classifier`` (``classify``) are used when present. An export does not record the size its
+  generator was trained at, so the translator runs at ``image_size`` when given, else at the
+  segmentation export's size (both are trained on the same data), else at the input's own size
+  (rounded to a multiple of 4, the generators' down-sampling factor).
+
+Units: CT in HU, MRI in the scanner's signal units (input) or the [0, 1] scaled signal (output),
+model space [-1, 1], image sizes in pixels ``(rows, cols)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable
+
+import nibabel as nib
+import numpy as np
+import pydicom
+from tqdm.auto import tqdm
+
+from ctmri_tf import intensity
+from ctmri_tf.atomic import atomic_output
+from ctmri_tf.body_mask import body_mask
+from ctmri_tf.errors import CtmriInputError
+from ctmri_tf.io import (MODALITIES, Volume, read_volume, write_dicom_series, write_nifti,
+                         write_png)
+from ctmri_tf.io.image2d import CT_16BIT_OFFSET_HU
+from ctmri_tf.io.nifti import is_nifti_path
+from ctmri_tf.io.volume import check_finite
+
+AIR_HU = -1000.0
+"""CT output outside the body, in HU."""
+MRI_BACKGROUND = 0.0
+"""MRI output outside the body (scaled MR signal)."""
+TRANSLATED_MRI_RANGE = (0.0, 1.0)
+"""Scaled MR signal that model space -1 and +1 map to in a translated MRI (the SavedModels'
+``export.signatures.MRI_OUTPUT_RANGE``)."""
+PNG_MAX = 65535
+"""16-bit PNG output: CT stores ``HU + 1024`` (clipped to 0..65535), MRI ``[0, 1] * 65535``."""
+GENERATOR_MULTIPLE = 4
+"""Generator input sizes must be multiples of this (two stride-2 down-samplings)."""
+RUN_CONFIG = "config.json"
+STARGAN_EXPORT = "stargan"
+SEGMENTATION_EXPORT = "segmentation"
+CLASSIFIER_EXPORT = "classifier"
+TRANSLATE_SIGNATURE = "translate_with_ranges"
+SEGMENT_SIGNATURE = "segment_with_range"
+CLASSIFY_SIGNATURE = "classify"
+_UNIT_RANGE = (-1.0, 1.0)
+"""A ``(low, high)`` that maps [-1, 1] onto itself: passed as the ``*_range`` of the exported
+translators, whose inputs and ``translated_unit`` outputs are then model space directly (so the
+SavedModel and the checkpoint paths share one normalisation, done here)."""
+
+
+def cyclegan_export_name(source: str, target: str) -> str:
+    """``cyclegan_mri2ct`` / ``cyclegan_ct2mri``: the default served name of that direction."""
+    return f"cyclegan_{source}2{target}"
+
+
+def _other(modality: str) -> str:
+    return MODALITIES[1 - MODALITIES.index(modality)]
+
+
+def _pair(size) -> tuple[int, int]:
+    return (int(size), int(size)) if np.ndim(size) == 0 else tuple(int(v) for v in size)
+
+
+def _resize(images: np.ndarray, size: tuple[int, int], *, antialias: bool) -> np.ndarray:
+    """``(B, H, W, C)`` float32 -> ``(B, *size, C)``, bilinear (unchanged when already there)."""
+    if tuple(images.shape[1:3]) == tuple(size):
+        return images
+    import tensorflow as tf
+    return tf.image.resize(images, size, method="bilinear", antialias=antialias).numpy()
+
+
+# ----------------------------------------------------------------------------- models
+
+def _latest_version(model_dir: Path) -> Path:
+    from export.saved_model import model_versions
+
+    versions = [v for v in model_versions(model_dir)
+                if (model_dir / str(v) / "saved_model.pb").is_file()]
+    if not versions:
+        raise CtmriInputError(model_dir, "holds no exported version (<version>/saved_model.pb); "
+                                         "export one with python -m export.saved_model")
+    return model_dir / str(versions[-1])
+
+
+def _load_saved_model(model_dir: Path, signature: str):
+    """``(version folder, loaded SavedModel, signature function)`` of the newest version under
+    ``model_dir`` (keep the loaded object with the function: it owns the variables)."""
+    import tensorflow as tf
+
+    version_dir = _latest_version(model_dir)
+    try:
+        loaded = tf.saved_model.load(str(version_dir))
+    except Exception as error:  # corrupt or foreign files: OSError, DecodeError, NotFoundError
+        raise CtmriInputError(version_dir, f"cannot be loaded as a SavedModel "
+                                           f"({type(error).__name__}: {error})") from error
+    if signature not in loaded.signatures:
+        raise CtmriInputError(version_dir, f"has no {signature!r} signature (it has: "
+                                           f"{', '.join(sorted(loaded.signatures)) or 'none'}); "
+                                           f"export it with python -m export.saved_model")
+    return version_dir, loaded, loaded.signatures[signature]
+
+
+def _fixed_image_size(function, version_dir: Path) -> tuple[int, int]:
+    """The ``(height, width)`` a segmentation export accepts. ``export.signatures.Segmenter``
+    pins it with ``tf.ensure_shape((None, height, width, 1))`` in the graph of its signatures,
+    which is where it is read from (a SavedModel keeps no Python attributes)."""
+    graph_def = function.graph.as_graph_def()
+    nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+    for node in nodes:
+        if node.op == "EnsureShape":
+            dims = [d.size for d in node.attr["shape"].shape.dim]
+            if len(dims) == 4 and dims[1] > 0 and dims[2] > 0:
+                return int(dims[1]), int(dims[2])
+    raise CtmriInputError(version_dir, "cannot tell which image size this segmentation export "
+                                       "takes (no fixed-size input in its graph); re-export it "
+                                       "with export.saved_model.export_segmentation")
+
+
+class ModelSet:
+    """The translation, segmentation and classification models of one folder, each loaded once,
+    on first use (see the module docstring for the lookup).
+
+    Args:
+        folder: an export base folder (``<folder>/stargan/<version>/``...) or a StarGAN/CycleGAN
+            training run folder (``config.json``, ``checkpoints/``).
+        image_size: pixels ``int`` or ``(rows, cols)`` the generator runs at (multiples of 4);
+            default: a run's ``data.image_size``, else the segmentation export's size, else
+            each input's own size rounded to a multiple of 4.
+        use_segmenter: use the exported segmentation model for the body mask when there is one
+            (``False``: always the thresholds of :func:`ctmri_tf.body_mask.body_mask`).
+
+    Raises:
+        CtmriInputError: the folder is missing, is neither kind, or a run of another experiment;
+            a bad ``image_size``. Loading a model later raises it naming the model folder and,
+            for a missing signature, the signature.
+    """
+
+    def __init__(self, folder: str | os.PathLike, *, image_size=None,
+                 use_segmenter: bool = True):
+        self.folder = Path(folder)
+        self.use_segmenter = bool(use_segmenter)
+        if not self.folder.is_dir():
+            raise CtmriInputError(self.folder, "models folder does not exist" if not
+                                  self.folder.exists() else "is not a folder; --models takes an "
+                                  "export base folder or a training run folder")
+        self._explicit_size = None
+        if image_size is not None:
+            size = _pair(image_size)
+            if len(size) != 2 or any(s < 2 * GENERATOR_MULTIPLE or s % GENERATOR_MULTIPLE
+                                     for s in size):
+                raise CtmriInputError(None, f"image size {image_size} must be multiples of "
+                                            f"{GENERATOR_MULTIPLE}, at least "
+                                            f"{2 * GENERATOR_MULTIPLE} pixels")
+            self._explicit_size = size
+        self.run_config = None
+        self._cache: dict[str, Any] = {}
+        config_path = self.folder / RUN_CONFIG
+        if config_path.is_file():
+            from ctmri_tf import configs
+
+            self.run_config = configs.from_json(config_path.read_text(), source=str(config_path))
+            if self.run_config.experiment not in ("stargan", "cyclegan"):
+                raise CtmriInputError(config_path, f"is a {self.run_config.experiment!r} run; "
+                                                   f"translation needs a stargan or cyclegan run "
+                                                   f"folder or an export base folder")
+        elif not any((self.folder / name).is_dir() for name in (
+                STARGAN_EXPORT, cyclegan_export_name("mri", "ct"),
+                cyclegan_export_name("ct", "mri"))):
+            raise CtmriInputError(self.folder, f"holds no translation model: expected an export "
+                                               f"base folder with {STARGAN_EXPORT}/<version>/ or "
+                                               f"cyclegan_mri2ct/<version>/ (python -m "
+                                               f"export.saved_model) or a training run folder "
+                                               f"with {RUN_CONFIG}")
+
+    # ------------------------------------------------------------------ what is there
+    @property
+    def is_run(self) -> bool:
+        """True for a training run folder, False for an export base folder."""
+        return self.run_config is not None
+
+    @property
+    def _segmentation_exported(self) -> bool:
+        return not self.is_run and (self.folder / SEGMENTATION_EXPORT).is_dir()
+
+    @property
+    def has_segmenter(self) -> bool:
+        """The body mask comes from the segmentation export (else from thresholds)."""
+        return self.use_segmenter and self._segmentation_exported
+
+    @property
+    def has_classifier(self) -> bool:
+        return not self.is_run and (self.folder / CLASSIFIER_EXPORT).is_dir()
+
+    def image_size(self, input_size: tuple[int, int]) -> tuple[int, int]:
+        """``(rows, cols)`` the generator runs at for slices of ``input_size`` pixels."""
+        if self._explicit_size is not None:
+            return self._explicit_size
+        if self.is_run:
+            return _pair(self.run_config.data.image_size)
+        if self._segmentation_exported:
+            return self._segmenter[1]
+        return tuple(max(2 * GENERATOR_MULTIPLE,
+                         int(round(s / GENERATOR_MULTIPLE)) * GENERATOR_MULTIPLE)
+                     for s in input_size)
+
+    def _export_dir(self, source: str, target: str) -> Path:
+        if (self.folder / STARGAN_EXPORT).is_dir():
+            return self.folder / STARGAN_EXPORT
+        name = cyclegan_export_name(source, target)
+        if not (self.folder / name).is_dir():
+            raise CtmriInputError(self.folder, f"has no {source}->{target} translation model: "
+                                               f"expected {STARGAN_EXPORT}/<version>/ or "
+                                               f"{name}/<version>/")
+        return self.folder / name
+
+    def describe_translator(self, source: str, target: str) -> str:
+        """Which model translates ``source`` -> ``target`` (a folder, for the user)."""
+        if self.is_run:
+            return f"{self.run_config.experiment} run {self.folder} (newest checkpoint)"
+        return str(_latest_version(self._export_dir(source, target)))
+
+    def describe_body_mask(self) -> str:
+        if self.has_segmenter:
+            return f"segmentation model {self._segmenter[0]}"
+        return "thresholds (ctmri_tf.body_mask)"
+
+    # ------------------------------------------------------------------ loading (once)
+    def _translator(self, source: str, target: str) -> Callable[[np.ndarray], np.ndarray]:
+        """``unit (B, H, W, 1) -> unit (B, H, W, 1)`` for ``source`` -> ``target``."""
+        key = f"translator:{source}->{target}"
+        if key not in self._cache:
+            self._cache[key] = (self._run_translator(source, target) if self.is_run
+                                else self._export_translator(source, target))
+        return self._cache[key]
+
+    def _run_translator(self, source: str, target: str):
+        import tensorflow as tf
+
+        if self.run_config.experiment == "stargan":
+            if "stargan" not in self._cache:
+                from export.saved_model import load_stargan_generator
+                self._cache["stargan"] = load_stargan_generator(self.folder)
+            generator = self._cache["stargan"]
+            domain = MODALITIES.index(target)       # StarGAN's one-hot order: 0 = ct, 1 = mri
+
+            def translate(unit):
+                labels = tf.one_hot(tf.fill([unit.shape[0]], domain), len(MODALITIES))
+                return np.asarray(generator([tf.constant(unit), labels], training=False))
+            return translate
+        if "cyclegan" not in self._cache:
+            from ctmri_tf.training.cyclegan import load_cyclegan_generators
+            self._cache["cyclegan"] = load_cyclegan_generators(self.folder)
+        generator = self._cache["cyclegan"][f"{source}->{target}"]
+        return lambda unit: np.asarray(generator(tf.constant(unit), training=False))
+
+    def _export_translator(self, source: str, target: str):
+        import tensorflow as tf
+
+        model_dir = self._export_dir(source, target)
+        cache_key = f"export:{model_dir.name}"
+        if cache_key not in self._cache:
+            self._cache[cache_key] = _load_saved_model(model_dir, TRANSLATE_SIGNATURE)
+        _, _, function = self._cache[cache_key]
+        is_stargan = model_dir.name == STARGAN_EXPORT
+
+        def translate(unit):
+            n = unit.shape[0]
+            ranges = tf.constant([_UNIT_RANGE] * n, tf.float32)
+            inputs = {"image": tf.constant(unit), "source_range": ranges, "target_range": ranges}
+            if is_stargan:
+                inputs["target_domain"] = tf.constant([target] * n)
+            return function(**inputs)["translated_unit"].numpy()
+        return translate
+
+    @cached_property
+    def _segmenter(self):
+        """``(version folder, (rows, cols), signature function, loaded SavedModel)``."""
+        version_dir, loaded, function = _load_saved_model(self.folder / SEGMENTATION_EXPORT,
+                                                          SEGMENT_SIGNATURE)
+        return version_dir, _fixed_image_size(function, version_dir), function, loaded
+
+    @cached_property
+    def _classifier(self):
+        """``(version folder, loaded SavedModel, signature function)``."""
+        return _load_saved_model(self.folder / CLASSIFIER_EXPORT, CLASSIFY_SIGNATURE)
+
+    @property
+    def classifier_dir(self) -> Path:
+        return self._classifier[0]
+
+    # ------------------------------------------------------------------ running
+    def translate_unit(self, images_unit: np.ndarray, source: str, target: str) -> np.ndarray:
+        """Translate a batch ``(B, H, W, 1)`` in [-1, 1] (H, W multiples of 4) -> same shape."""
+        out = self._translator(source, target)(np.asarray(images_unit, np.float32))
+        return np.asarray(out, np.float32)
+
+    def segment(self, images: np.ndarray, modality: str, value_range) -> np.ndarray:
+        """Body masks uint8 ``(B, H, W)`` {0, 1} of ``images`` ``(B, H, W)`` in physical units,
+        mapped to [-1, 1] with ``value_range`` (HU window or MR signal scale) by the export."""
+        import tensorflow as tf
+
+        _, size, function, _ = self._segmenter
+        images = np.asarray(images, np.float32)[..., None]
+        small = _resize(images, size, antialias=True)
+        n = small.shape[0]
+        out = function(image=tf.constant(small), modality=tf.constant([modality] * n),
+                       intensity_range=tf.constant([value_range] * n, tf.float32))
+        probabilities = _resize(out["probabilities"].numpy(), images.shape[1:3], antialias=False)
+        return (np.argmax(probabilities, axis=-1) != 0).astype(np.uint8)
+
+    def classify(self, images: np.ndarray) -> np.ndarray:
+        """``(B, 2)`` probabilities (0 = ct, 1 = mri) of ``images`` ``(B, H, W)`` (any units:
+        the export scales each image by its own percentiles)."""
+        import tensorflow as tf
+
+        _, _, function = self._classifier
+        out = function(image=tf.constant(np.asarray(images, np.float32)[..., None]))
+        return out["probabilities"].numpy()
+
+
+# ----------------------------------------------------------------------------- modality
+
+@dataclasses.dataclass(frozen=True)
+class ModalityVote:
+    """The classifier's decision over a volume's slices.
+
+    Attributes:
+        modality: ``"ct"`` or ``"mri"``: the majority of the slices' labels (ties: the larger
+            mean probability).
+        votes: slices labelled ``{"ct": n, "mri": m}``.
+        confidence: mean probability of ``modality`` over all slices, in [0, 1].
+        classifier: the export that voted.
+    """
+
+    modality: str
+    votes: dict
+    confidence: float
+    classifier: Path
+
+    def describe(self) -> str:
+        n = sum(self.votes.values())
+        return (f"classifier {self.classifier}: {self.votes[self.modality]} of {n} slices, "
+                f"mean probability {self.confidence:.3f}")
+
+
+def classify_modality(volume: Volume, models: ModelSet, *, batch_size: int = 8) -> ModalityVote:
+    """Decide ``volume``'s modality with the exported classifier (majority vote over slices).
+
+    Raises:
+        CtmriInputError: naming the volume's file when ``models`` has no classifier.
+    """
+    if not models.has_classifier:
+        raise CtmriInputError(volume.source or None,
+                              f"cannot decide its modality: no DICOM Modality tag and no "
+                              f"classifier in {models.folder}; pass --from ct|mri")
+    probabilities = np.concatenate([models.classify(volume.data[i:i + batch_size])
+                                    for i in range(0, volume.shape[0], batch_size)])
+    labels = np.argmax(probabilities, axis=1)
+    votes = {m: int(np.sum(labels == i)) for i, m in enumerate(MODALITIES)}
+    means = probabilities.mean(axis=0)
+    winner = max(range(len(MODALITIES)), key=lambda i: (votes[MODALITIES[i]], means[i]))
+    return ModalityVote(MODALITIES[winner], votes, float(means[winner]), models.classifier_dir)
+
+
+# ----------------------------------------------------------------------------- translation
+
+def _check_target(source: str | None, to: str | None, path) -> str:
+    if source not in MODALITIES:
+        raise CtmriInputError(path or None, f"the source modality is unknown ({source!r}); "
+                                            f"pass --from ct|mri")
+    if to is None:
+        return _other(source)
+    if to not in MODALITIES:
+        raise CtmriInputError(None, f"--to must be one of {', '.join(MODALITIES)}, got {to!r}")
+    if to == source:
+        raise CtmriInputError(path or None, f"is already {source.upper()}; --to {to} would "
+                                            f"translate it to itself")
+    return to
+
+
+def _body_mask(volume: Volume, models: ModelSet, batch_size: int) -> np.ndarray:
+    source = volume.modality
+    try:
+        if not models.has_segmenter:
+            return body_mask(volume.data, source)
+        value_range = (intensity.CT_WINDOW_HU if source == "ct"
+                       else intensity.fit_mri_scale(volume.data).as_tuple())
+        mask = np.concatenate([models.segment(volume.data[i:i + batch_size], source, value_range)
+                               for i in range(0, volume.shape[0], batch_size)])
+    except CtmriInputError as error:
+        if error.path is not None:
+            raise
+        raise CtmriInputError(volume.source or None, error.problem) from None
+    if not mask.any():
+        raise CtmriInputError(volume.source or None, f"no body found: the "
+                                                     f"{models.describe_body_mask()} marks "
+                                                     f"every voxel as background")
+    return mask
+
+
+def translate_volume(volume: Volume, *, to: str | None = None, models: ModelSet,
+                     batch_size: int = 8, progress: bool = False) -> Volume:
+    """Translate a CT (HU) or MRI (MR signal) volume to the other modality (steps 3-6 of the
+    module docstring).
+
+    Args:
+        volume: its ``modality`` must be set (``"ct"`` or ``"mri"``).
+        to: the target modality; default the other one.
+        models: the :class:`ModelSet` to use.
+        batch_size: slices per model call.
+        progress: tqdm progress bar over the slices (stderr).
+
+    Returns:
+        A new :class:`Volume` of the same shape, spacing and affine: HU for a CT target, the
+        [0, 1] scaled MR signal for an MRI target, air (-1000 HU / 0) outside the body;
+        ``modality`` the target, ``source`` ``""``, ``meta`` ``{"body_mask": uint8 (S, H, W),
+        "source_modality", "source_range": (low, high) physical units mapped to [-1, 1]}``.
+
+    Raises:
+        CtmriInputError: naming the volume's file: unknown source modality, ``to`` equal to
+            it, non-finite voxels, no body, a constant MRI; model loading errors.
+    """
+    source = volume.modality
+    target = _check_target(source, to, volume.source)
+    if batch_size < 1:
+        raise CtmriInputError(None, f"batch size must be at least 1, got {batch_size}")
+    data = np.asarray(volume.data, np.float32)
+    if data.ndim != 3 or min(data.shape) < 1:
+        raise CtmriInputError(volume.source or None, f"expected a (slices, rows, cols) volume, "
+                                                     f"got shape {data.shape}")
+    check_finite(data, volume.source or None)
+    mask = _body_mask(volume, models, batch_size)
+    if source == "ct":
+        source_range = intensity.CT_WINDOW_HU
+    else:
+        try:
+            source_range = intensity.fit_mri_scale(data, mask=mask).as_tuple()
+        except CtmriInputError as error:
+            raise CtmriInputError(volume.source or None, error.problem) from None
+    unit = intensity.to_unit(data, source, source_range).astype(np.float32)
+    unit[mask == 0] = -1.0
+    target_range = None if target == "ct" else TRANSLATED_MRI_RANGE
+    size = models.image_size(data.shape[1:])
+    out = np.empty_like(data)
+    with tqdm(total=data.shape[0], unit="slice", desc=f"{source}->{target}",
+              disable=not progress) as bar:
+        for start in range(0, data.shape[0], batch_size):
+            batch = unit[start:start + batch_size, :, :, None]
+            translated = models.translate_unit(_resize(batch, size, antialias=True), source,
+                                               target)
+            translated = _resize(translated, data.shape[1:], antialias=False)
+            out[start:start + len(batch)] = intensity.from_unit(translated[..., 0], target,
+                                                                target_range)
+            bar.update(len(batch))
+    out[mask == 0] = AIR_HU if target == "ct" else MRI_BACKGROUND
+    return Volume(data=out, modality=target, spacing=tuple(volume.spacing),
+                  affine=np.array(volume.affine, dtype=np.float64), source="",
+                  meta={"body_mask": mask, "source_modality": source,
+                        "source_range": tuple(float(v) for v in source_range)})
+
+
+# ----------------------------------------------------------------------------- files
+
+def _input_kind(volume: Volume) -> str:
+    """``"dicom"``, ``"nifti"``, ``"image"`` (one image file) or ``"images"`` (a folder)."""
+    header = volume.meta.get("header")
+    if isinstance(header, pydicom.Dataset):
+        return "dicom"
+    if isinstance(header, (nib.Nifti1Header, nib.Nifti2Header)):
+        return "nifti"
+    return "images" if Path(volume.source).is_dir() else "image"
+
+
+def _check_paths(input_path: Path, output: Path, overwrite: bool) -> None:
+    """Refuse an output that is, contains or lies inside the input (even with overwrite), and
+    an existing output without overwrite."""
+    inp, out = input_path.resolve(), output.resolve()
+    if out == inp or inp.is_relative_to(out):
+        raise CtmriInputError(output, f"is the input {input_path} or contains it; refusing to "
+                                      f"write there, even with --overwrite")
+    if inp.is_dir() and out.is_relative_to(inp):
+        raise CtmriInputError(output, f"lies inside the input folder {input_path}; write the "
+                                      f"result elsewhere")
+    if output.exists() and not overwrite:
+        raise CtmriInputError(output, "output already exists; refusing to overwrite it (choose "
+                                      "another path, or use --overwrite / overwrite=True)")
+
+
+def _check_output_kind(kind: str, input_path: Path, output: Path) -> None:
+    if kind == "nifti" and not is_nifti_path(output):
+        raise CtmriInputError(output, f"the input {input_path} is NIfTI, so the output must be a "
+                                      f".nii or .nii.gz file")
+    if kind == "image" and output.suffix.lower() != ".png":
+        raise CtmriInputError(output, f"the input {input_path} is one image, so the output must "
+                                      f"be a .png file (16-bit)")
+    if kind in ("dicom", "images") and (is_nifti_path(output) or output.suffix.lower() in (
+            ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm")):
+        what = "a DICOM series" if kind == "dicom" else "a folder of images"
+        raise CtmriInputError(output, f"the input {input_path} is {what}, so the output is a "
+                                      f"folder; give a folder name, not a file name")
+
+
+def png_values(image: np.ndarray, modality: str) -> np.ndarray:
+    """A translated slice as 16-bit PNG values: CT ``HU + 1024``, MRI ``[0, 1] * 65535``
+    (rounded, clipped to 0..65535)."""
+    image = np.asarray(image, np.float64)
+    stored = image + CT_16BIT_OFFSET_HU if modality == "ct" else image * PNG_MAX
+    return np.clip(np.rint(stored), 0, PNG_MAX).astype(np.uint16)
+
+
+def _write(kind: str, translated: Volume, volume: Volume, output: Path, overwrite: bool) -> None:
+    target = translated.modality
+    if kind == "nifti":
+        write_nifti(translated, output, reference=volume, overwrite=overwrite)
+    elif kind == "dicom":
+        write_dicom_series(translated, output, modality=target, reference=volume,
+                           overwrite=overwrite)
+    elif kind == "image":
+        write_png(output, png_values(translated.data[0], target), overwrite=overwrite)
+    else:
+        names = [Path(f).stem + ".png" for f in volume.meta["files"]]
+        if len(set(names)) != len(names):
+            raise CtmriInputError(volume.source, "two input images share a file stem (e.g. a.png "
+                                                 "and a.tif); their PNG outputs would collide")
+        with atomic_output(output, directory=True, overwrite=overwrite) as tmp:
+            for name, image in zip(names, translated.data):
+                write_png(tmp / name, png_values(image, target))
+
+
+def translate_file(input: str | os.PathLike, output: str | os.PathLike, *, to: str | None = None,
+                   source: str | None = None, models: ModelSet | str | os.PathLike,
+                   overwrite: bool = False, batch_size: int = 8, progress: bool = True,
+                   log: Callable[[str], None] | None = None) -> Path:
+    """Translate the scan ``input`` and write it to ``output`` in the same format (module
+    docstring).
+
+    Args:
+        input: DICOM series folder or file, ``.nii``/``.nii.gz`` file, PNG/JPEG/TIFF file or
+            folder of them. Only read.
+        output: NIfTI file for a NIfTI input; folder for a DICOM input or a folder of images;
+            ``.png`` file for one image.
+        to: target modality; default the other one.
+        source: the input's modality, overriding the classifier (``--from``); a DICOM whose
+            Modality tag says otherwise is an error.
+        models: a :class:`ModelSet` or its folder.
+        overwrite: replace an existing ``output`` (never the input, nor a folder holding it).
+        batch_size: slices per model call.
+        progress: tqdm progress bar over the slices.
+        log: called with one line per decision (modality and how it was decided, models, the
+            output), e.g. ``print``; ``None`` is silent.
+
+    Returns:
+        ``output`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        CtmriInputError: naming the file: unknown format, undecidable modality, ``to`` equal to
+            the source, an existing output, an output that is the input, a wrong output name
+            for the input's kind, a missing model folder or signature. Nothing is written then.
+    """
+    say = log or (lambda line: None)
+    input_path, output = Path(input), Path(output)
+    if source is not None and source not in MODALITIES:
+        raise CtmriInputError(None, f"--from must be one of {', '.join(MODALITIES)}, got "
+                                    f"{source!r}")
+    if to is not None and to not in MODALITIES:
+        raise CtmriInputError(None, f"--to must be one of {', '.join(MODALITIES)}, got {to!r}")
+    if not input_path.exists():
+        raise CtmriInputError(input_path, "does not exist")
+    _check_paths(input_path, output, overwrite)
+    if not isinstance(models, ModelSet):
+        models = ModelSet(models)
+    volume = read_volume(input_path, modality=source)
+    kind = _input_kind(volume)
+    _check_output_kind(kind, input_path, output)
+    if source is not None:
+        how = "--from"
+    elif volume.modality is not None:
+        how = "DICOM Modality tag"
+    else:
+        vote = classify_modality(volume, models, batch_size=batch_size)
+        how = vote.describe()
+        if kind in ("image", "images"):   # the stored values -> HU depend on the modality
+            volume = read_volume(input_path, modality=vote.modality)
+        else:
+            volume.modality = vote.modality
+    target = _check_target(volume.modality, to, input_path)
+    say(f"{input_path}: {volume.modality.upper()} ({how}), {volume.shape[0]} slice(s) of "
+        f"{volume.shape[1]} x {volume.shape[2]} px")
+    say(f"translating {volume.modality} -> {target} with "
+        f"{models.describe_translator(volume.modality, target)} at "
+        "{} x {} px; body mask: {}".format(*models.image_size(volume.shape[1:]),
+                                           models.describe_body_mask()))
+    translated = translate_volume(volume, to=target, models=models, batch_size=batch_size,
+                                  progress=progress)
+    _write(kind, translated, volume, output, overwrite)
+    say(f"wrote {output} ({target.upper()}, {'HU' if target == 'ct' else 'MRI scaled [0, 1]'})")
+    return output

@@ -1,0 +1,100 @@
+"""The benchmark scripts still run: each ``main([..., "--quick"])`` at the tiniest size.
+
+Not a measurement: it checks that every script works end to end against the current library
+code and that the JSON it writes is consistent (figures derived from the samples the way the
+README says, counts of what was built and timed). The scripts chain as a user would run them:
+``dataset_build`` builds a 3-subject synthetic dataset that ``train_speed`` and ``quality`` read
+through the real tfds pipeline.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+
+# benchmarks/ is a folder of scripts at the repository root, not an installed package.
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import dataset_build, inference_speed, quality, train_speed  # noqa: E402
+
+
+def _results(path: Path) -> dict:
+    payload = json.loads(path.read_text())
+    assert payload["machine"]["tensorflow"] == tf.__version__
+    assert payload["machine"]["cpu_model"] and payload["machine"]["logical_cores"] >= 1
+    assert "commit" in payload["machine"]["git"]
+    return payload
+
+
+def test_benchmark_scripts_run_quick(tmp_path, capsys):
+    # --- dataset_build: synthetic 3 subjects x 2 slices x 32 px, and the same as DICOM/NIfTI
+    work = tmp_path / "build"
+    out = tmp_path / "dataset_build.json"
+    assert dataset_build.main(["--quick", "--work-dir", str(work), "--out", str(out)]) == 0
+    rows = {row["config"]: row for row in _results(out)["rows"]}
+    for row in rows.values():          # one example per modality and slice: 3 x 2 x 2
+        assert row["examples"] == 12
+        assert row["examples_per_split"] == {"train": 4, "validation": 4, "test": 4}
+        assert row["slices_per_second"] == pytest.approx(12 / row["build_s"])
+    assert rows["folder"]["manual_dir_files"] == 3 * 2 + 3    # DICOM slices + NIfTI volumes
+    assert "DICOM" in rows["folder"]["input"]
+    # an existing results file is refused before anything runs, naming the file
+    assert dataset_build.main(["--quick", "--out", str(out)]) == 2
+    assert f"{out}: results file already exists" in capsys.readouterr().err
+
+    data_dir, dataset = work / "synthetic" / "tfds", "synthetic_3x2x32"
+    assert (data_dir / "ctmri" / dataset).is_dir()
+
+    # --- train_speed: StarGAN on the tfds pipeline, iterations rounded to a whole n_critic cycle
+    out = tmp_path / "train_speed.json"
+    assert train_speed.main(["--quick", "--models", "stargan", "--precisions", "fp32",
+                             "--data-dir", str(data_dir), "--dataset-config", dataset,
+                             "--out", str(out)]) == 0
+    [row] = _results(out)["rows"]
+    assert (row["model"], row["preset"], row["input_kind"]) == ("stargan", "smoke", "tfds")
+    assert row["iterations"] == 5 and len(row["samples_s"]) == 5
+    assert {k: v["count"] for k, v in row["step_kinds"].items()} == {"d": 4, "d+g": 1}
+    assert row["seconds_per_iteration"] == pytest.approx(statistics.fmean(row["samples_s"]))
+    assert row["seconds_per_step_median"] == pytest.approx(statistics.median(row["samples_s"]))
+    assert row["images_per_second"] == pytest.approx(2 / row["seconds_per_iteration"])
+    assert row["input_wait_fraction"] == pytest.approx(
+        sum(row["input_wait_samples_s"]) / sum(row["samples_s"]))
+    assert row["peak_rss_bytes"] > 0
+    # the official-architecture configuration is exactly the PyTorch measurement's
+    official = train_speed.experiment_config(
+        train_speed.Spec("stargan", train_speed.OFFICIAL, "float32", 8, 10, 3))
+    assert (official.data.image_size, official.data.batch_size) == (128, 8)
+    assert (official.model.generator_filters, official.model.generator_residual_blocks,
+            official.model.discriminator_layers) == (64, 6, 6)
+    assert train_speed.official_seconds(official) == 4.9
+
+    # --- inference_speed: exported StarGAN signature and translate_file on a NIfTI volume
+    out = tmp_path / "inference_speed.json"
+    assert inference_speed.main(["--quick", "--models", "stargan", "--out", str(out)]) == 0
+    rows = _results(out)["rows"]
+    signature_rows = [r for r in rows if r["measurement"] == "stargan/translate"]
+    assert [r["batch_size"] for r in signature_rows] == [1, 2]
+    for r in signature_rows:
+        assert r["slices_per_second"] == pytest.approx(r["batch_size"] / r["median_s"])
+    [volume] = [r for r in rows if r["measurement"].startswith("translate_file")]
+    assert volume["volume_slices"] == 4
+    assert volume["slices_per_second"] == pytest.approx(4 / volume["median_s"])
+    assert "MRI (--from)" in volume["decisions"][0]        # no classifier exported
+
+    # --- quality: StarGAN trained 2 steps, evaluated with the baselines on the test subject
+    out = tmp_path / "quality.json"
+    assert quality.main(["--quick", "--models", "stargan", "--data-dir", str(data_dir),
+                         "--dataset-config", dataset, "--out", str(out)]) == 0
+    rows = {row["model"]: row for row in _results(out)["rows"]}
+    assert list(rows) == ["identity", "histogram matching", "StarGAN"]
+    assert rows["StarGAN"]["steps"] == 2 and rows["StarGAN"]["test_subjects"] == 1
+    for row in rows.values():
+        assert row["mri_to_ct_mae_body_hu"] == row["summary"]["mri->ct"]["body"]["mae"]["mean"]
+    printed = capsys.readouterr().out
+    assert "StarGAN MRI->CT MAE in body" in printed and "target <= 80 HU" in printed

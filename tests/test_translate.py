@@ -1,0 +1,346 @@
+"""``ctmri translate``: a raw CT/MRI scan (NIfTI, DICOM, PNG) to the translated scan.
+
+Models are tiny and untrained (StarGAN generator width 8, one residual block) and exported with
+the real exporters (``export.saved_model``); phantom volumes are 32 px x 4 slices. Expected
+values are computed here from the Keras generator and :mod:`ctmri_tf.intensity`; the generator
+is called inside ``tf.function`` because graph mode (as in the SavedModel) fuses ops differently
+from eager mode (about 1e-6 in [-1, 1], i.e. a few 1e-3 HU), and the contract is 1e-3 HU.
+"""
+import shutil
+from pathlib import Path
+
+import keras
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import tensorflow as tf
+
+from ctmri_tf import cli, configs, intensity, phantom
+from ctmri_tf.body_mask import body_mask
+from ctmri_tf.errors import CtmriInputError
+from ctmri_tf.io import read_image, read_volume
+from ctmri_tf.models import modality_classifier, stargan_generator
+from ctmri_tf.training.checkpointing import TrainingCheckpoint
+from ctmri_tf.training.run_dir import create_run_dir
+from ctmri_tf.training.stargan import StarGAN
+from ctmri_tf.translate import (AIR_HU, TRANSLATED_MRI_RANGE, ModelSet, classify_modality,
+                                png_values, translate_file, translate_volume)
+from export.saved_model import export_classifier, export_segmentation, export_stargan
+from export.signatures import MRI_OUTPUT_RANGE
+from medical_fixtures import (file_states, raises_naming, write_dicom_series, write_nifti,
+                              write_png_slices)
+
+SIZE, SLICES = 32, 4
+HU_ATOL = 1e-3
+SEGMENTER_THRESHOLD_UNIT = -0.9     # the test segmenter calls "body" what is above this
+AFFINE = np.array([[-7.5, 0.0, 0.0, 117.0],
+                   [0.0, 7.4, 1.0, -120.0],
+                   [0.0, -0.5, 36.0, -60.0],
+                   [0.0, 0.0, 0.0, 1.0]])
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def subject():
+    return phantom.make_subject(1, image_size=SIZE, num_slices=SLICES)
+
+
+@pytest.fixture(scope="module")
+def generator():
+    keras.utils.set_random_seed(3)
+    return stargan_generator(filters=8, num_residual=1)
+
+
+def graph_generator(model):
+    """``(unit (B, H, W, 1), target "ct"/"mri") -> unit`` through the Keras model in graph mode."""
+    call = tf.function(lambda x, label: model([x, label], training=False))
+
+    def run(unit, target):
+        labels = tf.one_hot([("ct", "mri").index(target)] * len(unit), 2)
+        return call(tf.constant(unit, tf.float32), labels).numpy()
+    return run
+
+
+def expected_translation(generate, data, source, target, mask, *, size=None):
+    """The documented pipeline, written out: physical -> [-1, 1] (MRI scaled inside the mask),
+    background -1, (resize), generator, (resize back), physical units, air outside the mask."""
+    value_range = (intensity.CT_WINDOW_HU if source == "ct"
+                   else intensity.fit_mri_scale(data, mask=mask))
+    unit = intensity.to_unit(data, source, value_range).astype(np.float32)
+    unit[mask == 0] = -1.0
+    x = unit[..., None]
+    if size is not None:
+        x = tf.image.resize(x, (size, size), method="bilinear", antialias=True).numpy()
+    out = generate(x, target)
+    if size is not None:
+        out = tf.image.resize(out, data.shape[1:], method="bilinear").numpy()
+    physical = intensity.from_unit(out[..., 0], target, None if target == "ct" else (0.0, 1.0))
+    physical[mask == 0] = AIR_HU if target == "ct" else 0.0
+    return physical
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory, generator):
+    """Export base with only the StarGAN."""
+    base = tmp_path_factory.mktemp("exports") / "plain"
+    export_stargan(generator, base)
+    return base
+
+
+def _classifier(bias):
+    """A CT/MRI classifier whose logits are its bias for every image (a sure, fixed vote)."""
+    model = modality_classifier(filters=4)
+    layer = model.get_layer("logits")
+    kernel, _ = layer.get_weights()
+    layer.set_weights([np.zeros_like(kernel), np.asarray(bias, np.float32)])
+    return model
+
+
+def _threshold_segmenter():
+    """A 1x1-convolution body segmenter: logits (0, 100 (x + 0.9)), i.e. body where the
+    [-1, 1] image exceeds -0.9 (CT: -822.8 HU)."""
+    image = keras.Input((SIZE, SIZE, 1))
+    logits = keras.layers.Conv2D(2, 1, name="logits")(image)
+    model = keras.Model(image, logits)
+    model.get_layer("logits").set_weights([np.array([[[[0.0, 100.0]]]], np.float32),
+                                           np.array([0.0, -100.0 * SEGMENTER_THRESHOLD_UNIT],
+                                                    np.float32)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def full_exports(tmp_path_factory, exports):
+    """StarGAN + a classifier that votes CT + the threshold segmenter."""
+    base = tmp_path_factory.mktemp("exports") / "full"
+    shutil.copytree(exports, base)
+    export_classifier(_classifier([8.0, 0.0]), base)
+    export_segmentation(_threshold_segmenter(), base)
+    return base
+
+
+@pytest.fixture(scope="module")
+def mri_classifier_exports(tmp_path_factory, exports):
+    base = tmp_path_factory.mktemp("exports") / "mri-classifier"
+    shutil.copytree(exports, base)
+    export_classifier(_classifier([0.0, 8.0]), base)
+    return base
+
+
+@pytest.fixture
+def mri_nifti(tmp_path, subject):
+    """The phantom MRI as NIfTI with an oblique affine and a header description."""
+    path = write_nifti(tmp_path / "in" / "mri.nii.gz", subject.mri, AFFINE)
+    image = nib.load(path)
+    image.header["descrip"] = b"phantom T1w"
+    nib.save(image, path)
+    return path
+
+
+def outputs_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+# ----------------------------------------------------------------------------- formats
+
+def test_nifti_mri_to_ct_by_the_command(mri_nifti, exports, generator, tmp_path, capsys):
+    before = file_states([mri_nifti])
+    out = tmp_path / "out" / "ct.nii.gz"
+    assert cli.main(["translate", str(mri_nifti), str(out), "--models", str(exports),
+                     "--from", "mri"]) == 0
+    printed = capsys.readouterr().out
+    assert "MRI (--from)" in printed and "mri -> ct" in printed and f"wrote {out}" in printed
+
+    result, source = nib.load(out), nib.load(mri_nifti)
+    np.testing.assert_array_equal(result.affine, source.affine)
+    np.testing.assert_array_equal(result.header.get_sform(), source.header.get_sform())
+    np.testing.assert_array_equal(result.header.get_qform(), source.header.get_qform())
+    assert result.header["descrip"] == source.header["descrip"]
+    assert result.shape == source.shape
+
+    data = read_volume(mri_nifti).data
+    mask = body_mask(data, "mri")
+    expected = expected_translation(graph_generator(generator), data, "mri", "ct", mask)
+    ct = read_volume(out).data
+    np.testing.assert_allclose(ct[mask == 1], expected[mask == 1], atol=HU_ATOL, rtol=0)
+    assert np.all(ct[mask == 0] == AIR_HU)
+    assert ct[mask == 1].min() >= -1024.0 and ct[mask == 1].max() <= 3000.0
+    assert file_states([mri_nifti]) == before
+    assert outputs_in(out.parent) == ["ct.nii.gz"]            # no temporary leftovers
+
+
+def test_dicom_modality_from_the_tag_new_uids_and_target_modality(tmp_path, subject, exports,
+                                                                  generator):
+    files = write_dicom_series(tmp_path / "mr", np.rint(subject.mri * 50), modality="MR",
+                               spacing=(4.0, 0.9, 0.9))
+    before = file_states([tmp_path / "mr"])
+    out = translate_file(tmp_path / "mr", tmp_path / "synthetic-ct", models=exports,
+                         progress=False)
+    assert out == tmp_path / "synthetic-ct"
+    written = sorted(out.iterdir())
+    assert len(written) == SLICES
+    inputs = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    outputs = [pydicom.dcmread(f, stop_before_pixels=True) for f in written]
+    assert {ds.Modality for ds in outputs} == {"CT"}
+    assert {ds.SOPClassUID for ds in outputs} == {pydicom.uid.CTImageStorage}
+    assert len({ds.SeriesInstanceUID for ds in outputs}) == 1
+    assert outputs[0].SeriesInstanceUID != inputs[0].SeriesInstanceUID
+    assert outputs[0].StudyInstanceUID != inputs[0].StudyInstanceUID
+    assert not {ds.SOPInstanceUID for ds in outputs} & {ds.SOPInstanceUID for ds in inputs}
+    assert outputs[0].FrameOfReferenceUID == inputs[0].FrameOfReferenceUID
+    assert outputs[0].PatientID == inputs[0].PatientID == "PHANTOM001"
+
+    source, result = read_volume(tmp_path / "mr"), read_volume(out)
+    assert result.modality == "ct" and result.shape == source.shape
+    np.testing.assert_allclose(result.affine, source.affine, atol=1e-4)
+    mask = body_mask(source.data, "mri")
+    expected = expected_translation(graph_generator(generator), source.data, "mri", "ct", mask)
+    np.testing.assert_allclose(result.data, expected, atol=0.5 + HU_ATOL, rtol=0)  # whole HU
+    assert np.all(result.data[mask == 0] == AIR_HU)
+    assert file_states([tmp_path / "mr"]) == before
+
+
+def test_png_folder_modality_from_the_classifier_with_the_segmenter(tmp_path, subject,
+                                                                    full_exports, generator,
+                                                                    capsys):
+    write_png_slices(tmp_path / "ct", np.maximum(subject.ct, -1024))   # 16-bit, HU + 1024
+    assert cli.main(["translate", str(tmp_path / "ct"), str(tmp_path / "mri"),
+                     "--models", str(full_exports)]) == 0
+    printed = capsys.readouterr().out
+    assert (f"CT (classifier {full_exports / 'classifier' / '1'}: 4 of 4 slices, "
+            f"mean probability 1.000)") in printed
+    assert f"segmentation model {full_exports / 'segmentation' / '1'}" in printed
+    assert outputs_in(tmp_path / "mri") == [f"slice_{k + 1}.png" for k in range(SLICES)]
+
+    hu = np.stack([read_image(tmp_path / "ct" / f"slice_{k + 1}.png", modality="ct")
+                   for k in range(SLICES)])
+    mask = (intensity.ct_to_unit(hu) > SEGMENTER_THRESHOLD_UNIT).astype(np.uint8)
+    assert 0 < mask.sum() < mask.size and not np.array_equal(mask, body_mask(hu, "ct"))
+    expected = expected_translation(graph_generator(generator), hu, "ct", "mri", mask)
+    stored = np.stack([read_image(tmp_path / "mri" / f"slice_{k + 1}.png")
+                       for k in range(SLICES)])
+    np.testing.assert_allclose(stored, expected * 65535, atol=0.5 + 1e-2, rtol=0)
+    assert np.all(stored[mask == 0] == 0)
+
+    # --body-mask threshold: the thresholds of ctmri_tf.body_mask instead of the export
+    volume = read_volume(tmp_path / "ct", modality="ct")
+    translated = translate_volume(volume, models=ModelSet(full_exports, use_segmenter=False))
+    np.testing.assert_array_equal(translated.meta["body_mask"], body_mask(hu, "ct"))
+
+
+def test_one_png_slice_resized_to_the_model_size_and_back(tmp_path, subject, exports,
+                                                          generator):
+    write_png_slices(tmp_path, np.maximum(subject.ct[2:3], -1024), prefix="ct_")
+    out = translate_file(tmp_path / "ct_1.png", tmp_path / "mri.png", source="ct",
+                         models=ModelSet(exports, image_size=16), progress=False)
+    hu = read_image(tmp_path / "ct_1.png", modality="ct")[None]
+    mask = body_mask(hu, "ct")
+    expected = expected_translation(graph_generator(generator), hu, "ct", "mri", mask, size=16)
+    stored = read_image(out)
+    assert stored.shape == (SIZE, SIZE)
+    np.testing.assert_allclose(stored, expected[0] * 65535, atol=0.5 + 1e-2, rtol=0)
+    np.testing.assert_array_equal(png_values(np.array([[-1024.0, 0.0, 2000.4]]), "ct"),
+                                  [[0, 1024, 3024]])
+    np.testing.assert_array_equal(png_values(np.array([[0.0, 0.5, 1.0]]), "mri"),
+                                  [[0, 32768, 65535]])
+    assert TRANSLATED_MRI_RANGE == MRI_OUTPUT_RANGE       # as the SavedModels' `translate`
+
+
+def test_modality_vote_of_the_classifier(mri_nifti, mri_classifier_exports, capsys, tmp_path):
+    volume = read_volume(mri_nifti)
+    assert volume.modality is None
+    vote = classify_modality(volume, ModelSet(mri_classifier_exports))
+    assert vote.modality == "mri" and vote.votes == {"ct": 0, "mri": SLICES}
+    assert vote.confidence == pytest.approx(1 / (1 + np.exp(-8.0)), abs=1e-6)
+    translate_file(mri_nifti, tmp_path / "ct.nii", models=mri_classifier_exports,
+                   progress=False, log=print)
+    assert "MRI (classifier" in capsys.readouterr().out
+    assert read_volume(tmp_path / "ct.nii").shape == volume.shape
+
+
+def test_training_run_folder_as_models(tmp_path, subject):
+    config = configs.get_config("stargan", "smoke")               # 32 px, width 8
+    run = create_run_dir(tmp_path / "run", config)
+    task = StarGAN(config, tf.distribute.get_strategy())
+    rng = np.random.default_rng(0)
+    task.generator.set_weights([w + rng.normal(0, 0.05, w.shape).astype(w.dtype)
+                                for w in task.generator.get_weights()])
+    TrainingCheckpoint(run.checkpoints, step=tf.Variable(3, dtype=tf.int64),
+                       rng=tf.random.Generator.from_seed(0), **task.checkpoint_objects()).save()
+    volume = read_volume(write_nifti(tmp_path / "ct.nii", subject.ct), modality="ct")
+    translated = translate_volume(volume, models=ModelSet(run.root))
+    mask = body_mask(volume.data, "ct")
+    expected = expected_translation(graph_generator(task.generator), volume.data, "ct", "mri",
+                                    mask)
+    assert translated.modality == "mri"
+    np.testing.assert_array_equal(translated.meta["body_mask"], mask)
+    np.testing.assert_allclose(translated.data, expected, atol=1e-5, rtol=0)   # [0, 1] scale
+    np.testing.assert_array_equal(translated.affine, volume.affine)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def test_bad_inputs_name_the_file_and_write_nothing(tmp_path, mri_nifti, exports, capsys):
+    before = file_states([mri_nifti])
+    out = tmp_path / "out.nii.gz"
+
+    def translate(input_path=mri_nifti, output=out, **kw):
+        kw = {"models": exports, "progress": False, "source": "mri", **kw}
+        return translate_file(input_path, output, **kw)
+
+    unknown = tmp_path / "notes.txt"
+    unknown.write_text("not a scan")
+    with raises_naming(unknown, "unknown format"):
+        translate(unknown)
+    with raises_naming(mri_nifti, "cannot decide its modality.*no DICOM Modality tag and no "
+                                  "classifier in .*pass --from ct\\|mri"):
+        translate(source=None)
+    with raises_naming(mri_nifti, "already MRI; --to mri"):
+        translate(to="mri")
+    with raises_naming(tmp_path / "out.png", "NIfTI, so the output must be"):
+        translate(output=tmp_path / "out.png")
+    with raises_naming(tmp_path / "nowhere", "models folder does not exist"):
+        translate(models=tmp_path / "nowhere")
+    (tmp_path / "empty-models" / "stargan").mkdir(parents=True)
+    with raises_naming(tmp_path / "empty-models" / "stargan", "no exported version"):
+        translate(models=tmp_path / "empty-models")
+    export_classifier(_classifier([0.0, 0.0]), tmp_path / "wrong-models", name="stargan")
+    with raises_naming(tmp_path / "wrong-models" / "stargan" / "1",
+                       "no 'translate_with_ranges' signature"):
+        translate(models=tmp_path / "wrong-models")
+    with raises_naming(mri_nifti, "is the input"):               # even with overwrite
+        translate(output=mri_nifti, overwrite=True)
+    with raises_naming(mri_nifti.parent, "is the input .* or contains it"):
+        translate(output=mri_nifti.parent, overwrite=True)
+    assert not out.exists() and outputs_in(tmp_path / "in") == ["mri.nii.gz"]
+    assert file_states([mri_nifti]) == before
+
+    # the command reports the same errors (status 2, message on stderr)
+    assert cli.main(["translate", str(mri_nifti), str(out), "--models", str(exports)]) == 2
+    assert f"ctmri: error: {mri_nifti}: cannot decide its modality" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_existing_output_needs_overwrite_and_dicom_output_stays_outside_the_input(
+        tmp_path, subject, exports):
+    write_dicom_series(tmp_path / "ct", subject.ct, modality="CT")
+    out = tmp_path / "mri"
+    out.mkdir()
+    (out / "old.txt").write_text("keep me unless --overwrite")
+    with raises_naming(out, "already exists"):
+        translate_file(tmp_path / "ct", out, models=exports, progress=False)
+    assert outputs_in(out) == ["old.txt"]
+    with raises_naming(tmp_path / "ct" / "mri", "inside the input folder"):
+        translate_file(tmp_path / "ct", tmp_path / "ct" / "mri", models=exports,
+                       overwrite=True, progress=False)
+    with raises_naming(tmp_path / "ct", "is the input"):
+        translate_file(tmp_path / "ct", tmp_path / "ct", models=exports, overwrite=True,
+                       progress=False)
+    translate_file(tmp_path / "ct", out, models=exports, overwrite=True, progress=False)
+    assert len(outputs_in(out)) == SLICES and "old.txt" not in outputs_in(out)
+    assert read_volume(out).modality == "mri"
+    with pytest.raises(CtmriInputError, match="DICOM Modality says 'ct'"):
+        translate_file(tmp_path / "ct", tmp_path / "x", source="mri", models=exports,
+                       progress=False)
+    assert not (tmp_path / "x").exists()
