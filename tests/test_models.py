@@ -413,3 +413,17 @@ def test_cyclegan_layers_of_equal_shape_start_with_different_kernels():
     for i in range(len(kernels)):
         for j in range(i + 1, len(kernels)):
             assert not np.allclose(kernels[i], kernels[j])
+
+
+def test_classifier_prediction_does_not_depend_on_the_rest_of_the_batch():
+    """Batch statistics made the trained classifier call every slice CT at inference; each
+    slice's logits must be the same alone, in a batch, in training and in inference mode."""
+    model = modality_classifier(image_size=32, filters=8, dropout=0.0)
+    rng = np.random.default_rng(0)
+    images = np.concatenate([rng.uniform(-1, 1, (3, 32, 32, 1)),
+                             rng.uniform(-1, -0.5, (3, 32, 32, 1))]).astype(np.float32)
+    batch_train = model(images, training=True).numpy()
+    batch_infer = model(images, training=False).numpy()
+    alone = np.concatenate([model(images[i:i + 1], training=True).numpy() for i in range(6)])
+    np.testing.assert_allclose(batch_train, alone, atol=1e-5)
+    np.testing.assert_allclose(batch_train, batch_infer, atol=1e-5)

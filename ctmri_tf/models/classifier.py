@@ -17,6 +17,11 @@ NUM_STAGES = 4
 def modality_classifier(image_size=None, filters: int = 16, dropout: float = 0.2) -> keras.Model:
     """CT-vs-MRI classifier.
 
+    Conv stages use instance norm, not batch norm: with batch norm the trained network leaned on
+    batch statistics and, in inference mode, called every slice of the demo's test split CT
+    (accuracy 0.50); with instance norm a slice's prediction never depends on the rest of its
+    batch, and the same 300-step demo run scores 1.00 on validation and test.
+
     Args:
         image_size: int, ``(height, width)`` or None for any size (no divisibility needed).
         filters: channels of the first stage, doubling per stage.
@@ -33,9 +38,9 @@ def modality_classifier(image_size=None, filters: int = 16, dropout: float = 0.2
     x = image
     for stage in range(NUM_STAGES):
         channels = filters * 2 ** stage
-        x = conv_norm_act(x, channels, 3, strides=2, padding=1, norm="batch",
+        x = conv_norm_act(x, channels, 3, strides=2, padding=1, norm="instance",
                           name=f"stage{stage + 1}_down")
-        x = conv_norm_act(x, channels, 3, padding=1, norm="batch", name=f"stage{stage + 1}_conv")
+        x = conv_norm_act(x, channels, 3, padding=1, norm="instance", name=f"stage{stage + 1}_conv")
     x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     logits = keras.layers.Dense(2, dtype="float32", name="logits")(x)
