@@ -299,9 +299,8 @@ class _Translator(ServingModule):
         super().__init__(generator, label,
                          core=_inner(self._core, _IMAGES, _FLAGS, _RANGES, _RANGES))
 
-    # Subclasses: (unit4 in [-1, 1], target_is_mri (B,)) -> translated unit (B, H, W, 1).
-    def _generate(self, unit4, target_is_mri):
-        raise NotImplementedError
+    # Each subclass defines ``_generate(unit4 in [-1, 1], target_is_mri (B,))`` -> translated
+    # unit image (B, H, W, 1): how its generator is called.
 
     def _core(self, image4, target_is_mri, source_ranges, target_ranges):
         unit = physical_to_unit(image4, tf.logical_not(target_is_mri), source_ranges)
