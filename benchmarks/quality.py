@@ -2,11 +2,14 @@
 
     python -m benchmarks.quality [--models stargan,cyclegan] [--preset demo] [--minutes 30]
         [--steps N] [--data-dir artifacts/tensorflow_datasets] [--dataset-config NAME]
-        [--precision float32] [--seed 0] [--keep DIR]
+        [--precision float32] [--seed 0] [--set FIELD=VALUE ...] [--keep DIR]
         [--out benchmarks/results/quality.json] [--overwrite] [--quick]
 
-1. The tfds ``ctmri`` dataset of the preset (``demo``: ``synthetic``, 40 phantoms x 32 slices x
-   256 px, paired CT/MRI with true HU) is built in ``--data-dir`` unless it is there already.
+1. The tfds ``ctmri`` dataset (default: the preset's 40 phantoms x 32 slices rendered at the
+   model's input size, ``synthetic_40x32x128`` for ``demo``, paired CT/MRI with true HU) is
+   built in ``--data-dir`` unless it is there already. With a dataset of another size the
+   models' outputs are resized to it, and a "ground truth via N px" row gives the best score
+   possible through that resize.
 2. Each model is trained from scratch on the ``train`` split, with the preset's config
    (``ctmri_tf.configs``), its trainer (``ctmri_tf.training``) and the training loop
    (``ctmri_tf.training.loop.train``), for a fixed budget of ``--minutes`` of training each: the
@@ -61,17 +64,76 @@ HEADLINE = {  # row field -> (direction, region, metric)
     "ct_to_mri_ssim_body": ("ct->mri", "body", "ssim"),
 }
 KEY_FIELDS = ("model", "preset", "dataset", "budget")
+SYNTHETIC_SUBJECTS, SYNTHETIC_SLICES, SYNTHETIC_IMAGE_SIZE = 40, 32, 256
+"""The default ``synthetic`` config: subjects, slices per subject, pixels."""
 
 
 def training_config(model: str, preset: str, *, data_dir, dataset_config: str | None,
-                    precision: str, seed: int):
-    """The preset's config with the data source, precision and seed set."""
+                    precision: str, seed: int, overrides: dict | None = None):
+    """The preset's config with the data source, precision, seed and ``overrides``
+    (``{"loss.lambda_rec": "5", ...}``, as ``--set``) applied; ``dataset_config`` None: the
+    phantoms at the model's size (:func:`native_dataset`)."""
     from ctmri_tf import configs
 
-    overrides = {"data.data_dir": str(data_dir), "precision": precision, "seed": seed}
-    if dataset_config is not None:
-        overrides["data.dataset_config"] = dataset_config
-    return configs.override(configs.get_config(model, preset), overrides)
+    values = {"data.data_dir": str(data_dir), "precision": precision, "seed": seed,
+              **(overrides or {})}
+    config = configs.override(configs.get_config(model, preset), values)
+    return configs.override(config, {"data.dataset_config": dataset_config
+                                     or native_dataset(config)})
+
+
+def native_dataset(config) -> str:
+    """The dataset the benchmark evaluates ``config`` on when ``--dataset-config`` is not given.
+
+    The preset's ``synthetic`` phantoms (40 subjects x 32 slices x 256 px) are rendered at the
+    model's input size instead (``synthetic_40x32x128`` for ``demo``, ``make demo``'s dataset),
+    so the model is scored against ground truth at its own resolution: resizing its output back
+    to 256 px would blur every edge and cost more than the targets allow (see
+    :func:`resolution_floor`).
+    """
+    d = config.data
+    if d.dataset_config != "synthetic" or d.image_size == SYNTHETIC_IMAGE_SIZE:
+        return d.dataset_config
+    from datasets.ctmri import synthetic_config
+    return synthetic_config(num_subjects=SYNTHETIC_SUBJECTS, num_slices=SYNTHETIC_SLICES,
+                            image_size=d.image_size).name
+
+
+def resolution_floor(subjects, image_size: int) -> dict | None:
+    """The score of a perfect model that runs at ``image_size``: each subject's ground truth
+    resized to ``image_size`` and back (bilinear, as ``evaluate.resized_translator``), scored
+    against itself inside the body. None when the subjects already have that size.
+
+    Returns:
+        The :data:`HEADLINE` fields, means over subjects (HU for CT MAE, [0, 1] MRI scale).
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from ctmri_tf import intensity, metrics
+
+    if all(s.images["ct"].shape[1:] == (image_size, image_size) for s in subjects):
+        return None
+    values: dict[str, list[float]] = {field: [] for field in HEADLINE}
+    for subject in subjects:
+        for target, prefix in (("ct", "mri_to_ct"), ("mri", "ct_to_mri")):
+            truth, low_high = subject.images[target], subject.ranges[target]
+            unit = intensity.to_unit(truth, target, low_high)[..., None]
+            small = tf.image.resize(unit, (image_size, image_size), method="bilinear",
+                                    antialias=True)
+            back = tf.image.resize(small, truth.shape[1:], method="bilinear").numpy()[..., 0]
+            back = intensity.from_unit(back, target, low_high)
+            if target == "ct":
+                pred, ref, value_range = back, truth, metrics.CT_RANGE_HU
+            else:
+                pred, ref = (metrics.mri_to_unit_interval(x, low_high) for x in (back, truth))
+                value_range = metrics.MRI_UNIT_RANGE
+            body = metrics.image_metrics(pred, ref, subject.masks[target], value_range)["body"]
+            for metric, value in body.items():
+                field = next(f for f, (_, region, m) in HEADLINE.items()
+                             if f.startswith(prefix) and m == metric)
+                values[field].append(value)
+    return {field: float(np.mean(v)) for field, v in values.items()}
 
 
 def calibrate(config) -> float:
@@ -119,15 +181,15 @@ def train_model(config, run_root: Path, progress: bool):
     strategy = tf.distribute.get_strategy()
     configure_keras(config.seed, config.precision)   # tf.data shuffles use the global seed
     d = config.data
-    per_side = d.batch_size // 2 if config.experiment == "stargan" else d.batch_size
-    train_data = data.unpaired_batches("train", per_side, d.image_size, mask_inputs=d.mask_inputs,
-                                       augment=d.augment, seed=config.seed, repeat=True,
-                                       drop_remainder=True, config=d.dataset_config,
-                                       data_dir=d.data_dir)
     if config.experiment == "stargan":
-        from ctmri_tf.training.stargan import StarGAN
+        from ctmri_tf.training.stargan import StarGAN, training_batches
+        train_data = training_batches(config)
         task = StarGAN(config, strategy)
     else:
+        train_data = data.unpaired_batches("train", d.batch_size, d.image_size,
+                                           mask_inputs=d.mask_inputs, augment=d.augment,
+                                           seed=config.seed, repeat=True, drop_remainder=True,
+                                           config=d.dataset_config, data_dir=d.data_dir)
         from ctmri_tf.training.cyclegan import CycleGAN
         task = CycleGAN(config, strategy)
     run = create_run_dir(run_root, config)
@@ -205,9 +267,14 @@ def _parser() -> argparse.ArgumentParser:
                              "(default: artifacts/tensorflow_datasets, as make demo; --quick: a "
                              "temporary folder)")
     parser.add_argument("--dataset-config", default=None,
-                        help="tfds ctmri config (default: the preset's)")
+                        help="tfds ctmri config (default: the preset's phantoms rendered at the "
+                             "model's image size, e.g. synthetic_40x32x128 for demo)")
     parser.add_argument("--precision", default="float32", help="float32 or mixed_bfloat16")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="FIELD=VALUE",
+                        help="override a config field of every trained model, e.g. --set "
+                             "loss.n_critic=1 (repeatable; see python -m train.stargan --help)")
     parser.add_argument("--eval-batch-size", type=int, default=16,
                         help="slices per translator call during evaluation")
     parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
@@ -232,12 +299,15 @@ def _main(argv: list[str] | None) -> int:
     previous = common.previous_results(args)
     machine = common.machine_info()
 
+    from train.common import parse_set
+    overrides = parse_set(args.overrides)
     work = Path(tempfile.mkdtemp(prefix="ctmri-quality-"))
     try:
         data_dir = args.data_dir or (work / "tfds" if args.quick else DEFAULT_DATA_DIR)
         configs_ = {model: training_config(model, args.preset, data_dir=data_dir,
                                            dataset_config=args.dataset_config,
-                                           precision=args.precision, seed=args.seed)
+                                           precision=args.precision, seed=args.seed,
+                                           overrides=overrides)
                     for model in models}
         dataset = next(iter(configs_.values())).data.dataset_config
         from datasets.ctmri.ctmri_dataset_builder import build
@@ -273,6 +343,9 @@ def _main(argv: list[str] | None) -> int:
                               "config": config}
         print(f"[{NAME}] evaluating on the test subjects ...", file=sys.stderr, flush=True)
         subjects = evaluate.load_subjects("test", config=dataset, data_dir=data_dir)
+        sizes = {config.data.image_size for config in configs_.values()}
+        floors = {size: floor for size in sorted(sizes)
+                  if (floor := resolution_floor(subjects, size)) is not None}
         results = evaluate.evaluate(translators, subjects, work / "evaluation",
                                     batch_size=args.eval_batch_size, progress=not args.quick)
         if args.keep is not None:
@@ -296,7 +369,15 @@ def _main(argv: list[str] | None) -> int:
         if "config" in info:
             row["config"] = config_module.to_dict(info["config"])
         rows.append(row)
+    for size, floor in floors.items():
+        rows.append({"model": f"ground truth via {size} px", "kind": "resolution floor",
+                     "preset": args.preset, "dataset": dataset, "budget": budget,
+                     "test_subjects": len(results["subjects"]), **floor})
     print(evaluate.comparison_markdown(results))
+    for size in floors:
+        print(f"[{NAME}] the models run at {size} px and are scored at the data's size: the "
+              f"'ground truth via {size} px' row is the best any model at that size can score",
+              file=sys.stderr)
     notes = {"protocol": results["protocol"], "subjects": results["subjects"],
              "targets": {"stargan_mri_to_ct_mae_body_hu_max": TARGET_MRI_TO_CT_MAE_HU,
                          "stargan_ct_to_mri_ssim_body_min": TARGET_CT_TO_MRI_SSIM,

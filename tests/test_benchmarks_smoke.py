@@ -13,6 +13,7 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -98,3 +99,31 @@ def test_benchmark_scripts_run_quick(tmp_path, capsys):
         assert row["mri_to_ct_mae_body_hu"] == row["summary"]["mri->ct"]["body"]["mae"]["mean"]
     printed = capsys.readouterr().out
     assert "StarGAN MRI->CT MAE in body" in printed and "target <= 80 HU" in printed
+
+
+def test_quality_scores_models_at_their_own_resolution():
+    """The demo model (128 px) is scored on phantoms rendered at 128 px; a resize to another
+    data size has a floor: zero for a flat volume, positive for one with edges."""
+    from ctmri_tf import configs
+    from ctmri_tf.evaluate import paired_subject
+
+    demo, paper = (configs.get_config("stargan", p) for p in ("demo", "paper"))
+    assert quality.native_dataset(demo) == "synthetic_40x32x128"
+    assert quality.native_dataset(paper) == "synthetic"
+    custom = configs.override(demo, {"data.dataset_config": "folder"})
+    assert quality.native_dataset(custom) == "folder"
+
+    mask = np.ones((2, 64, 64), np.uint8)
+    flat = paired_subject("flat", ct=np.full((2, 64, 64), 40.0), mask=mask,
+                          mri=np.full((2, 64, 64), 300.0), mri_range=(0.0, 600.0))
+    assert quality.resolution_floor([flat], 64) is None
+    floor = quality.resolution_floor([flat], 32)
+    assert floor["mri_to_ct_mae_body_hu"] == pytest.approx(0.0, abs=1e-3)
+    assert floor["ct_to_mri_mae_body"] == pytest.approx(0.0, abs=1e-6)
+    ct = np.full((2, 64, 64), -100.0)
+    ct[:, :, 31:] = 1000.0                             # a bone edge between two pixels
+    edged = paired_subject("edged", ct=ct, mri=np.full((2, 64, 64), 300.0), mask=mask,
+                           mri_range=(0.0, 600.0))
+    floor = quality.resolution_floor([edged], 32)
+    assert 1.0 < floor["mri_to_ct_mae_body_hu"] < 1100.0 / 2
+    assert floor["mri_to_ct_ssim_body"] < 1.0

@@ -57,8 +57,11 @@ def _randomize(model):
 
 @pytest.mark.parametrize("size", [(8, 8), (7, 10)])
 @pytest.mark.parametrize("kernel,stride,pad,mode", [
-    (4, 2, 1, "zeros"),     # StarGAN down-sampling / PatchGAN
+    (4, 2, 1, "zeros"),     # StarGAN down-sampling / PatchGAN ("same" on even sizes)
     (3, 2, 1, "zeros"),     # CycleGAN down-sampling (Keras "same" would shift it by a pixel)
+    (3, 1, 1, "zeros"),     # StarGAN residual block ("same")
+    (7, 1, 3, "zeros"),     # StarGAN stem ("same")
+    (4, 1, 1, "zeros"),     # PatchGAN last layers (even kernel, stride 1: explicit pad)
     (7, 1, 3, "reflect"),   # CycleGAN c7s1
     (3, 1, 1, "reflect"),   # CycleGAN residual block
 ])
@@ -72,9 +75,29 @@ def test_conv2d_matches_pytorch_conv2d(size, kernel, stride, pad, mode):
     np.testing.assert_allclose(model(x), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_conv2d_of_unknown_size_matches_pytorch_conv2d():
+    """A model built for any size (image_size=None) takes the "same" path for 4x4 / stride 2
+    and must still equal PyTorch on the even sizes such models accept."""
+    model = _layer_model((None, None, 2), lambda t: conv2d(t, 3, 4, strides=2, padding=1,
+                                                           name="c"))
+    assert not any(isinstance(layer, keras.layers.ZeroPadding2D) for layer in model.layers)
+    _randomize(model)
+    x = RNG.normal(size=(2, 8, 12, 2)).astype(np.float32)
+    w, b = (v.numpy() for v in model.get_layer("c").weights)
+    np.testing.assert_allclose(model(x), torch_conv2d(x, w, b, 2, 1, "constant"),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_stargan_generator_pads_inside_its_convolutions():
+    """StarGAN's zero paddings all equal Keras "same": no copy into a padded buffer."""
+    model = stargan_generator(filters=8, num_residual=1, image_size=32)
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert not kinds & {"ZeroPadding2D", "Cropping2D"}, kinds
+
+
 @pytest.mark.parametrize("kernel,stride,pad,output_padding", [
-    (4, 2, 1, 0),   # StarGAN up-sampling
-    (3, 2, 1, 1),   # CycleGAN up-sampling
+    (4, 2, 1, 0),   # StarGAN up-sampling ("same")
+    (3, 2, 1, 1),   # CycleGAN up-sampling (valid + crop)
 ])
 def test_conv2d_transpose_matches_pytorch_conv_transpose2d(kernel, stride, pad, output_padding):
     model = _layer_model((5, 6, 2), lambda t: conv2d_transpose(
@@ -399,9 +422,15 @@ def test_stargan_critic_gradient_penalty_trains_the_discriminator():
         total = tf.reduce_sum(gp)
     grads = tape.gradient(total, d.trainable_variables)
     assert gp.shape == (2,)
-    # Every weight on the src path gets a second-order gradient; cls_conv is not on it.
-    names = [v.path for v, g in zip(d.trainable_variables, grads) if g is None]
-    assert names == ["cls_conv/kernel"], names
+    # Every kernel on the src path gets a second-order gradient; cls_conv is not on the path.
+    # The critic is piecewise linear in its input, so its input gradient does not depend on the
+    # biases (away from the kinks): their GP gradient is identically zero, which TensorFlow
+    # reports as no gradient for max(x, 0.01 x).
+    missing = {v.path for v, g in zip(d.trainable_variables, grads) if g is None}
+    assert missing == {f"down{i}/bias" for i in range(1, 6)} | {"cls_conv/kernel"}, missing
+    for v, g in zip(d.trainable_variables, grads):
+        if v.path.endswith("kernel") and g is not None:
+            assert float(tf.reduce_max(tf.abs(g))) > 0, v.path
 
 
 def test_cyclegan_layers_of_equal_shape_start_with_different_kernels():
@@ -427,3 +456,24 @@ def test_classifier_prediction_does_not_depend_on_the_rest_of_the_batch():
     alone = np.concatenate([model(images[i:i + 1], training=True).numpy() for i in range(6)])
     np.testing.assert_allclose(batch_train, alone, atol=1e-5)
     np.testing.assert_allclose(batch_train, batch_infer, atol=1e-5)
+
+
+def test_max_leaky_relu_equals_keras_leaky_relu_to_the_second_derivative():
+    from ctmri_tf.models.layers import MaxLeakyReLU
+
+    x = tf.constant(RNG.normal(size=(3, 4, 5, 2)).astype(np.float32))
+    ours, theirs = MaxLeakyReLU(0.01), keras.layers.LeakyReLU(negative_slope=0.01)
+    np.testing.assert_array_equal(ours(x), theirs(x))
+    for layer in (ours, theirs):
+        with tf.GradientTape() as outer:
+            outer.watch(x)
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                y = tf.reduce_sum(layer(x) ** 3)
+            g = inner.gradient(y, x)
+            gg = tf.reduce_sum(g * g)
+        layer.grads = (g.numpy(), outer.gradient(gg, x).numpy())
+    for a, b in zip(ours.grads, theirs.grads):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    with pytest.raises(ValueError, match="negative_slope"):
+        MaxLeakyReLU(1.5)

@@ -24,6 +24,8 @@ from ctmri_tf.training.strategy import make_strategy
 from train import common
 from train import stargan as stargan_cli
 
+from dataset_fixtures import tiny_dataset  # noqa: F401  (session fixture)
+
 SIZE = 32
 
 
@@ -203,6 +205,67 @@ def test_mixed_bfloat16_session_stops_at_a_step_with_float32_losses(tmp_path, sl
     losses = result.history[-1][1]
     assert {"d_total", "g_total"} <= set(losses)
     assert all(isinstance(v, float) and np.isfinite(v) for v in losses.values())
+
+
+# --------------------------------------------------------------------------- paired L1
+def test_paired_loss_is_l1_to_the_registered_counterpart(slices):
+    """With ``loss.lambda_paired`` the generator loss adds lambda x mean |G(x, other) - x'|,
+    x' being the registered counterpart of x (the CT half's is the MRI half and vice versa)."""
+    ct, mri = slices
+    config = smoke_config(**{"loss.lambda_paired": 7.0, "loss.n_critic": 1})
+    task = StarGAN(config, make_strategy("default"))
+    batch = {"ct": tf.constant(ct[:2]), "mri": tf.constant(mri[:2])}   # slices 0, 1: pairs
+    # The generator's forward before the step (the critic update does not change it).
+    fake_mri = task.translate(ct[:2], 1).numpy()
+    fake_ct = task.translate(mri[:2], 0).numpy()
+    expected = np.mean([np.mean(np.abs(fake_mri[i] - mri[i])) for i in range(2)]
+                       + [np.mean(np.abs(fake_ct[i] - ct[i])) for i in range(2)])
+    losses = {k: float(v) for k, v in task.replica_step(batch, tf.constant([1, 2]),
+                                                         "d+g").items()}
+    assert losses["g_paired"] == pytest.approx(expected, rel=1e-4)
+    assert losses["g_total"] == pytest.approx(
+        losses["g_adv"] + 10 * losses["g_rec"] + losses["g_cls"] + 7.0 * expected, rel=1e-4)
+    # Unpaired (the paper's StarGAN, the default): no such term.
+    plain = StarGAN(smoke_config(**{"loss.n_critic": 1}), make_strategy("default"))
+    assert "g_paired" not in plain.replica_step(batch, tf.constant([1, 2]), "d+g")
+
+
+def test_paired_training_batches_hold_the_same_slice_on_both_sides(tiny_dataset):
+    from ctmri_tf.training.stargan import training_batches
+
+    name, data_dir = tiny_dataset
+    config = smoke_config(**{"data.dataset_config": name, "data.data_dir": str(data_dir),
+                             "data.batch_size": 8})
+
+    def background_disagreement(cfg):
+        batch = next(iter(training_batches(cfg)))
+        ct, mri = batch["ct"].numpy(), batch["mri"].numpy()
+        assert ct.shape == mri.shape == (4, 32, 32, 1)
+        # the masked background is exactly -1 on both sides of a registered pair
+        return np.mean((ct == -1.0) != (mri == -1.0))
+
+    assert background_disagreement(configs.override(config, {"loss.lambda_paired": 100.0})) < 0.02
+    assert background_disagreement(config) > 0.05          # unpaired: unrelated slices
+
+
+def test_paired_training_without_pairs_is_a_clear_error(tiny_dataset, monkeypatch):
+    from ctmri_tf import data
+    from ctmri_tf.errors import CtmriInputError
+    from ctmri_tf.training.stargan import training_batches
+
+    name, data_dir = tiny_dataset
+    config = smoke_config(**{"data.dataset_config": name, "data.data_dir": str(data_dir),
+                             "loss.lambda_paired": 100.0})
+    # an unpaired dataset (folder_unpaired): the paired stream of its split is empty
+    monkeypatch.setattr(data, "paired_batches",
+                        lambda *a, **k: tf.data.Dataset.from_tensor_slices(
+                            {"source": np.zeros((0, 32, 32, 1), np.float32),
+                             "target": np.zeros((0, 32, 32, 1), np.float32)}))
+    with pytest.raises(CtmriInputError, match="lambda_paired=100.0 needs registered CT/MRI "
+                                              "pairs.*--set loss.lambda_paired=0"):
+        training_batches(config)
+    with pytest.raises(CtmriInputError, match="lambda_paired=-1.0 must be >= 0"):
+        smoke_config(**{"loss.lambda_paired": -1.0}).validate()
 
 
 # ------------------------------------------------------------------------------------- CLI

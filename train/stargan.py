@@ -7,7 +7,8 @@
 The run folder holds ``config.json``, ``checkpoints/``, ``logs/`` (``tensorboard --logdir``) and
 ``samples/`` (PNG grids: input | translated | reconstructed | ground truth).
 Training batches: ``data.batch_size / 2`` CT and as many MRI slices of the ``train`` split
-(unpaired, shuffled with ``--seed``); validation: paired MRI/CT slices of the ``validation``
+(unpaired, shuffled with ``--seed``; registered pairs with ``--set loss.lambda_paired=100``);
+validation: paired MRI/CT slices of the ``validation``
 split (PSNR/SSIM of MRI->CT and CT->MRI).
 """
 from __future__ import annotations
@@ -16,9 +17,8 @@ import sys
 
 import tensorflow as tf
 
-from ctmri_tf import data
 from ctmri_tf.configs import StarGANConfig
-from ctmri_tf.training.stargan import StarGAN
+from ctmri_tf.training.stargan import StarGAN, training_batches
 from train import common
 
 
@@ -28,12 +28,7 @@ def build_datasets(config: StarGANConfig) -> tuple[tf.data.Dataset, tf.data.Data
     Raises:
         CtmriInputError: the dataset is not built (the message gives the build command).
     """
-    d = config.data
-    train = data.unpaired_batches("train", d.batch_size // 2, d.image_size,
-                                  mask_inputs=d.mask_inputs, augment=d.augment, seed=config.seed,
-                                  repeat=True, drop_remainder=True, config=d.dataset_config,
-                                  data_dir=d.data_dir)
-    return train, common.paired_validation(config)
+    return training_batches(config), common.paired_validation(config)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,9 +4,14 @@ The reference implementations of StarGAN (yunjey/stargan) and CycleGAN
 (junyanz/pytorch-CycleGAN-and-pix2pix) are PyTorch code. Keras' ``padding="same"`` puts the odd
 pixel of padding after the image, PyTorch pads both sides by ``padding``; for a stride-2 3x3
 convolution, or for a 3x3 transposed convolution with ``output_padding=1``, the two sample
-different pixels. Every convolution here is therefore an explicit pad followed by a ``"valid"``
-convolution (and every transposed convolution a ``"valid"`` one followed by a crop), which
-reproduces ``torch.nn.Conv2d`` / ``ConvTranspose2d`` output sizes and pixel alignment exactly.
+different pixels. Such convolutions are an explicit pad followed by a ``"valid"`` convolution
+(and such transposed convolutions a ``"valid"`` one followed by a crop), which reproduces
+``torch.nn.Conv2d`` / ``ConvTranspose2d`` output sizes and pixel alignment exactly. Where
+``"same"`` provably pads exactly as PyTorch does (:func:`same_is_torch_padding`,
+:func:`same_is_torch_transpose_crop`: 3x3 and 7x7 stride-1 convolutions, the 4x4 stride-2
+convolutions and transposed convolutions of StarGAN), the layer uses ``"same"``: the same
+numbers, without copying every input into a padded buffer (9 % faster for a 3x3 256-channel
+convolution's forward and backward on this project's CPU, 20 % for a transposed one).
 
 Tensors are channels-last ``(batch, height, width, channels)``; the values are whatever the
 caller feeds (model space [-1, 1] at the input of every ctmri-tf model).
@@ -150,6 +155,35 @@ class ReflectionPadding2D(keras.layers.Layer):
         return {**super().get_config(), "padding": self.padding}
 
 
+@keras.saving.register_keras_serializable(package="ctmri_tf")
+class MaxLeakyReLU(keras.layers.Layer):
+    """Leaky ReLU written as ``max(x, negative_slope * x)`` (``0 <= negative_slope < 1``): the
+    same function as ``keras.layers.LeakyReLU``, built from ops TensorFlow's graph optimiser
+    leaves alone.
+
+    Under a second derivative (the WGAN-GP gradient penalty differentiates the critic twice)
+    grappler's remapper fails on the fused ``Conv2D + BiasAdd + LeakyRelu`` pattern ("remapper
+    failed: ... LeakyReluGrad exist for missing node .../BiasAdd") and then skips its fusions for
+    the whole training step: the official-size StarGAN iteration took 4.13 s with
+    ``LeakyReLU`` and 3.68 s with this layer on this project's 2-core CPU.
+    """
+
+    def __init__(self, negative_slope: float = 0.01, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= negative_slope < 1.0:
+            raise ValueError(f"negative_slope must be in [0, 1), got {negative_slope}")
+        self.negative_slope = float(negative_slope)
+
+    def call(self, inputs):
+        return ops.maximum(inputs, ops.cast(self.negative_slope, inputs.dtype) * inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "negative_slope": self.negative_slope}
+
+
 def instance_norm(*, affine: bool = True, name: str) -> keras.layers.GroupNormalization:
     """Instance normalisation: ``GroupNormalization(groups=-1, epsilon=1e-5)``.
 
@@ -162,6 +196,32 @@ def instance_norm(*, affine: bool = True, name: str) -> keras.layers.GroupNormal
     """
     return keras.layers.GroupNormalization(groups=-1, epsilon=1e-5, center=affine, scale=affine,
                                            name=name)
+
+
+def same_is_torch_padding(kernel_size: int, strides: int, padding: int, spatial=()) -> bool:
+    """Whether Keras ``padding="same"`` equals PyTorch's zero ``padding`` on both sides.
+
+    Keras pads ``total = max((ceil(n / s) - 1) * s + k - n, 0)`` pixels, ``total // 2`` before.
+    Stride 1: ``total = k - 1``, equal when ``k == 2 * padding + 1``. Stride 2 on an even size
+    ``n``: ``total = k - 2``, equal when ``k == 2 * padding + 2`` (StarGAN's 4x4 / stride 2 /
+    padding 1). ``spatial`` holds the input's static height and width (None: unknown; models with
+    stride-2 layers require even sizes there, e.g. multiples of 4 for the StarGAN generator).
+    """
+    if strides == 1:
+        return kernel_size == 2 * padding + 1
+    if strides == 2:
+        return (kernel_size == 2 * padding + 2
+                and all(side is None or side % 2 == 0 for side in spatial))
+    return False
+
+
+def same_is_torch_transpose_crop(kernel_size: int, strides: int, padding: int,
+                                 output_padding: int) -> bool:
+    """Whether a Keras ``padding="same"`` transposed convolution (output ``n * strides``, the
+    ``"valid"`` output cropped by ``(k - s) // 2`` before and the rest after) equals PyTorch's
+    crop of ``padding`` before and ``padding - output_padding`` after."""
+    extra = kernel_size - strides
+    return extra >= 0 and extra // 2 == padding and extra - extra // 2 == padding - output_padding
 
 
 def conv2d(x, filters: int, kernel_size: int, *, strides: int = 1, padding: int = 0,
@@ -180,14 +240,17 @@ def conv2d(x, filters: int, kernel_size: int, *, strides: int = 1, padding: int 
     """
     if padding_mode not in PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+    keras_padding = "valid"
     if padding:
         if padding_mode == "reflect":
             x = ReflectionPadding2D(padding, name=f"{name}_reflect_pad")(x)
+        elif same_is_torch_padding(kernel_size, strides, padding, x.shape[1:3]):
+            keras_padding = "same"
         else:
             x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
     kernel_init, bias_init = _initializers_for_layer(initializers,
                                                      kernel_size * kernel_size * x.shape[-1])
-    return keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="valid",
+    return keras.layers.Conv2D(filters, kernel_size, strides=strides, padding=keras_padding,
                                use_bias=use_bias, kernel_initializer=kernel_init,
                                bias_initializer=bias_init, dtype=dtype, name=name)(x)
 
@@ -206,9 +269,13 @@ def conv2d_transpose(x, filters: int, kernel_size: int, *, strides: int, padding
                          f"({padding})")
     # PyTorch's fan-in of a ConvTranspose2d weight (in, out, k, k) is out * k * k.
     kernel_init, bias_init = _initializers_for_layer(initializers, kernel_size * kernel_size * filters)
-    x = keras.layers.Conv2DTranspose(filters, kernel_size, strides=strides, padding="valid",
+    same = same_is_torch_transpose_crop(kernel_size, strides, padding, output_padding)
+    x = keras.layers.Conv2DTranspose(filters, kernel_size, strides=strides,
+                                     padding="same" if same else "valid",
                                      use_bias=use_bias, kernel_initializer=kernel_init,
                                      bias_initializer=bias_init, name=name)(x)
+    if same:
+        return x
     crop = (padding, padding - output_padding)
     if any(crop):
         x = keras.layers.Cropping2D((crop, crop), name=f"{name}_crop")(x)

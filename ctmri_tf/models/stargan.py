@@ -8,7 +8,8 @@ images in [-1, 1] (channels-last) instead of RGB:
   2 x [ConvTranspose4x4 stride 2, channels / 2] -> Conv7x7(1) -> tanh. Every convolution but
   the last is followed by instance norm (with affine parameters) and ReLU; no convolution has a
   bias.
-* Discriminator: ``num_layers`` x [Conv4x4 stride 2 (with bias), LeakyReLU(0.01)], channels
+* Discriminator: ``num_layers`` x [Conv4x4 stride 2 (with bias), LeakyReLU(0.01)] (as
+  ``max(x, 0.01 x)``, :class:`ctmri_tf.models.layers.MaxLeakyReLU`), channels
   doubling from ``filters``; then ``src`` = Conv3x3 -> 1 channel (the PatchGAN critic logits of
   the WGAN-GP loss) and ``cls`` = a convolution as large as the last feature map -> one logit per
   domain. No normalisation (WGAN-GP forbids batch statistics in the critic).
@@ -21,8 +22,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from ctmri_tf.models.layers import (check_positive_ints, conv2d, conv_norm_act, image_input,
-                                    residual_block, spatial_size,
+from ctmri_tf.models.layers import (MaxLeakyReLU, check_positive_ints, conv2d, conv_norm_act,
+                                    image_input, residual_block, spatial_size,
                                     torch_default_initializers)
 
 GENERATOR_DOWNSAMPLING = 4   # two stride-2 convolutions
@@ -120,7 +121,7 @@ def stargan_discriminator(image_size, num_domains: int = 2, filters: int = 64,
     channels = filters
     for i in range(num_layers):
         x = conv2d(x, channels, 4, strides=2, padding=1, use_bias=True, name=f"down{i + 1}")
-        x = keras.layers.LeakyReLU(negative_slope=0.01, name=f"down{i + 1}_leaky_relu")(x)
+        x = MaxLeakyReLU(negative_slope=0.01, name=f"down{i + 1}_leaky_relu")(x)
         channels *= 2
     src = conv2d(x, 1, 3, padding=1, use_bias=False, dtype="float32", name="src")
     kernel = (height // factor, width // factor)

@@ -10,7 +10,14 @@ the paper's random target label is always the other one). Then, as in ``solver.p
    classification of the *real* images + ``lambda_gp`` x gradient penalty;
 2. generator update, every ``n_critic``-th step (after that step's critic update): WGAN adversarial
    loss + ``lambda_cls`` x domain classification of the *fake* images + ``lambda_rec`` x L1
-   reconstruction after translating back to the original domain.
+   reconstruction after translating back to the original domain (+ ``lambda_paired`` x L1 to the
+   registered counterpart when ``loss.lambda_paired > 0``: the batches are then registered
+   pairs, :func:`training_batches`).
+
+Two things are computed once where the official code computes them twice, with the same
+result: on a generator step the critic update and the generator update use the same
+translations (the generator has not changed in between), and the critic scores real and fake
+images in one call (it has no batch statistics).
 
 Both optimizers are Adam(lr, beta_1=0.5, beta_2=0.999, epsilon=1e-8 as PyTorch), with the
 learning rate constant and then decaying linearly to 0 over the last ``schedule.decay_steps``
@@ -27,8 +34,9 @@ import os
 import keras
 import tensorflow as tf
 
-from ctmri_tf import losses
+from ctmri_tf import data, losses
 from ctmri_tf.configs import StarGANConfig
+from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.models.stargan import stargan_discriminator, stargan_generator
 from ctmri_tf.training import translation_validation
 from ctmri_tf.training.restore import float32_copy, restore_task
@@ -97,35 +105,26 @@ class StarGAN:
     def replica_step(self, batch, seed, kind: str) -> dict:
         """One replica's step on ``{"ct": (b, H, W, 1), "mri": (b, H, W, 1)}`` in [-1, 1]."""
         lambda_cls = self.config.loss.lambda_cls
-        lambda_gp = self.config.loss.lambda_gp
         lambda_rec = self.config.loss.lambda_rec
+        lambda_paired = self.config.loss.lambda_paired
         G, D = self.generator, self.discriminator
         x_real, label_org, label_trg, alpha = self._inputs(batch, seed)
 
-        # 1. Train the discriminator.
-        with tf.GradientTape() as tape:
-            # Real images: critic scores and domain classification.
-            out_src, out_cls = D(x_real, training=True)
-            d_loss_cls = self._average(losses.domain_classification_loss(label_org, out_cls))
-            # Fake images (the generator is not trained here).
-            x_fake = tf.stop_gradient(G([x_real, label_trg], training=True))
-            fake_src, _ = D(x_fake, training=True)
-            d_loss_adv = self._average(losses.wgan_critic_loss(out_src, fake_src))
-            # Gradient penalty on random interpolates of real and fake images.
-            d_loss_gp = self._average(losses.gradient_penalty(
-                lambda x: D(x, training=True)[0], x_real, x_fake, alpha))
-            d_loss = d_loss_adv + lambda_cls * d_loss_cls + lambda_gp * d_loss_gp
-        self._apply(self.discriminator_optimizer, tape.gradient(d_loss, D.trainable_variables),
-                    D.trainable_variables)
-        step_losses = {"d_adv": d_loss_adv, "d_cls": d_loss_cls, "d_gp": d_loss_gp,
-                       "d_total": d_loss}
         if kind == "d":
-            return step_losses
-
-        # 2. Train the generator (every n_critic steps).
-        with tf.GradientTape() as tape:
-            # Original-to-target domain.
+            # The generator is not trained at this step: no tape records its forward pass.
             x_fake = G([x_real, label_trg], training=True)
+            return self._train_discriminator(x_real, x_fake, label_org, alpha)
+
+        with tf.GradientTape() as tape:
+            # Original-to-target domain. The critic update below uses the same translations:
+            # the generator has not changed since, so the official code's second forward pass
+            # would compute exactly these images again.
+            x_fake = G([x_real, label_trg], training=True)
+            # 1. Train the discriminator (outside the generator's tape).
+            with tape.stop_recording():
+                step_losses = self._train_discriminator(x_real, tf.stop_gradient(x_fake),
+                                                        label_org, alpha)
+            # 2. Train the generator (every n_critic steps), against the updated critic.
             out_src, out_cls = D(x_fake, training=True)
             g_loss_adv = self._average(losses.wgan_generator_loss(out_src))
             g_loss_cls = self._average(losses.domain_classification_loss(label_trg, out_cls))
@@ -133,11 +132,39 @@ class StarGAN:
             x_reconst = G([x_fake, label_org], training=True)
             g_loss_rec = self._average(losses.l1_loss(x_real, x_reconst))
             g_loss = g_loss_adv + lambda_rec * g_loss_rec + lambda_cls * g_loss_cls
+            if lambda_paired > 0:
+                # Registered pairs: each translation against its input's counterpart (the CT
+                # half's counterpart is the MRI half, and the other way round).
+                x_counterpart = tf.concat(tf.split(x_real, 2, axis=0)[::-1], axis=0)
+                g_loss_paired = self._average(losses.l1_loss(x_counterpart, x_fake))
+                g_loss += lambda_paired * g_loss_paired
         self._apply(self.generator_optimizer, tape.gradient(g_loss, G.trainable_variables),
                     G.trainable_variables)
         step_losses.update({"g_adv": g_loss_adv, "g_cls": g_loss_cls, "g_rec": g_loss_rec,
                             "g_total": g_loss})
+        if lambda_paired > 0:
+            step_losses["g_paired"] = g_loss_paired
         return step_losses
+
+    def _train_discriminator(self, x_real, x_fake, label_org, alpha) -> dict:
+        """One critic update on real images and the generator's (constant) translations."""
+        D = self.discriminator
+        with tf.GradientTape() as tape:
+            # Real and fake images in one call (the critic has no batch statistics): critic
+            # scores of both, domain classification of the real ones.
+            src, cls = D(tf.concat([x_real, x_fake], axis=0), training=True)
+            out_src, fake_src = tf.split(src, 2, axis=0)
+            out_cls = tf.split(cls, 2, axis=0)[0]
+            d_loss_cls = self._average(losses.domain_classification_loss(label_org, out_cls))
+            d_loss_adv = self._average(losses.wgan_critic_loss(out_src, fake_src))
+            # Gradient penalty on random interpolates of real and fake images.
+            d_loss_gp = self._average(losses.gradient_penalty(
+                lambda x: D(x, training=True)[0], x_real, x_fake, alpha))
+            d_loss = (d_loss_adv + self.config.loss.lambda_cls * d_loss_cls
+                      + self.config.loss.lambda_gp * d_loss_gp)
+        self._apply(self.discriminator_optimizer, tape.gradient(d_loss, D.trainable_variables),
+                    D.trainable_variables)
+        return {"d_adv": d_loss_adv, "d_cls": d_loss_cls, "d_gp": d_loss_gp, "d_total": d_loss}
 
     def validation_metrics(self, batch) -> dict:
         """PSNR (dB) and SSIM of MRI->CT and CT->MRI on a paired batch, per example ``(B,)``
@@ -188,6 +215,43 @@ class StarGAN:
     @staticmethod
     def _apply(optimizer, gradients, variables) -> None:
         optimizer.apply_gradients(zip(gradients, variables))
+
+
+# ----------------------------------------------------------------------------- input
+def training_batches(config: StarGANConfig, split: str = "train") -> tf.data.Dataset:
+    """The infinite, seeded training stream of :class:`StarGAN`:
+    ``{"ct": (B/2, H, W, 1), "mri": (B/2, H, W, 1)}`` in [-1, 1] with ``B = data.batch_size``.
+
+    Unpaired (``loss.lambda_paired == 0``): independent CT and MRI streams
+    (``ctmri_tf.data.unpaired_batches``). Paired (``loss.lambda_paired > 0``): registered slices
+    (``ctmri_tf.data.paired_batches``, MRI as source), so ``ct[i]`` and ``mri[i]`` are the same
+    slice of the same subject; both sides of a pair get the same augmentation.
+
+    Raises:
+        CtmriInputError: the dataset is not built, or ``lambda_paired > 0`` and ``split`` holds
+            no registered CT/MRI pair (e.g. the ``folder_unpaired`` config).
+    """
+    d = config.data
+    per_side = d.batch_size // 2
+    if config.loss.lambda_paired <= 0:
+        return data.unpaired_batches(split, per_side, d.image_size, mask_inputs=d.mask_inputs,
+                                     augment=d.augment, seed=config.seed, repeat=True,
+                                     drop_remainder=True, config=d.dataset_config,
+                                     data_dir=d.data_dir)
+
+    def pairs(repeat: bool) -> tf.data.Dataset:
+        return data.paired_batches(split, per_side, d.image_size, source="mri",
+                                   mask_inputs=d.mask_inputs, augment=d.augment, seed=config.seed,
+                                   repeat=repeat, drop_remainder=True, config=d.dataset_config,
+                                   data_dir=d.data_dir)
+
+    if not any(True for _ in pairs(repeat=False).take(1)):
+        raise CtmriInputError(None, f"loss.lambda_paired={config.loss.lambda_paired} needs "
+                                    f"registered CT/MRI pairs, but the {split!r} split of ctmri/"
+                                    f"{d.dataset_config} has no batch of {per_side} of them; use "
+                                    f"a paired dataset or --set loss.lambda_paired=0")
+    return pairs(repeat=True).map(lambda b: {"ct": b["target"], "mri": b["source"]},
+                                  num_parallel_calls=tf.data.AUTOTUNE)
 
 
 # ----------------------------------------------------------------------------- run folders
