@@ -109,18 +109,23 @@ def time_calls(fn: Callable[[], Any], *, iterations: int, warmup: int) -> Timing
     return Timing(tuple(samples), warmup)
 
 
-def check_iterations(iterations: int, warmup: int, quick: bool) -> None:
-    """Full runs time at least :data:`MIN_ITERATIONS` iterations (a median of fewer is noise).
+def check_iterations(iterations: int, warmup: int, quick: bool,
+                     few_allowed: bool = False) -> None:
+    """Full runs time at least :data:`MIN_ITERATIONS` iterations (a median of fewer is noise),
+    unless ``few_allowed`` (``--few-iterations``: configurations too slow to time ten of, whose
+    rows then say so).
 
     Raises:
-        CtmriInputError: too few iterations without ``--quick``, or a negative warm-up.
+        CtmriInputError: too few iterations without ``--quick`` or ``few_allowed``, or a
+            negative warm-up.
     """
     if warmup < 0:
         raise CtmriInputError(None, f"--warmup must be >= 0, got {warmup}")
-    if iterations < 1 or (not quick and iterations < MIN_ITERATIONS):
+    if iterations < 1 or (not (quick or few_allowed) and iterations < MIN_ITERATIONS):
         raise CtmriInputError(None, f"--iterations {iterations}: a measurement needs at least "
                                     f"{MIN_ITERATIONS} timed iterations (use --quick for a smoke "
-                                    f"run)")
+                                    f"run, --few-iterations for a configuration too slow to "
+                                    f"time ten of)")
 
 
 # ----------------------------------------------------------------------------- memory

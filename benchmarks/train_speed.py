@@ -3,7 +3,8 @@
     python -m benchmarks.train_speed [--models stargan,cyclegan,deeplab] [--presets demo,paper]
         [--precisions fp32,mixed_bfloat16] [--batch-size 8] [--iterations 10] [--warmup 3]
         [--data-dir DIR [--dataset-config NAME]] [--stargan-official-arch] [--compare-official]
-        [--in-process] [--out benchmarks/results/train_speed.json] [--overwrite] [--quick]
+        [--few-iterations] [--in-process] [--out benchmarks/results/train_speed.json]
+        [--overwrite] [--quick]
 
 For every (model, preset, precision) the trainer of ``ctmri_tf.training`` is built from
 ``ctmri_tf.configs.get_config(model, preset)`` with ``data.batch_size`` and ``precision``
@@ -465,6 +466,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="add the official PyTorch StarGAN figures (4.9 s/iteration at 128 "
                              "px batch 8, 4.7 s at 256 px batch 1, this 2-core CPU) to the notes "
                              "and beside matching StarGAN rows")
+    parser.add_argument("--few-iterations", action="store_true",
+                        help=f"allow fewer than {common.MIN_ITERATIONS} timed iterations, for "
+                             "configurations too slow to time ten of (e.g. CycleGAN paper at "
+                             "batch 8 on a CPU); the rows and the table say so")
     parser.add_argument("--in-process", action="store_true",
                         help="run every configuration in this process (peak RSS is then "
                              "cumulative); --quick implies it")
@@ -474,7 +479,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def specs_from_args(args: argparse.Namespace) -> list[Spec]:
     """The configurations to measure, in table order."""
-    common.check_iterations(args.iterations, args.warmup, args.quick)
+    common.check_iterations(args.iterations, args.warmup, args.quick, args.few_iterations)
     precisions = common.parse_choices(args.precisions, PRECISIONS, "precision")
     shared = dict(iterations=args.iterations, warmup=args.warmup, data_dir=args.data_dir,
                   dataset_config=args.dataset_config, seed=args.seed)
@@ -513,6 +518,9 @@ def _main(argv: list[str] | None) -> int:
               f"batch {spec.batch_size} ...", file=sys.stderr, flush=True)
         row = measure(spec) if args.in_process else measure_isolated(spec)
         row.setdefault("peak_rss_scope", "process so far (--in-process)")
+        if args.few_iterations and spec.iterations < common.MIN_ITERATIONS:
+            row["few_iterations"] = (f"{spec.iterations} timed iterations (fewer than "
+                                     f"{common.MIN_ITERATIONS}, --few-iterations)")
         rows.append(row)
     columns = list(COLUMNS)
     if args.compare_official or args.stargan_official_arch:
@@ -529,10 +537,13 @@ def _main(argv: list[str] | None) -> int:
                     "6-layer critic) on this project's 2-core CPU, s/iteration",
             "128px_batch8_s": OFFICIAL_PYTORCH_SECONDS[(128, 8)],
             "256px_batch1_s": OFFICIAL_PYTORCH_SECONDS[(256, 1)]}
+    summary = speedup_summary(rows)
+    summary += [f"{r['model']} {r['preset']} {r['precision']}: "
+                f"{r['few_iterations']}" for r in rows if "few_iterations" in r]
     common.finish(args, benchmark=NAME, rows=rows, columns=columns, notes=notes,
                   machine=machine, previous=previous, key_fields=KEY_FIELDS,
                   metric="seconds_per_iteration", higher_is_better=False,
-                  summary=speedup_summary(rows))
+                  summary=summary)
     return 0
 
 

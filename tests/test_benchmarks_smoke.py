@@ -127,3 +127,19 @@ def test_quality_scores_models_at_their_own_resolution():
     floor = quality.resolution_floor([edged], 32)
     assert 1.0 < floor["mri_to_ct_mae_body_hu"] < 1100.0 / 2
     assert floor["mri_to_ct_ssim_body"] < 1.0
+
+
+def test_full_measurements_need_ten_iterations_unless_few_are_allowed():
+    from benchmarks import common
+    from ctmri_tf.errors import CtmriInputError
+
+    with pytest.raises(CtmriInputError, match="at least 10 timed iterations.*--few-iterations"):
+        common.check_iterations(3, 1, quick=False)
+    common.check_iterations(3, 1, quick=False, few_allowed=True)
+    common.check_iterations(2, 1, quick=True)
+    with pytest.raises(CtmriInputError, match="--warmup must be >= 0"):
+        common.check_iterations(10, -1, quick=False)
+    args = train_speed._parser().parse_args(["--models", "cyclegan", "--presets", "paper",
+                                             "--iterations", "3", "--few-iterations"])
+    [spec] = [s for s in train_speed.specs_from_args(args) if s.precision == "float32"]
+    assert (spec.preset, spec.iterations) == ("paper", 3)

@@ -34,7 +34,7 @@ def test_presets_have_the_published_and_the_tiny_architectures():
     paper = configs.get_config("stargan", "paper")
     assert (paper.data.image_size, paper.data.batch_size) == (256, 16)
     assert dataclasses.astuple(paper.model) == (64, 6, 64, 6)
-    assert dataclasses.astuple(paper.loss) == (10.0, 1.0, 10.0, 5)
+    assert dataclasses.astuple(paper.loss) == (10.0, 1.0, 10.0, 5, 0.0)
     assert dataclasses.astuple(paper.generator_optimizer) == (1e-4, 0.5, 0.999, 1e-8)
     assert dataclasses.astuple(paper.discriminator_optimizer) == (1e-4, 0.5, 0.999, 1e-8)
     assert (paper.schedule.steps, paper.schedule.decay_steps) == (200_000, 100_000)
@@ -46,6 +46,11 @@ def test_presets_have_the_published_and_the_tiny_architectures():
     assert smoke.model.generator_residual_blocks <= 2 and smoke.schedule.steps <= 10
     demo = configs.get_config("stargan", "demo")
     assert (demo.data.image_size, demo.data.batch_size) == (128, 8)
+    # demo: registered pairs with L1, a generator update per step; paper: the unpaired original
+    assert (demo.loss.lambda_paired, demo.loss.n_critic) == (100.0, 1)
+    assert demo.generator_optimizer.learning_rate == demo.discriminator_optimizer.learning_rate \
+        == 2e-4
+    assert paper.generator_optimizer.learning_rate == 1e-4     # paper: lambda_paired 0 above
 
 
 def test_override_converts_command_line_strings_to_field_types():
