@@ -16,8 +16,9 @@ in ``run.results``):
    are then at the models' own resolution;
 2. ``contact sheet``: ``<out>/contact_sheet.png``, CT | MRI | body mask of slices spread over one
    test subject;
-3. ``stargan``: train StarGAN (preset ``demo``: 128 px, width 32, batch 8, :data:`DEMO_STEPS`
-   steps, 0.7-1.7 s per step on 2 CPU cores) in ``<out>/runs/stargan-<preset>/`` with the
+3. ``stargan``: train StarGAN (preset ``demo``: 128 px, width 32, batch 8, registered pairs
+   with an L1 term, a critic and a generator update every step; :data:`DEMO_STEPS` steps, about
+   1.4 s per step on 2 CPU cores) in ``<out>/runs/stargan-<preset>/`` with the
    library (``ctmri_tf.training``), then print its validation PSNR against the identity's (the
    input itself taken as the translation) on the same validation slices;
 4. ``segmentation``: train the DeepLabV3+ body segmentation (same preset) in
@@ -67,9 +68,9 @@ DEMO_DATASET = "synthetic_40x32x128"
 """The dataset the demo builds (module docstring: why 128 px)."""
 DEMO_STEPS = {"stargan": 250, "segmentation": 200, "classifier": 300}
 """Training steps per model with the ``demo`` preset, sized so that the whole demo takes about
-7 minutes on an idle 2-core CPU and about 15 when other work shares it: StarGAN 0.7-1.7 s per
-step (at 250 steps its validation MRI->CT PSNR is about 4 dB above the identity's; 400 steps
-were not better), DeepLabV3+ 0.9-1.8 s per step (it needs about 200 steps for a test Dice above
+12 minutes on an idle 2-core CPU: StarGAN about 1.4 s per step (at 250 steps its validation
+MRI->CT PSNR is 31.5 dB against the identity's 16.1 dB; ``benchmarks/quality.py`` trains it
+longer), DeepLabV3+ 0.9-1.8 s per step (it needs about 200 steps for a test Dice above
 0.95), the classifier about 0.1 s per step."""
 MIN_SEGMENTATION_DICE = 0.9
 """The demo's translation uses the exported segmentation model from this test Dice on."""
