@@ -296,8 +296,9 @@ def export_models(run: DemoRun) -> None:
     final = run.exports
     serving_base = str(final.resolve())
     with atomic_output(final, directory=True, overwrite=True) as tmp:
-        saved_model.export_stargan(run.results["stargan"]["generator"], tmp, version=1,
-                                   serving_base=serving_base)
+        saved_model.export_stargan(
+            run.results["stargan"]["generator"], tmp, version=1, serving_base=serving_base,
+            training_image_size=run.results["stargan"]["config"].data.image_size)
         segmentation = run.results["segmentation"]
         saved_model.export_segmentation(segmentation["model"], tmp, version=1,
                                         image_size=segmentation["config"].data.image_size,

@@ -176,8 +176,9 @@ class ModelSet:
         folder: an export base folder (``<folder>/stargan/<version>/``...) or a StarGAN/CycleGAN
             training run folder (``config.json``, ``checkpoints/``).
         image_size: pixels ``int`` or ``(rows, cols)`` the generator runs at (multiples of 4);
-            default: a run's ``data.image_size``, else the segmentation export's size, else
-            each input's own size rounded to a multiple of 4.
+            default: a run's ``data.image_size``, else the training size recorded with the
+            translation export (``export.saved_model.read_export_info``), else the segmentation
+            export's size, else each input's own size rounded to a multiple of 4.
         use_segmenter: use the exported segmentation model for the body mask when there is one
             (``False``: always the thresholds of :func:`ctmri_tf.body_mask.body_mask`).
 
@@ -249,11 +250,28 @@ class ModelSet:
             return self._explicit_size
         if self.is_run:
             return _pair(self.run_config.data.image_size)
+        trained = self._exported_training_size()
+        if trained is not None:
+            return trained
         if self._segmentation_exported:
             return self._segmenter[1]
         return tuple(max(2 * GENERATOR_MULTIPLE,
                          int(round(s / GENERATOR_MULTIPLE)) * GENERATOR_MULTIPLE)
                      for s in input_size)
+
+    def _exported_training_size(self) -> tuple[int, int] | None:
+        """The ``training_image_size`` recorded with the newest translation export (StarGAN,
+        else CycleGAN MRI->CT, else CT->MRI), or None (older exports do not record it)."""
+        from export.saved_model import read_export_info
+
+        for name in (STARGAN_EXPORT, cyclegan_export_name("mri", "ct"),
+                     cyclegan_export_name("ct", "mri")):
+            if (self.folder / name).is_dir():
+                size = read_export_info(_latest_version(self.folder / name)).get(
+                    "training_image_size")
+                if size is not None:
+                    return _pair(size)
+        return None
 
     def _export_dir(self, source: str, target: str) -> Path:
         if (self.folder / STARGAN_EXPORT).is_dir():

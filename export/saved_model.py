@@ -25,6 +25,7 @@ loaded by its trainer's own loader)::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -35,6 +36,8 @@ from ctmri_tf.errors import CtmriInputError
 
 MODEL_KINDS = ("stargan", "cyclegan", "segmentation", "classifier")
 MODELS_CONFIG = "models.config"
+EXPORT_INFO = "assets.extra/ctmri_export.json"
+"""Per-version facts a SavedModel cannot hold (path inside the version folder)."""
 DEFAULT_NAMES = {"stargan": "stargan", "segmentation": "segmentation", "classifier": "classifier"}
 """Default served model names; CycleGAN's are ``cyclegan_mri2ct`` and ``cyclegan_ct2mri``."""
 
@@ -121,8 +124,28 @@ def write_models_config(base: str | os.PathLike, serving_base: str | None = None
 
 # ----------------------------------------------------------------------------- export
 
+def read_export_info(version_dir: str | os.PathLike) -> dict:
+    """The ``assets.extra/ctmri_export.json`` of an export version folder (``{}`` if none):
+    what the SavedModel itself cannot say, e.g. ``training_image_size`` ``[rows, cols]``.
+
+    Raises:
+        CtmriInputError: the file exists but is not a JSON object.
+    """
+    path = Path(version_dir) / EXPORT_INFO
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text())
+    except ValueError as err:
+        raise CtmriInputError(path, f"is not valid JSON ({err})") from None
+    if not isinstance(info, dict):
+        raise CtmriInputError(path, "must hold a JSON object")
+    return info
+
+
 def export_module(module, base: str | os.PathLike, name: str, version: int | None = None, *,
-                  overwrite: bool = False, serving_base: str | None = None) -> Path:
+                  overwrite: bool = False, serving_base: str | None = None,
+                  info: dict | None = None) -> Path:
     """Save a serving ``tf.Module`` of :mod:`export.signatures` as ``<base>/<name>/<version>/``.
 
     Args:
@@ -134,6 +157,8 @@ def export_module(module, base: str | os.PathLike, name: str, version: int | Non
         overwrite: replace an existing ``version`` folder (otherwise an error).
         serving_base: written into ``models.config`` instead of the absolute ``base`` (see
             :func:`models_config_text`).
+        info: JSON-serialisable facts written to ``<version>/assets.extra/ctmri_export.json``
+            (TF Serving ignores that folder; :func:`read_export_info` reads it back).
 
     Returns:
         The version folder.
@@ -159,30 +184,46 @@ def export_module(module, base: str | os.PathLike, name: str, version: int | Non
                                       f"({next_version(model_dir)}) or pass overwrite")
     with atomic_output(target, directory=True, overwrite=overwrite) as tmp:
         tf.saved_model.save(module, str(tmp), signatures=module.signatures())
+        if info:
+            (tmp / EXPORT_INFO).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
     write_models_config(base, serving_base)
     return target
 
 
+def _size_info(training_image_size) -> dict | None:
+    if training_image_size is None:
+        return None
+    size = ([int(training_image_size)] * 2 if isinstance(training_image_size, int)
+            else [int(side) for side in training_image_size])
+    return {"training_image_size": size}
+
+
 def export_stargan(generator, base: str | os.PathLike, name: str = "stargan",
-                   version: int | None = None, **kwargs) -> Path:
+                   version: int | None = None, *, training_image_size=None, **kwargs) -> Path:
     """Export a 2-domain StarGAN generator (``ctmri_tf.models.stargan_generator``); see
     :class:`export.signatures.StarGANTranslator` for the signatures and
-    :func:`export_module` for the other arguments. Returns the version folder."""
+    :func:`export_module` for the other arguments. ``training_image_size`` (pixels, int or
+    ``(rows, cols)``) is recorded in ``assets.extra/ctmri_export.json`` so that
+    ``ctmri translate`` runs the generator at that size. Returns the version folder."""
     from export.signatures import StarGANTranslator
-    return export_module(StarGANTranslator(generator), base, name, version, **kwargs)
+    return export_module(StarGANTranslator(generator), base, name, version,
+                         info=_size_info(training_image_size), **kwargs)
 
 
 def export_cyclegan(generator, base: str | os.PathLike, direction: str, name: str | None = None,
-                    version: int | None = None, **kwargs) -> Path:
+                    version: int | None = None, *, training_image_size=None, **kwargs) -> Path:
     """Export one CycleGAN generator (``ctmri_tf.models.resnet_generator``) for ``direction``
     ``"mri2ct"`` or ``"ct2mri"``, by default as model ``cyclegan_<direction>``; see
-    :class:`export.signatures.CycleGANTranslator`. Returns the version folder."""
+    :class:`export.signatures.CycleGANTranslator` (``training_image_size``: as
+    :func:`export_stargan`). Returns the version folder."""
     from export.signatures import CYCLEGAN_DIRECTIONS, CycleGANTranslator
     if direction not in CYCLEGAN_DIRECTIONS:
         raise CtmriInputError(None, f"CycleGAN direction must be one of "
                                     f"{', '.join(CYCLEGAN_DIRECTIONS)}, got {direction!r}")
     return export_module(CycleGANTranslator(generator, direction), base,
-                         name or f"cyclegan_{direction}", version, **kwargs)
+                         name or f"cyclegan_{direction}", version,
+                         info=_size_info(training_image_size), **kwargs)
 
 
 def export_segmentation(model, base: str | os.PathLike, name: str = "segmentation",
@@ -273,7 +314,8 @@ def export_run(kind: str, run_dir: str | os.PathLike, base: str | os.PathLike, *
     options = dict(version=version, serving_base=serving_base)
     if kind == "stargan":
         return [export_stargan(load_stargan_generator(run_dir), base,
-                               name or DEFAULT_NAMES["stargan"], **options)]
+                               name or DEFAULT_NAMES["stargan"],
+                               training_image_size=config.data.image_size, **options)]
     if kind == "cyclegan":
         from ctmri_tf.training.cyclegan import GENERATOR_KEYS, load_cyclegan_generators
 
@@ -282,7 +324,8 @@ def export_run(kind: str, run_dir: str | os.PathLike, base: str | os.PathLike, *
             raise CtmriInputError(None, "--name names one model; --direction both exports two "
                                         "(cyclegan_mri2ct and cyclegan_ct2mri)")
         generators = load_cyclegan_generators(run_dir)
-        return [export_cyclegan(generators[GENERATOR_KEYS[d]], base, d, name, **options)
+        return [export_cyclegan(generators[GENERATOR_KEYS[d]], base, d, name,
+                                training_image_size=config.data.image_size, **options)
                 for d in directions]
     if kind == "segmentation":
         from ctmri_tf.training.segmentation import load_segmentation_model

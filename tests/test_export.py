@@ -551,6 +551,24 @@ def test_cli_exports_hold_the_trained_weights(stargan, cyclegan, segmentation, c
         assert all(w.tobytes() in exported for w in trained.get_weights())  # + dropout seed
 
 
+def test_exports_record_the_training_image_size_for_translate(stargan, cyclegan, tmp_path):
+    """A SavedModel cannot say which size its generator was trained at (it takes any multiple
+    of 4): the export records it, and ``ctmri translate`` runs the generator at that size."""
+    from ctmri_tf.translate import ModelSet
+
+    size = configs.get_config("stargan", "smoke").data.image_size
+    assert sm.read_export_info(stargan[1]) == {"training_image_size": [size, size]}
+    assert sm.read_export_info(cyclegan[1])["training_image_size"] == [size, size]
+    alone = tmp_path / "exports"
+    shutil.copytree(stargan[1], alone / "stargan" / "1")   # no segmentation export beside it
+    assert ModelSet(alone).image_size((100, 60)) == (size, size)
+    (alone / "stargan" / "1" / sm.EXPORT_INFO).write_text("{not json")
+    with pytest.raises(CtmriInputError, match="ctmri_export.json.*not valid JSON"):
+        ModelSet(alone).image_size((100, 60))
+    (alone / "stargan" / "1" / sm.EXPORT_INFO).unlink()    # an older export: the input's size
+    assert ModelSet(alone).image_size((100, 60)) == (100, 60)
+
+
 def test_cli_errors_name_the_problem(tmp_path, capsys):
     exports = str(tmp_path / "exports")
     assert sm.main(["--kind", "stargan", "--run-dir", str(tmp_path / "nope"),
