@@ -114,9 +114,11 @@ def resolution_floor(subjects, image_size: int) -> dict | None:
 
     if all(s.images["ct"].shape[1:] == (image_size, image_size) for s in subjects):
         return None
-    values: dict[str, list[float]] = {field: [] for field in HEADLINE}
+    body_fields = {(direction, metric): field
+                   for field, (direction, region, metric) in HEADLINE.items() if region == "body"}
+    values: dict[str, list[float]] = {field: [] for field in body_fields.values()}
     for subject in subjects:
-        for target, prefix in (("ct", "mri_to_ct"), ("mri", "ct_to_mri")):
+        for target, direction in (("ct", "mri->ct"), ("mri", "ct->mri")):
             truth, low_high = subject.images[target], subject.ranges[target]
             unit = intensity.to_unit(truth, target, low_high)[..., None]
             small = tf.image.resize(unit, (image_size, image_size), method="bilinear",
@@ -130,9 +132,7 @@ def resolution_floor(subjects, image_size: int) -> dict | None:
                 value_range = metrics.MRI_UNIT_RANGE
             body = metrics.image_metrics(pred, ref, subject.masks[target], value_range)["body"]
             for metric, value in body.items():
-                field = next(f for f, (_, region, m) in HEADLINE.items()
-                             if f.startswith(prefix) and m == metric)
-                values[field].append(value)
+                values[body_fields[direction, metric]].append(value)
     return {field: float(np.mean(v)) for field, v in values.items()}
 
 

@@ -264,14 +264,18 @@ class ModelSet:
         else CycleGAN MRI->CT, else CT->MRI), or None (older exports do not record it)."""
         from export.saved_model import read_export_info
 
-        for name in (STARGAN_EXPORT, cyclegan_export_name("mri", "ct"),
-                     cyclegan_export_name("ct", "mri")):
-            if (self.folder / name).is_dir():
-                size = read_export_info(_latest_version(self.folder / name)).get(
-                    "training_image_size")
-                if size is not None:
-                    return _pair(size)
-        return None
+        if "training_size" not in self._cache:       # read once per folder
+            found = None
+            for name in (STARGAN_EXPORT, cyclegan_export_name("mri", "ct"),
+                         cyclegan_export_name("ct", "mri")):
+                if (self.folder / name).is_dir():
+                    size = read_export_info(_latest_version(self.folder / name)).get(
+                        "training_image_size")
+                    if size is not None:
+                        found = _pair(size)
+                        break
+            self._cache["training_size"] = found
+        return self._cache["training_size"]
 
     def _export_dir(self, source: str, target: str) -> Path:
         if (self.folder / STARGAN_EXPORT).is_dir():
