@@ -74,14 +74,14 @@ def export_untrained(base: Path, image_size: int, preset: str = "paper",
     import keras
 
     from ctmri_tf import configs
-    from ctmri_tf.models import deeplab_v3_plus, modality_classifier, stargan_generator
+    from ctmri_tf.models import deeplab_v3_plus, modality_classifier
+    from ctmri_tf.training.stargan import generator_from_config
     from export.saved_model import export_classifier, export_segmentation, export_stargan
 
     keras.mixed_precision.set_global_policy("float32")
     keras.utils.set_random_seed(0)
     stargan = configs.get_config("stargan", preset).model
-    export_stargan(stargan_generator(num_domains=2, filters=stargan.generator_filters,
-                                     num_residual=stargan.generator_residual_blocks), base)
+    export_stargan(generator_from_config(stargan), base)
     if "segmentation" in models:
         segmentation = configs.get_config("segmentation", preset).model
         export_segmentation(deeplab_v3_plus(image_size, num_classes=segmentation.num_classes,

@@ -9,7 +9,8 @@
    model's input size, ``synthetic_40x32x128`` for ``demo``, paired CT/MRI with true HU) is
    built in ``--data-dir`` unless it is there already. With a dataset of another size the
    models' outputs are resized to it, and a "ground truth via N px" row gives the best score
-   possible through that resize.
+   possible through that resize. On phantoms a "noise-free ground truth" row gives the best score
+   of any model: the test subjects rendered without noise, scored against the noisy truth.
 2. Each model is trained from scratch on the ``train`` split, with the preset's config
    (``ctmri_tf.configs``), its trainer (``ctmri_tf.training``) and the training loop
    (``ctmri_tf.training.loop.train``), for a fixed budget of ``--minutes`` of training each: the
@@ -54,7 +55,10 @@ DEFAULT_DATA_DIR = common.REPO_ROOT / "artifacts" / "tensorflow_datasets"
 """``make demo``'s tfds data folder (the Makefile's ``DATA_DIR``)."""
 QUICK_STEPS = 2
 QUICK_PRESET = "smoke"
-CALIBRATION_WARMUP = 2
+CALIBRATION_WARMUP = 10
+CALIBRATION_ITERATIONS = 20
+"""Calibration: untimed, then timed iterations. With 2 and 10 the demo StarGAN in bf16 was
+calibrated at 0.61 s/iteration and trained at 0.54 s: 27 of the 30 minutes."""
 HEADLINE = {  # row field -> (direction, region, metric)
     "mri_to_ct_mae_body_hu": ("mri->ct", "body", "mae"),
     "mri_to_ct_psnr_body_db": ("mri->ct", "body", "psnr"),
@@ -136,15 +140,63 @@ def resolution_floor(subjects, image_size: int) -> dict | None:
     return {field: float(np.mean(v)) for field, v in values.items()}
 
 
-def calibrate(config) -> float:
-    """Seconds per training iteration of ``config`` on its tfds input
-    (``benchmarks.train_speed.measure``, in this process)."""
+def noise_floor(subjects, dataset_config: str) -> dict | None:
+    """The score of a perfect model on synthetic phantoms: each test subject rendered again
+    without noise (``phantom.make_subject(..., noise=False)``), scored against the stored, noisy
+    ground truth inside the body. No model can predict the noise, so none can beat it. None for
+    non-synthetic data, or when a re-rendered noisy subject does not match the stored one.
+
+    Returns:
+        The :data:`HEADLINE` fields, means over subjects (HU for CT MAE, [0, 1] MRI scale).
+    """
+    import numpy as np
+
+    from ctmri_tf import metrics, phantom
+    from datasets.ctmri.ctmri_dataset_builder import SOURCE_SYNTHETIC, known_config
+
+    try:
+        config = known_config(dataset_config)
+    except CtmriInputError:
+        return None
+    if config.source != SOURCE_SYNTHETIC:
+        return None
+    values: dict[str, list[float]] = {field: [] for field in HEADLINE}
+    prefix = f"phantom-{config.seed}-"
+    for subject in subjects:
+        if not subject.subject_id.startswith(prefix):
+            return None
+        index = int(subject.subject_id[len(prefix):])
+        grid = dict(image_size=config.image_size, num_slices=config.num_slices, seed=config.seed)
+        noisy = phantom.make_subject(index, **grid)
+        if not (np.allclose(noisy.ct, subject.images["ct"], atol=1e-3)
+                and np.allclose(noisy.mri, subject.images["mri"], rtol=1e-5, atol=1e-3)):
+            return None
+        clean = phantom.make_subject(index, noise=False, **grid)
+        for target, direction in (("ct", "mri->ct"), ("mri", "ct->mri")):
+            truth, low_high = subject.images[target], subject.ranges[target]
+            pred = clean.ct if target == "ct" else clean.mri
+            if target == "ct":
+                value_range = metrics.CT_RANGE_HU
+            else:
+                pred, truth = (metrics.mri_to_unit_interval(x, low_high) for x in (pred, truth))
+                value_range = metrics.MRI_UNIT_RANGE
+            body = metrics.image_metrics(pred, truth, subject.masks[target], value_range)["body"]
+            for field, (d, region, metric) in HEADLINE.items():
+                if d == direction and region == "body":
+                    values[field].append(body[metric])
+    return {field: float(np.mean(v)) for field, v in values.items() if v}
+
+
+def calibrate(config, overrides=None) -> float:
+    """Seconds per training iteration of ``config`` (the preset with ``overrides``, the
+    ``--set`` fields) on its tfds input (``benchmarks.train_speed.measure``, in this process)."""
     from benchmarks import train_speed
 
     spec = train_speed.Spec(config.experiment, config.preset, config.precision,
-                            config.data.batch_size, iterations=common.MIN_ITERATIONS,
+                            config.data.batch_size, iterations=CALIBRATION_ITERATIONS,
                             warmup=CALIBRATION_WARMUP, data_dir=config.data.data_dir,
-                            dataset_config=config.data.dataset_config, seed=config.seed)
+                            dataset_config=config.data.dataset_config, seed=config.seed,
+                            overrides=tuple(sorted((overrides or {}).items())))
     return train_speed.measure(spec)["seconds_per_iteration"]
 
 
@@ -324,7 +376,7 @@ def _main(argv: list[str] | None) -> int:
             seconds_per_iteration = None
             if args.steps is None:
                 print(f"[{NAME}] {label}: measuring s/iteration ...", file=sys.stderr, flush=True)
-                seconds_per_iteration = calibrate(config)
+                seconds_per_iteration = calibrate(config, overrides)
                 from benchmarks.train_speed import cycle_length
                 steps = budget_steps(args.minutes * 60, seconds_per_iteration,
                                      cycle_length(config))
@@ -346,6 +398,7 @@ def _main(argv: list[str] | None) -> int:
         sizes = {config.data.image_size for config in configs_.values()}
         floors = {size: floor for size in sorted(sizes)
                   if (floor := resolution_floor(subjects, size)) is not None}
+        noise = noise_floor(subjects, dataset)
         results = evaluate.evaluate(translators, subjects, work / "evaluation",
                                     batch_size=args.eval_batch_size, progress=not args.quick)
         if args.keep is not None:
@@ -373,6 +426,10 @@ def _main(argv: list[str] | None) -> int:
         rows.append({"model": f"ground truth via {size} px", "kind": "resolution floor",
                      "preset": args.preset, "dataset": dataset, "budget": budget,
                      "test_subjects": len(results["subjects"]), **floor})
+    if noise is not None:
+        rows.append({"model": "noise-free ground truth", "kind": "noise floor",
+                     "preset": args.preset, "dataset": dataset, "budget": budget,
+                     "test_subjects": len(results["subjects"]), **noise})
     print(evaluate.comparison_markdown(results))
     for size in floors:
         print(f"[{NAME}] the models run at {size} px and are scored at the data's size: the "

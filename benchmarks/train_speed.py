@@ -98,6 +98,8 @@ class Spec:
         data_dir: tfds data folder holding the built dataset, or None (in-memory phantoms).
         dataset_config: tfds ``ctmri`` config (None: the preset's ``data.dataset_config``).
         seed: weights, data order and per-step randomness.
+        overrides: ``(field, value)`` config overrides applied last (``--set`` of
+            ``benchmarks.quality``, whose runs are calibrated with this).
     """
 
     experiment: str
@@ -109,6 +111,7 @@ class Spec:
     data_dir: str | None = None
     dataset_config: str | None = None
     seed: int = 0
+    overrides: tuple[tuple[str, str], ...] = ()
 
 
 # ----------------------------------------------------------------------------- configs
@@ -132,6 +135,7 @@ def experiment_config(spec: Spec):
         overrides["data.data_dir"] = str(spec.data_dir)
     if spec.dataset_config is not None:
         overrides["data.dataset_config"] = spec.dataset_config
+    overrides.update(dict(spec.overrides))
     return configs.override(base, overrides)
 
 

@@ -17,10 +17,11 @@ in ``run.results``):
 2. ``contact sheet``: ``<out>/contact_sheet.png``, CT | MRI | body mask of slices spread over one
    test subject;
 3. ``stargan``: train StarGAN (preset ``demo``: 128 px, width 32, batch 8, registered pairs
-   with an L1 term, a critic and a generator update every step; :data:`DEMO_STEPS` steps, about
-   1.4 s per step on 2 CPU cores) in ``<out>/runs/stargan-<preset>/`` with the
-   library (``ctmri_tf.training``), then print its validation PSNR against the identity's (the
-   input itself taken as the translation) on the same validation slices;
+   with an L1 term, a critic and a generator update every step, a brain-window input channel;
+   :data:`DEMO_STEPS` steps, about 0.8 s per step on 2 CPU cores) in
+   ``<out>/runs/stargan-<preset>/`` with the library (``ctmri_tf.training``), then print its
+   validation PSNR against the identity's (the input itself taken as the translation) on the
+   same validation slices;
 4. ``segmentation``: train the DeepLabV3+ body segmentation (same preset) in
    ``<out>/runs/segmentation-<preset>/`` by running ``python -m train.segmentation``'s ``main``
    in this process (training, then Dice and mean IoU of the validation and test splits in the
@@ -66,11 +67,10 @@ from datasets.ctmri.ctmri_dataset_builder import build, resolve_config
 CONTACT_SHEET_ROWS = 6
 DEMO_DATASET = "synthetic_40x32x128"
 """The dataset the demo builds (module docstring: why 128 px)."""
-DEMO_STEPS = {"stargan": 250, "segmentation": 200, "classifier": 300}
+DEMO_STEPS = {"stargan": 450, "segmentation": 200, "classifier": 300}
 """Training steps per model with the ``demo`` preset, sized so that the whole demo takes about
-12 minutes on an idle 2-core CPU: StarGAN about 1.4 s per step (at 250 steps its validation
-MRI->CT PSNR is 31.5 dB against the identity's 16.1 dB; ``benchmarks/quality.py`` trains it
-longer), DeepLabV3+ 0.9-1.8 s per step (it needs about 200 steps for a test Dice above
+12 minutes on an idle 2-core CPU: StarGAN about 0.8 s per step (``benchmarks/quality.py``
+trains it longer), DeepLabV3+ 0.9-1.8 s per step (it needs about 200 steps for a test Dice above
 0.95), the classifier about 0.1 s per step."""
 MIN_SEGMENTATION_DICE = 0.9
 """The demo's translation uses the exported segmentation model from this test Dice on."""

@@ -561,7 +561,7 @@ def _check_int(name: str, value, least: int) -> int:
 
 
 def make_subject(index: int, *, image_size: int = 256, num_slices: int = 32,
-                 seed: int = 0) -> PhantomSubject:
+                 seed: int = 0, noise: bool = True) -> PhantomSubject:
     """Generate phantom subject ``index``: a pure function of ``(index, seed)`` and the grid.
 
     Args:
@@ -571,6 +571,8 @@ def make_subject(index: int, *, image_size: int = 256, num_slices: int = 32,
         num_slices: slices from the maxillary sinuses to near the vertex (>= 1); slice spacing is
             ``HEAD_COVERAGE_MM / num_slices`` mm.
         seed: dataset seed; subjects of different seeds are independent.
+        noise: False renders the same subject without CT and MRI noise (everything else
+            identical): the best a translation model can predict, since noise is not predictable.
 
     Returns:
         :class:`PhantomSubject` with CT in HU, MRI in arbitrary scanner units, labels and mask.
@@ -582,11 +584,13 @@ def make_subject(index: int, *, image_size: int = 256, num_slices: int = 32,
     image_size = _check_int("image_size", image_size, 16)
     num_slices = _check_int("num_slices", num_slices, 1)
     anatomy = _draw_anatomy(np.random.default_rng([seed, index, 0]))
-    noise = np.random.default_rng([seed, index, 1])
+    if not noise:
+        anatomy = dataclasses.replace(anatomy, ct_noise_hu=0.0, mri_noise_fraction=0.0)
+    noise_rng = np.random.default_rng([seed, index, 1])
     labels = _label_map(anatomy, image_size, num_slices)
     x, y, z, px = _grid(anatomy, image_size, num_slices)
-    ct = _render_ct(labels, anatomy, noise)
-    mri = _render_mri(labels, anatomy, noise, x, y, z)
+    ct = _render_ct(labels, anatomy, noise_rng)
+    mri = _render_mri(labels, anatomy, noise_rng, x, y, z)
     mask = (labels != TISSUES["background"]).astype(np.uint8)
     return PhantomSubject(
         subject_id=f"phantom-{seed}-{index:04d}", labels=labels, ct=ct, mri=mri, mask=mask,

@@ -129,6 +129,31 @@ def test_quality_scores_models_at_their_own_resolution():
     assert floor["mri_to_ct_ssim_body"] < 1.0
 
 
+def test_noise_floor_is_the_noise_free_phantom_scored_against_the_stored_one():
+    from ctmri_tf import phantom
+    from ctmri_tf.evaluate import paired_subject
+    from ctmri_tf.intensity import fit_mri_scale
+
+    def stored(index, ct_shift=0.0):
+        s = phantom.make_subject(index, image_size=32, num_slices=4, seed=0)
+        return paired_subject(s.subject_id, ct=s.ct + ct_shift, mri=s.mri, mask=s.mask,
+                              mri_range=fit_mri_scale(s.mri, s.mask).as_tuple())
+
+    floor = quality.noise_floor([stored(1), stored(2)], "synthetic_3x4x32")
+    # by hand for the CT: mean |noise| inside the body, = sigma sqrt(2 / pi) for Gaussian noise
+    expected = []
+    for index in (1, 2):
+        noisy, clean = (phantom.make_subject(index, image_size=32, num_slices=4, noise=n)
+                        for n in (True, False))
+        expected.append(np.abs(noisy.ct - clean.ct)[noisy.mask > 0].mean())
+    assert floor["mri_to_ct_mae_body_hu"] == pytest.approx(np.mean(expected), rel=1e-3)
+    assert 8.0 < floor["mri_to_ct_mae_body_hu"] < 17.0
+    assert 0.0 < floor["ct_to_mri_mae_body"] < 0.05 and floor["ct_to_mri_ssim_body"] < 1.0
+    # not the phantoms it claims to be, or not synthetic at all: no floor
+    assert quality.noise_floor([stored(1, ct_shift=5.0)], "synthetic_3x4x32") is None
+    assert quality.noise_floor([stored(1)], "folder") is None
+
+
 def test_full_measurements_need_ten_iterations_unless_few_are_allowed():
     from benchmarks import common
     from ctmri_tf.errors import CtmriInputError

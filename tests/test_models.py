@@ -477,3 +477,39 @@ def test_max_leaky_relu_equals_keras_leaky_relu_to_the_second_derivative():
         np.testing.assert_allclose(a, b, rtol=1e-6)
     with pytest.raises(ValueError, match="negative_slope"):
         MaxLeakyReLU(1.5)
+
+
+def test_intensity_windows_add_the_image_seen_through_each_window():
+    from ctmri_tf import intensity
+    from ctmri_tf.models.layers import IntensityWindows
+
+    hu = np.float32([-1000, -20, 0, 20, 40, 60, 80, 100, 1500]).reshape(1, 3, 3, 1)
+    x = intensity.ct_to_unit(hu)
+    brain = (float(intensity.ct_to_unit(0.0)), float(intensity.ct_to_unit(80.0)))
+    wide = (-1.0, 1.0)
+    out = IntensityWindows([brain, wide])(x).numpy()
+    assert out.shape == (1, 3, 3, 3)
+    np.testing.assert_array_equal(out[..., :1], x)             # the image itself comes first
+    # brain window 0-80 HU: 0 HU -> -1, 40 HU -> 0, 80 HU -> +1, clipped outside (by hand)
+    expected = np.float32([-1, -1, -1, -0.5, 0, 0.5, 1, 1, 1]).reshape(1, 3, 3)
+    np.testing.assert_allclose(out[..., 1], expected, atol=2e-5)
+    np.testing.assert_allclose(out[..., 2], x[..., 0], atol=1e-6)   # (-1, 1) is the identity
+    with pytest.raises(ValueError, match="low < high"):
+        IntensityWindows([(0.5, 0.5)])
+
+
+def test_stargan_generator_with_windows_saves_and_computes_them_in_float32(tmp_path):
+    x = RNG.uniform(-1, 1, size=(2, 32, 32, 1)).astype(np.float32)
+    label = np.array([[0, 1], [1, 0]], np.float32)
+    model = stargan_generator(num_residual=1, input_windows=[(-0.49, -0.45)], **SMALL)
+    assert model.get_layer("stem_conv").kernel.shape[2] == 2 + 2     # image, window, 2 labels
+    path = tmp_path / "g.keras"
+    model.save(path)
+    np.testing.assert_array_equal(keras.models.load_model(path)([x, label]), model([x, label]))
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        mixed = stargan_generator(num_residual=1, input_windows=[(-0.49, -0.45)], **SMALL)
+        assert mixed.get_layer("intensity_windows").compute_dtype == "float32"
+        assert mixed.get_layer("stem_conv").compute_dtype == "bfloat16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

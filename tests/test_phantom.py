@@ -39,6 +39,20 @@ def test_same_index_and_seed_give_identical_subjects():
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
 
 
+def test_noise_free_subject_differs_only_by_the_noise():
+    noisy = make_subject(3, image_size=64, num_slices=8, seed=1)
+    clean = make_subject(3, image_size=64, num_slices=8, seed=1, noise=False)
+    np.testing.assert_array_equal(clean.labels, noisy.labels)
+    np.testing.assert_array_equal(clean.mask, noisy.mask)
+    # the CT noise is Gaussian with the subject's 10-20 HU sigma, zero mean
+    residual = noisy.ct - clean.ct
+    assert 10.0 <= residual.std() <= 20.0 and abs(residual.mean()) < 0.5
+    # noise-free CT: every voxel deep inside a tissue has its HU exactly
+    core = ndimage.binary_erosion(clean.labels == TISSUES["muscle"], np.ones((1, 7, 7), bool))
+    np.testing.assert_allclose(clean.ct[core], CT_HU["muscle"], atol=1e-3)
+    assert np.all(clean.mri >= 0) and not np.array_equal(clean.mri, noisy.mri)
+
+
 def test_different_index_or_seed_gives_different_anatomy():
     base = make_subject(3, image_size=64, num_slices=8)
     other_index = make_subject(4, image_size=64, num_slices=8)

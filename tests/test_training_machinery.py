@@ -33,7 +33,7 @@ def test_every_preset_is_valid_and_round_trips_through_json(experiment, preset):
 def test_presets_have_the_published_and_the_tiny_architectures():
     paper = configs.get_config("stargan", "paper")
     assert (paper.data.image_size, paper.data.batch_size) == (256, 16)
-    assert dataclasses.astuple(paper.model) == (64, 6, 64, 6)
+    assert dataclasses.astuple(paper.model) == (64, 6, 64, 6, ())     # no extra CT window
     assert dataclasses.astuple(paper.loss) == (10.0, 1.0, 10.0, 5, 0.0)
     assert dataclasses.astuple(paper.generator_optimizer) == (1e-4, 0.5, 0.999, 1e-8)
     assert dataclasses.astuple(paper.discriminator_optimizer) == (1e-4, 0.5, 0.999, 1e-8)
@@ -47,9 +47,10 @@ def test_presets_have_the_published_and_the_tiny_architectures():
     demo = configs.get_config("stargan", "demo")
     assert (demo.data.image_size, demo.data.batch_size) == (128, 8)
     # demo: registered pairs with L1, a generator update per step; paper: the unpaired original
-    assert (demo.loss.lambda_paired, demo.loss.n_critic) == (100.0, 1)
+    assert (demo.loss.lambda_paired, demo.loss.n_critic, demo.loss.lambda_rec) == (100.0, 1, 0.0)
+    assert demo.model.ct_windows() == ((0.0, 80.0),)                # the brain window
     assert demo.generator_optimizer.learning_rate == demo.discriminator_optimizer.learning_rate \
-        == 2e-4
+        == 5e-4
     assert paper.generator_optimizer.learning_rate == 1e-4     # paper: lambda_paired 0 above
 
 
@@ -159,6 +160,35 @@ def test_linear_decay_to_zero_matches_hand_computed_rates():
 
 
 # ---------------------------------------------------------------------------------- run dirs
+def test_fused_adam_follows_keras_adam_and_the_decay_schedule():
+    from ctmri_tf.training.optimizers import FusedAdam
+
+    rng = np.random.default_rng(0)
+    shapes = [(3, 3, 2, 4), (4,), (5,)]
+    start = [rng.normal(size=s).astype(np.float32) for s in shapes]
+    grads = [[rng.normal(size=s).astype(np.float32) for s in shapes] for _ in range(4)]
+    results = []
+    for cls in (keras.optimizers.Adam, FusedAdam):
+        weights = [keras.Variable(w) for w in start]
+        opt = cls(learning_rate=LinearDecayToZero(1e-2, total_steps=4, decay_steps=2),
+                  beta_1=0.5, beta_2=0.999, epsilon=1e-8)
+        opt.build(weights)
+        step = tf.function(lambda g: opt.apply(g, weights))
+        for g in grads:
+            step([tf.constant(x) for x in g])
+        results.append([w.numpy() for w in weights])
+    # by hand, first update of the (5,) weight: m = 0.5 g, v = 0.001 g^2, lr_t = 1e-2 *
+    # sqrt(0.001) / 0.5, so the step is -lr_t * 0.5 g / (sqrt(0.001) |g| + 1e-8) ~ -1e-2 sign(g)
+    for keras_w, fused_w in zip(*results):
+        np.testing.assert_allclose(fused_w, keras_w, rtol=1e-5, atol=1e-6)   # float32 rounding
+    one = [keras.Variable(w) for w in start]
+    opt = FusedAdam(learning_rate=1e-2, beta_1=0.5)
+    opt.build(one)
+    opt.apply([tf.constant(x) for x in grads[0]], one)
+    np.testing.assert_allclose(one[2].numpy(), start[2] - 1e-2 * np.sign(grads[0][2]), atol=1e-6)
+    assert not np.array_equal(results[1][0], start[0])
+
+
 def test_run_dir_layout_and_refusals(tmp_path):
     config = configs.get_config("stargan", "smoke")
     run = run_dirs.create_run_dir(tmp_path / "run", config)

@@ -184,6 +184,51 @@ class MaxLeakyReLU(keras.layers.Layer):
         return {**super().get_config(), "negative_slope": self.negative_slope}
 
 
+@keras.saving.register_keras_serializable(package="ctmri_tf")
+class IntensityWindows(keras.layers.Layer):
+    """Append windowed copies of a 1-channel image as extra channels, like a radiologist's
+    display windows.
+
+    ``(B, H, W, 1) -> (B, H, W, 1 + len(windows))``: for each ``(low, high)`` window, given in the
+    image's own units (model space, [-1, 1]), the extra channel is
+    ``clip(2 (x - low) / (high - low) - 1, -1, 1)``, i.e. ``low`` -> -1 and ``high`` -> +1.
+
+    Why: CT enters the models through one wide window (:data:`ctmri_tf.intensity.CT_WINDOW_HU`,
+    4024 HU onto [-1, 1]), where grey matter, white matter and CSF differ by 10-25 HU, about
+    0.01 in model space and below the CT noise. A brain window (e.g. 0-80 HU) stretches those
+    differences 50-fold before the first convolution, so the network does not have to learn that
+    gain. The window is computed in float32 under any mixed-precision policy (bfloat16 would
+    round the input to about 4 HU first). It has no weights: the model's inputs and outputs,
+    exports and signatures are unchanged.
+    """
+
+    def __init__(self, windows=(), **kwargs):
+        super().__init__(**kwargs)
+        parsed = []
+        for window in windows:
+            low, high = (float(v) for v in window)
+            if not low < high:
+                raise ValueError(f"IntensityWindows: window {window!r} needs low < high")
+            parsed.append((low, high))
+        self.windows = tuple(parsed)
+
+    def call(self, inputs):
+        parts = [inputs]
+        for low, high in self.windows:
+            gain = ops.cast(2.0 / (high - low), inputs.dtype)
+            parts.append(ops.clip((inputs - ops.cast(low, inputs.dtype)) * gain - 1.0, -1.0, 1.0))
+        return ops.concatenate(parts, axis=-1) if len(parts) > 1 else inputs
+
+    def compute_output_shape(self, input_shape):
+        channels = input_shape[-1]
+        if channels is not None:
+            channels *= 1 + len(self.windows)
+        return (*input_shape[:-1], channels)
+
+    def get_config(self):
+        return {**super().get_config(), "windows": [list(w) for w in self.windows]}
+
+
 def instance_norm(*, affine: bool = True, name: str) -> keras.layers.GroupNormalization:
     """Instance normalisation: ``GroupNormalization(groups=-1, epsilon=1e-5)``.
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from ctmri_tf.models.layers import (MaxLeakyReLU, check_positive_ints, conv2d, conv_norm_act,
-                                    image_input, residual_block, spatial_size,
+from ctmri_tf.models.layers import (IntensityWindows, MaxLeakyReLU, check_positive_ints, conv2d,
+                                    conv_norm_act, image_input, residual_block, spatial_size,
                                     torch_default_initializers)
 
 GENERATOR_DOWNSAMPLING = 4   # two stride-2 convolutions
@@ -51,7 +51,7 @@ class TileDomainLabel(keras.layers.Layer):
 
 
 def stargan_generator(num_domains: int = 2, filters: int = 64, num_residual: int = 6,
-                      image_size=None) -> keras.Model:
+                      image_size=None, input_windows=()) -> keras.Model:
     """The StarGAN generator: translate an image to the domain given by a one-hot label.
 
     Args:
@@ -61,6 +61,9 @@ def stargan_generator(num_domains: int = 2, filters: int = 64, num_residual: int
         image_size: int, ``(height, width)`` or None for any size; sizes must be multiples of 4
             (checked here when given; with None the caller must feed multiples of 4, otherwise
             the output is smaller than the input).
+        input_windows: ``(low, high)`` pairs in model space ([-1, 1]); each adds a windowed copy
+            of the image as an input channel before the label (:class:`IntensityWindows`; not in
+            the paper, which has none). The model's inputs and outputs stay the same.
 
     Returns:
         ``keras.Model`` named ``stargan_generator``: inputs ``[image (B, H, W, 1) in [-1, 1],
@@ -74,7 +77,10 @@ def stargan_generator(num_domains: int = 2, filters: int = 64, num_residual: int
                         model="stargan_generator", name="image")
     label = keras.Input(shape=(num_domains,), name="target_domain")
 
-    x = TileDomainLabel(name="tile_domain_label")([image, label])
+    x = image
+    if input_windows:
+        x = IntensityWindows(input_windows, dtype="float32", name="intensity_windows")(x)
+    x = TileDomainLabel(name="tile_domain_label")([x, label])
     x = conv_norm_act(x, filters, 7, padding=3, name="stem")
     channels = filters
     for i in range(2):

@@ -5,6 +5,7 @@ import keras
 import tensorflow as tf
 
 from ctmri_tf.configs import OptimizerConfig, ScheduleConfig
+from ctmri_tf.training.optimizers import FusedAdam
 
 
 class LinearDecayToZero(keras.optimizers.schedules.LearningRateSchedule):
@@ -45,11 +46,12 @@ class LinearDecayToZero(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def linear_decay_adam(optimizer: OptimizerConfig, schedule: ScheduleConfig, name: str,
-                      steps_per_update: int = 1) -> keras.optimizers.Adam:
-    """Adam with ``optimizer``'s settings whose learning rate is ``optimizer.learning_rate``
+                      steps_per_update: int = 1) -> FusedAdam:
+    """Adam (:class:`ctmri_tf.training.optimizers.FusedAdam`, Keras's rule in one fused kernel)
+    with ``optimizer``'s settings whose learning rate is ``optimizer.learning_rate``
     decaying linearly to 0 over the last ``schedule.decay_steps`` of ``schedule.steps``
     (:class:`LinearDecayToZero`; ``steps_per_update`` as there): every trainer's optimizer."""
-    return keras.optimizers.Adam(
+    return FusedAdam(
         learning_rate=LinearDecayToZero(optimizer.learning_rate, schedule.steps,
                                         schedule.decay_steps, steps_per_update=steps_per_update),
         beta_1=optimizer.beta_1, beta_2=optimizer.beta_2, epsilon=optimizer.epsilon, name=name)

@@ -34,8 +34,8 @@ import os
 import keras
 import tensorflow as tf
 
-from ctmri_tf import data, losses
-from ctmri_tf.configs import StarGANConfig
+from ctmri_tf import data, intensity, losses
+from ctmri_tf.configs import StarGANConfig, StarGANModelConfig
 from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.models.stargan import stargan_discriminator, stargan_generator
 from ctmri_tf.training import translation_validation
@@ -46,6 +46,17 @@ from ctmri_tf.training.schedules import linear_decay_adam
 DOMAINS = ("ct", "mri")
 CT, MRI = 0, 1
 NUM_DOMAINS = len(DOMAINS)
+
+
+def generator_from_config(model: StarGANModelConfig, image_size=None) -> keras.Model:
+    """``stargan_generator`` with the sizes of ``model`` (a ``StarGANConfig.model``), its CT
+    windows converted from HU to model space (``intensity.ct_to_unit``); ``image_size`` None
+    builds it for any size that is a multiple of 4."""
+    windows = tuple((float(intensity.ct_to_unit(low)), float(intensity.ct_to_unit(high)))
+                    for low, high in model.ct_windows())
+    return stargan_generator(num_domains=NUM_DOMAINS, filters=model.generator_filters,
+                             num_residual=model.generator_residual_blocks, image_size=image_size,
+                             input_windows=windows)
 
 
 class StarGAN:
@@ -72,9 +83,7 @@ class StarGAN:
         self.images_per_domain = config.data.batch_size // 2
         model, schedule, loss = config.model, config.schedule, config.loss
         with strategy.scope():
-            self.generator = stargan_generator(
-                num_domains=NUM_DOMAINS, filters=model.generator_filters,
-                num_residual=model.generator_residual_blocks, image_size=config.data.image_size)
+            self.generator = generator_from_config(model, config.data.image_size)
             self.discriminator = stargan_discriminator(
                 config.data.image_size, num_domains=NUM_DOMAINS,
                 filters=model.discriminator_filters, num_layers=model.discriminator_layers)
@@ -128,10 +137,13 @@ class StarGAN:
             out_src, out_cls = D(x_fake, training=True)
             g_loss_adv = self._average(losses.wgan_generator_loss(out_src))
             g_loss_cls = self._average(losses.domain_classification_loss(label_trg, out_cls))
-            # Target-to-original domain.
-            x_reconst = G([x_fake, label_org], training=True)
-            g_loss_rec = self._average(losses.l1_loss(x_real, x_reconst))
-            g_loss = g_loss_adv + lambda_rec * g_loss_rec + lambda_cls * g_loss_cls
+            g_loss = g_loss_adv + lambda_cls * g_loss_cls
+            if lambda_rec > 0:
+                # Target-to-original domain. With lambda_rec 0 (paired training can do without
+                # the cycle) this second generator pass, about 40 % of a demo step, is skipped.
+                x_reconst = G([x_fake, label_org], training=True)
+                g_loss_rec = self._average(losses.l1_loss(x_real, x_reconst))
+                g_loss += lambda_rec * g_loss_rec
             if lambda_paired > 0:
                 # Registered pairs: each translation against its input's counterpart (the CT
                 # half's counterpart is the MRI half, and the other way round).
@@ -140,8 +152,9 @@ class StarGAN:
                 g_loss += lambda_paired * g_loss_paired
         self._apply(self.generator_optimizer, tape.gradient(g_loss, G.trainable_variables),
                     G.trainable_variables)
-        step_losses.update({"g_adv": g_loss_adv, "g_cls": g_loss_cls, "g_rec": g_loss_rec,
-                            "g_total": g_loss})
+        step_losses.update({"g_adv": g_loss_adv, "g_cls": g_loss_cls, "g_total": g_loss})
+        if lambda_rec > 0:
+            step_losses["g_rec"] = g_loss_rec
         if lambda_paired > 0:
             step_losses["g_paired"] = g_loss_paired
         return step_losses
@@ -272,6 +285,4 @@ def load_stargan_generator(run_dir: str | os.PathLike) -> keras.Model:
             or folder).
     """
     _, config, task = restore_task(run_dir, "stargan", StarGAN)
-    return float32_copy(lambda: stargan_generator(
-        num_domains=NUM_DOMAINS, filters=config.model.generator_filters,
-        num_residual=config.model.generator_residual_blocks), task.generator)
+    return float32_copy(lambda: generator_from_config(config.model), task.generator)
