@@ -93,10 +93,13 @@ def test_benchmark_scripts_run_quick(tmp_path, capsys):
     assert quality.main(["--quick", "--models", "stargan", "--data-dir", str(data_dir),
                          "--dataset-config", dataset, "--out", str(out)]) == 0
     rows = {row["model"]: row for row in _results(out)["rows"]}
-    assert list(rows) == ["identity", "histogram matching", "StarGAN"]
+    assert list(rows) == ["identity", "histogram matching", "StarGAN", "noise-free ground truth"]
     assert rows["StarGAN"]["steps"] == 2 and rows["StarGAN"]["test_subjects"] == 1
+    floor = rows.pop("noise-free ground truth")          # phantoms: the best any model can score
+    assert floor["kind"] == "noise floor" and 0 < floor["mri_to_ct_mae_body_hu"] < 25
     for row in rows.values():
         assert row["mri_to_ct_mae_body_hu"] == row["summary"]["mri->ct"]["body"]["mae"]["mean"]
+        assert row["mri_to_ct_mae_body_hu"] > floor["mri_to_ct_mae_body_hu"]
     printed = capsys.readouterr().out
     assert "StarGAN MRI->CT MAE in body" in printed and "target <= 80 HU" in printed
 
