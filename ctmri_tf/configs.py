@@ -158,7 +158,9 @@ class StarGANModelConfig:
     ``generator_ct_windows_hu`` is not in the paper: flattened ``(low, high)`` CT windows in HU
     (e.g. ``(0, 80)``, a brain window), each giving the generator one more input channel, the
     input seen through that window (``ctmri_tf.models.layers.IntensityWindows``). Empty (the
-    default, and the ``paper`` preset): the paper's single channel.
+    default, and the ``paper`` preset): the paper's single channel. The generator does not know
+    its input's modality, so an MRI input gets the same channel (the same model-space interval
+    of its [-1, 1] scale); the target-domain label tells the network when the channel matters.
     """
     generator_filters: int = 64
     generator_residual_blocks: int = 6
