@@ -103,6 +103,36 @@ def native_dataset(config) -> str:
                             image_size=d.image_size).name
 
 
+_BODY_FIELDS = {(direction, metric): field
+                for field, (direction, region, metric) in HEADLINE.items() if region == "body"}
+"""(direction, metric) -> the :data:`HEADLINE` field of its body-region figure."""
+
+
+def _mean_body_scores(subjects, prediction) -> dict:
+    """The :data:`HEADLINE` body fields, means over ``subjects``, of ``prediction(subject,
+    target)`` (a volume in physical units: CT in HU, MRI signal) scored against each subject's
+    ``target`` volume inside the body, as ``ctmri_tf.evaluate`` scores a model (HU for CT MAE,
+    [0, 1] MRI scale)."""
+    import numpy as np
+
+    from ctmri_tf import metrics
+
+    values: dict[str, list[float]] = {field: [] for field in _BODY_FIELDS.values()}
+    for subject in subjects:
+        for target, direction in (("ct", "mri->ct"), ("mri", "ct->mri")):
+            truth, low_high = subject.images[target], subject.ranges[target]
+            pred = prediction(subject, target)
+            if target == "ct":
+                value_range = metrics.CT_RANGE_HU
+            else:
+                pred, truth = (metrics.mri_to_unit_interval(x, low_high) for x in (pred, truth))
+                value_range = metrics.MRI_UNIT_RANGE
+            body = metrics.image_metrics(pred, truth, subject.masks[target], value_range)["body"]
+            for metric, value in body.items():
+                values[_BODY_FIELDS[direction, metric]].append(value)
+    return {field: float(np.mean(v)) for field, v in values.items()}
+
+
 def resolution_floor(subjects, image_size: int) -> dict | None:
     """The score of a perfect model that runs at ``image_size``: each subject's ground truth
     resized to ``image_size`` and back (bilinear, as ``evaluate.resized_translator``), scored
@@ -111,33 +141,21 @@ def resolution_floor(subjects, image_size: int) -> dict | None:
     Returns:
         The :data:`HEADLINE` fields, means over subjects (HU for CT MAE, [0, 1] MRI scale).
     """
-    import numpy as np
     import tensorflow as tf
 
-    from ctmri_tf import intensity, metrics
+    from ctmri_tf import intensity
 
     if all(s.images["ct"].shape[1:] == (image_size, image_size) for s in subjects):
         return None
-    body_fields = {(direction, metric): field
-                   for field, (direction, region, metric) in HEADLINE.items() if region == "body"}
-    values: dict[str, list[float]] = {field: [] for field in body_fields.values()}
-    for subject in subjects:
-        for target, direction in (("ct", "mri->ct"), ("mri", "ct->mri")):
-            truth, low_high = subject.images[target], subject.ranges[target]
-            unit = intensity.to_unit(truth, target, low_high)[..., None]
-            small = tf.image.resize(unit, (image_size, image_size), method="bilinear",
-                                    antialias=True)
-            back = tf.image.resize(small, truth.shape[1:], method="bilinear").numpy()[..., 0]
-            back = intensity.from_unit(back, target, low_high)
-            if target == "ct":
-                pred, ref, value_range = back, truth, metrics.CT_RANGE_HU
-            else:
-                pred, ref = (metrics.mri_to_unit_interval(x, low_high) for x in (back, truth))
-                value_range = metrics.MRI_UNIT_RANGE
-            body = metrics.image_metrics(pred, ref, subject.masks[target], value_range)["body"]
-            for metric, value in body.items():
-                values[body_fields[direction, metric]].append(value)
-    return {field: float(np.mean(v)) for field, v in values.items()}
+
+    def round_trip(subject, target):
+        truth, low_high = subject.images[target], subject.ranges[target]
+        unit = intensity.to_unit(truth, target, low_high)[..., None]
+        small = tf.image.resize(unit, (image_size, image_size), method="bilinear", antialias=True)
+        back = tf.image.resize(small, truth.shape[1:], method="bilinear").numpy()[..., 0]
+        return intensity.from_unit(back, target, low_high)
+
+    return _mean_body_scores(subjects, round_trip)
 
 
 def noise_floor(subjects, dataset_config: str) -> dict | None:
@@ -151,7 +169,7 @@ def noise_floor(subjects, dataset_config: str) -> dict | None:
     """
     import numpy as np
 
-    from ctmri_tf import metrics, phantom
+    from ctmri_tf import phantom
     from datasets.ctmri.ctmri_dataset_builder import SOURCE_SYNTHETIC, known_config
 
     try:
@@ -160,31 +178,20 @@ def noise_floor(subjects, dataset_config: str) -> dict | None:
         return None
     if config.source != SOURCE_SYNTHETIC:
         return None
-    values: dict[str, list[float]] = {field: [] for field in HEADLINE}
     prefix = f"phantom-{config.seed}-"
+    if not all(subject.subject_id.startswith(prefix) for subject in subjects):
+        return None
+    grid = dict(image_size=config.image_size, num_slices=config.num_slices, seed=config.seed)
+    clean = {}
     for subject in subjects:
-        if not subject.subject_id.startswith(prefix):
-            return None
         index = int(subject.subject_id[len(prefix):])
-        grid = dict(image_size=config.image_size, num_slices=config.num_slices, seed=config.seed)
         noisy = phantom.make_subject(index, **grid)
         if not (np.allclose(noisy.ct, subject.images["ct"], atol=1e-3)
                 and np.allclose(noisy.mri, subject.images["mri"], rtol=1e-5, atol=1e-3)):
             return None
-        clean = phantom.make_subject(index, noise=False, **grid)
-        for target, direction in (("ct", "mri->ct"), ("mri", "ct->mri")):
-            truth, low_high = subject.images[target], subject.ranges[target]
-            pred = clean.ct if target == "ct" else clean.mri
-            if target == "ct":
-                value_range = metrics.CT_RANGE_HU
-            else:
-                pred, truth = (metrics.mri_to_unit_interval(x, low_high) for x in (pred, truth))
-                value_range = metrics.MRI_UNIT_RANGE
-            body = metrics.image_metrics(pred, truth, subject.masks[target], value_range)["body"]
-            for field, (d, region, metric) in HEADLINE.items():
-                if d == direction and region == "body":
-                    values[field].append(body[metric])
-    return {field: float(np.mean(v)) for field, v in values.items() if v}
+        clean[subject.subject_id] = phantom.make_subject(index, noise=False, **grid)
+    return _mean_body_scores(subjects,
+                             lambda subject, target: getattr(clean[subject.subject_id], target))
 
 
 def calibrate(config, overrides=None) -> float:
