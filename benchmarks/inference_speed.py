@@ -84,9 +84,10 @@ def export_untrained(base: Path, image_size: int, preset: str = "paper",
     export_stargan(generator_from_config(stargan), base)
     if "segmentation" in models:
         segmentation = configs.get_config("segmentation", preset).model
-        export_segmentation(deeplab_v3_plus(image_size, num_classes=segmentation.num_classes,
+        export_segmentation(deeplab_v3_plus(None, num_classes=segmentation.num_classes,
                                             width=segmentation.width,
-                                            blocks=segmentation.blocks), base)
+                                            blocks=segmentation.blocks), base,
+                            training_image_size=image_size)
     if "classifier" in models:
         classifier = configs.get_config("classifier", preset).model
         export_classifier(modality_classifier(filters=classifier.filters), base)

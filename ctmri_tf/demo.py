@@ -250,7 +250,7 @@ def train_segmentation(run: DemoRun) -> None:
         print(f"[segmentation] {split}: mean IoU {values['mean_iou']:.4f}, Dice "
               f"{values['dice']:.4f} ({values['slices']} slices)", flush=True)
     run.results["segmentation"] = {"run_dir": root, "config": config, "metrics": metrics,
-                                   "model": load_segmentation_model(root)}
+                                   "model": load_segmentation_model(root, any_size=True)}
 
 
 def train_classifier(run: DemoRun) -> None:
@@ -300,9 +300,9 @@ def export_models(run: DemoRun) -> None:
             run.results["stargan"]["generator"], tmp, version=1, serving_base=serving_base,
             training_image_size=run.results["stargan"]["config"].data.image_size)
         segmentation = run.results["segmentation"]
-        saved_model.export_segmentation(segmentation["model"], tmp, version=1,
-                                        image_size=segmentation["config"].data.image_size,
-                                        serving_base=serving_base)
+        saved_model.export_segmentation(
+            segmentation["model"], tmp, version=1, serving_base=serving_base,
+            training_image_size=segmentation["config"].data.image_size)
         saved_model.export_classifier(run.results["classifier"]["model"], tmp, version=1,
                                       serving_base=serving_base)
     names = saved_model.served_models(final)

@@ -11,7 +11,10 @@ NumPy only::
 with ``tensorflow-serving-api``, an optional extra (``pip install 'ctmri-tf[serving]'``),
 imported only when a :class:`GrpcClient` is created.
 
-Units are those of the signatures (see ``export/signatures.py`` and ``docs/serving.md``): images
+Units are those of the signatures (see ``export/signatures.py`` and ``docs/serving.md``; every
+export lists them in ``assets.extra/ctmri_export.json``). The signatures take images
+``(B, H, W, 1)``; :meth:`RestClient.translate`, ``segment`` and ``classify`` also take
+``(B, H, W)`` slices and add the channel axis (and remove it from the image outputs). Images
 in HU (CT) or MR signal (MRI) in, ``translated`` in HU or the [0, 1] scaled MR signal out,
 ``translated_unit`` in [-1, 1], PSNR in dB.
 
@@ -87,6 +90,27 @@ def _from_json(value: Any) -> np.ndarray:
     if array.dtype.kind == "f":
         return array.astype(np.float32)
     return array
+
+
+def _image_batch(image: Any) -> tuple[np.ndarray, bool]:
+    """Slices ``(B, H, W)`` or ``(B, H, W, 1)`` -> float32 ``(B, H, W, 1)`` (what the signatures
+    declare), and whether the channel axis was added."""
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 3:
+        return image[..., None], True
+    if image.ndim == 4 and image.shape[-1] == 1:
+        return image, False
+    raise ValueError(f"image must be slices (batch, height, width) or (batch, height, width, "
+                     f"1); got shape {image.shape}")
+
+
+def _drop_channel(outputs: dict, names: tuple[str, ...], added: bool) -> dict:
+    """Remove the channel axis :func:`_image_batch` added from the image outputs ``names``."""
+    if added:
+        for name in names:
+            if name in outputs and outputs[name].ndim == 4:
+                outputs[name] = outputs[name][..., 0]
+    return outputs
 
 
 class RestClient:
@@ -185,20 +209,23 @@ class RestClient:
     # ------------------------------------------------------------------ ctmri-tf signatures
     def translate(self, model: str, image: Any, target_domain: str | list[str] | None = None,
                   *, version: int | None = None) -> dict[str, np.ndarray]:
-        """Translate CT (HU) / MRI (signal) slices ``(B, H, W)`` with a StarGAN export (give
-        ``target_domain``, one name or one per image) or a CycleGAN export (leave it None).
-        Returns ``translated`` (HU or [0, 1] scaled MR signal) and ``translated_unit``."""
-        image = np.asarray(image, dtype=np.float32)
+        """Translate CT (HU) / MRI (signal) slices ``(B, H, W)`` or ``(B, H, W, 1)`` with a
+        StarGAN export (give ``target_domain``, one name or one per image) or a CycleGAN export
+        (leave it None). Returns ``translated`` (HU or [0, 1] scaled MR signal) and
+        ``translated_unit`` ([-1, 1]) of the shape of ``image``."""
+        image, added = _image_batch(image)
         inputs: dict[str, Any] = {"image": image}
         if target_domain is not None:
             inputs["target_domain"] = _per_image(target_domain, len(image))
-        return self.predict(model, inputs, signature="translate", version=version)
+        out = self.predict(model, inputs, signature="translate", version=version)
+        return _drop_channel(out, ("translated", "translated_unit"), added)
 
     def segment(self, model: str, image: Any, modality: str | list[str], *,
                 version: int | None = None) -> dict[str, np.ndarray]:
-        """Body masks of slices ``(B, H, W)`` in physical units with a segmentation export:
-        ``mask`` uint8 (B, H, W) and ``probabilities`` float32 (B, H, W, classes)."""
-        image = np.asarray(image, dtype=np.float32)
+        """Body masks of slices ``(B, H, W)`` or ``(B, H, W, 1)`` in physical units with a
+        segmentation export: ``mask`` uint8 (B, H, W) and ``probabilities`` float32
+        (B, H, W, classes)."""
+        image, _ = _image_batch(image)
         out = self.predict(model, {"image": image, "modality": _per_image(modality, len(image))},
                            signature="segment", version=version)
         out["mask"] = out["mask"].astype(np.uint8)
@@ -206,8 +233,9 @@ class RestClient:
 
     def classify(self, model: str, image: Any, *,
                  version: int | None = None) -> dict[str, np.ndarray]:
-        """CT or MRI? ``probabilities`` float32 (B, 2) (ct, mri) and ``label`` (B,) str."""
-        return self.predict(model, {"image": np.asarray(image, dtype=np.float32)},
+        """CT or MRI? ``probabilities`` float32 (B, 2) (ct, mri) and ``label`` (B,) str, for
+        slices ``(B, H, W)`` or ``(B, H, W, 1)``."""
+        return self.predict(model, {"image": _image_batch(image)[0]},
                             signature="classify", version=version)
 
 

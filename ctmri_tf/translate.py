@@ -153,9 +153,10 @@ def _load_saved_model(model_dir: Path, signature: str):
 
 
 def _fixed_image_size(function, version_dir: Path) -> tuple[int, int]:
-    """The ``(height, width)`` a segmentation export accepts. ``export.signatures.Segmenter``
-    pins it with ``tf.ensure_shape((None, height, width, 1))`` in the graph of its signatures,
-    which is where it is read from (a SavedModel keeps no Python attributes)."""
+    """The ``(height, width)`` a fixed-size segmentation export accepts (exports that record no
+    ``training_image_size``). ``export.signatures.Segmenter`` pins it with
+    ``tf.ensure_shape((None, height, width, 1))`` in the graph of its signatures, which is where
+    it is read from (a SavedModel keeps no Python attributes)."""
     graph_def = function.graph.as_graph_def()
     nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
     for node in nodes:
@@ -349,9 +350,13 @@ class ModelSet:
     @cached_property
     def _segmenter(self):
         """``(version folder, (rows, cols), signature function, loaded SavedModel)``."""
+        from export.saved_model import read_export_info
+
         version_dir, loaded, function = _load_saved_model(self.folder / SEGMENTATION_EXPORT,
                                                           SEGMENT_SIGNATURE)
-        return version_dir, _fixed_image_size(function, version_dir), function, loaded
+        trained = read_export_info(version_dir).get("training_image_size")
+        size = _pair(trained) if trained is not None else _fixed_image_size(function, version_dir)
+        return version_dir, size, function, loaded
 
     @cached_property
     def _classifier(self):

@@ -19,7 +19,7 @@ loaded by its trainer's own loader)::
     python -m export.saved_model --kind cyclegan --run-dir runs/cyclegan-demo --base exports/ \
         [--direction mri2ct|ct2mri|both]          # default: the run's primary direction
     python -m export.saved_model --kind segmentation --run-dir runs/segmentation-demo \
-        --base exports/                           # at the run's image size
+        --base exports/                           # any multiple of 32
     python -m export.saved_model --kind classifier --run-dir runs/classifier-demo --base exports/
 """
 from __future__ import annotations
@@ -37,7 +37,9 @@ from ctmri_tf.errors import CtmriInputError
 MODEL_KINDS = ("stargan", "cyclegan", "segmentation", "classifier")
 MODELS_CONFIG = "models.config"
 EXPORT_INFO = "assets.extra/ctmri_export.json"
-"""Per-version facts a SavedModel cannot hold (path inside the version folder)."""
+"""Per-version facts a SavedModel cannot hold (path inside the version folder): the unit of
+every signature input and output (``"signatures"``), the training image size, ...; TF Serving
+ignores ``assets.extra``."""
 DEFAULT_NAMES = {"stargan": "stargan", "segmentation": "segmentation", "classifier": "classifier"}
 """Default served model names; CycleGAN's are ``cyclegan_mri2ct`` and ``cyclegan_ct2mri``."""
 
@@ -126,7 +128,8 @@ def write_models_config(base: str | os.PathLike, serving_base: str | None = None
 
 def read_export_info(version_dir: str | os.PathLike) -> dict:
     """The ``assets.extra/ctmri_export.json`` of an export version folder (``{}`` if none):
-    what the SavedModel itself cannot say, e.g. ``training_image_size`` ``[rows, cols]``.
+    what the SavedModel itself cannot say: ``signatures`` (``{signature: {"inputs": {name:
+    unit}, "outputs": {name: unit}}}``), ``training_image_size`` ``[rows, cols]`` (pixels).
 
     Raises:
         CtmriInputError: the file exists but is not a JSON object.
@@ -158,7 +161,8 @@ def export_module(module, base: str | os.PathLike, name: str, version: int | Non
         serving_base: written into ``models.config`` instead of the absolute ``base`` (see
             :func:`models_config_text`).
         info: JSON-serialisable facts written to ``<version>/assets.extra/ctmri_export.json``
-            (TF Serving ignores that folder; :func:`read_export_info` reads it back).
+            (TF Serving ignores that folder; :func:`read_export_info` reads it back), beside
+            the module's ``signature_units()`` (``"signatures"``) when it has them.
 
     Returns:
         The version folder.
@@ -184,9 +188,12 @@ def export_module(module, base: str | os.PathLike, name: str, version: int | Non
                                       f"({next_version(model_dir)}) or pass overwrite")
     with atomic_output(target, directory=True, overwrite=overwrite) as tmp:
         tf.saved_model.save(module, str(tmp), signatures=module.signatures())
-        if info:
+        facts = dict(info or {})
+        if hasattr(module, "signature_units"):
+            facts["signatures"] = module.signature_units()
+        if facts:
             (tmp / EXPORT_INFO).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
+            (tmp / EXPORT_INFO).write_text(json.dumps(facts, indent=2) + "\n")
     write_models_config(base, serving_base)
     return target
 
@@ -227,17 +234,20 @@ def export_cyclegan(generator, base: str | os.PathLike, direction: str, name: st
 
 
 def export_segmentation(model, base: str | os.PathLike, name: str = "segmentation",
-                        version: int | None = None, *, image_size=None, **kwargs) -> Path:
-    """Export the DeepLabV3+ body segmentation model (``ctmri_tf.models.deeplab_v3_plus``) for
-    images of ``image_size`` (int or ``(height, width)``, multiples of 32; default the model's
-    input size, required when that is None); see :class:`export.signatures.Segmenter`.
-    Returns the version folder."""
+                        version: int | None = None, *, training_image_size=None,
+                        **kwargs) -> Path:
+    """Export the DeepLabV3+ body segmentation model (``ctmri_tf.models.deeplab_v3_plus``); see
+    :class:`export.signatures.Segmenter`. Built for any size (``deeplab_v3_plus(None, ...)``,
+    as :func:`export_run` loads it), the export takes any height and width that are multiples
+    of 32; a fixed-size model exports for its size only. ``training_image_size`` (pixels, int or
+    ``(rows, cols)``) is recorded as for :func:`export_stargan`. Returns the version folder."""
     from export.signatures import Segmenter
     try:
-        module = Segmenter(model, image_size)
+        module = Segmenter(model)
     except ValueError as err:
         raise CtmriInputError(None, str(err)) from None
-    return export_module(module, base, name, version, **kwargs)
+    return export_module(module, base, name, version, info=_size_info(training_image_size),
+                         **kwargs)
 
 
 def export_classifier(model, base: str | os.PathLike, name: str = "classifier",
@@ -330,9 +340,9 @@ def export_run(kind: str, run_dir: str | os.PathLike, base: str | os.PathLike, *
     if kind == "segmentation":
         from ctmri_tf.training.segmentation import load_segmentation_model
 
-        return [export_segmentation(load_segmentation_model(run_dir), base,
+        return [export_segmentation(load_segmentation_model(run_dir, any_size=True), base,
                                     name or DEFAULT_NAMES["segmentation"],
-                                    image_size=config.data.image_size, **options)]
+                                    training_image_size=config.data.image_size, **options)]
     from ctmri_tf.training.classifier import load_classifier
 
     return [export_classifier(load_classifier(run_dir), base,

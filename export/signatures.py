@@ -15,14 +15,14 @@ Every signature takes images in physical units and hides the normalisation to mo
 
 Conventions shared by all signatures:
 
-* ``image`` is float32 of shape ``(B, H, W)`` or ``(B, H, W, 1)`` (the signature's shape is of
-  unknown rank so that both work); image outputs have the shape of ``image``. Batch and spatial
-  sizes are free, within each model's rule (checked in the graph; a violation fails the request
-  with ``INVALID_ARGUMENT`` and a message saying the rule):
+* ``image`` (and ``reference``, ``mask``) is float32 (``mask`` uint8) of shape
+  ``(B, H, W, 1)``: the signatures declare that rank, so clients and ``saved_model_cli show``
+  see it; image outputs have the same shape. Batch and spatial sizes are free, within each
+  model's rule (checked in the graph; a violation fails the request with ``INVALID_ARGUMENT``
+  and a message saying the rule):
 
   - StarGAN and CycleGAN generators: height and width multiples of 4, at least 8 pixels;
-  - DeepLabV3+: exactly the size the model was trained at (fixed when exporting; see
-    :class:`Segmenter`);
+  - DeepLabV3+: height and width multiples of 32, its output stride (see :class:`Segmenter`);
   - classifier: any size;
   - ``evaluate*``: at least 11 x 11 pixels (SSIM's Gaussian window).
 
@@ -48,9 +48,14 @@ images to 0 (-1024 HU) outside the body mask, as SynthRAD does, and averages the
 (PSNR) and the SSIM map (whose entries are the windows centred 5 pixels or more inside the
 image) over the mask's pixels; an empty mask gives NaN. PSNR is in dB (``inf`` for identical
 images).
+
+Units: each module's :meth:`ServingModule.signature_units` says, for every input and output of
+every signature, its unit; ``export.saved_model`` writes that into the export's
+``assets.extra/ctmri_export.json`` (``"signatures"``), beside the SavedModel.
 """
 from __future__ import annotations
 
+import keras
 import tensorflow as tf
 
 from ctmri_tf import intensity, metrics
@@ -76,7 +81,8 @@ _RANGES = tf.TensorSpec((None, 2), tf.float32)
 # ----------------------------------------------------------------------------- graph helpers
 
 def _batch_image(image: tf.Tensor, name: str) -> tf.Tensor:
-    """``(B, H, W)`` or ``(B, H, W, 1)`` -> ``(B, H, W, 1)`` (checked in the graph)."""
+    """``(B, H, W)`` or ``(B, H, W, 1)`` -> ``(B, H, W, 1)`` (checked in the graph). The
+    signatures declare ``(B, H, W, 1)``; the 3-D form serves the modules' eager use."""
     rank = tf.rank(image)
     shape = tf.shape(image)
     ok = tf.logical_or(tf.equal(rank, 3),
@@ -228,6 +234,31 @@ class _Hidden:
         self.__dict__.update(values)
 
 
+def serving_variables(model) -> list[tf.Variable]:
+    """The plain ``tf.Variable``\ s under a Keras 3 model's variables, for a module to track.
+
+    A Keras 3 variable (``keras.Variable`` on the TensorFlow backend) wraps a ``tf.Variable``;
+    the model's traced calls capture the inner variable's resource handle. Tracking the wrapper
+    instead makes ``tf.saved_model.save`` write, for each weight, a second variable
+    (``KerasVariable._export_to_saved_model_graph`` copies it) that the SavedModel's restore op
+    never initialises: ``tf.saved_model.load`` works, but TF Serving's loader (a TF1 session:
+    restore, then run) fails with "Could not find variable ..." (keras-team/keras#19274,
+    tensorflow/serving#2226). Tracking the inner variables gives one resource per weight.
+
+    Raises:
+        TypeError: a variable that is not backed by a ``tf.Variable`` (another Keras backend).
+    """
+    found = []
+    for variable in model.variables:
+        inner = variable.value if isinstance(variable, keras.Variable) else variable
+        if not isinstance(inner, tf.Variable):
+            raise TypeError(f"variable {variable.path if hasattr(variable, 'path') else variable}"
+                            f" is not backed by a tf.Variable (Keras backend "
+                            f"{keras.backend.backend()!r}); export needs the TensorFlow backend")
+        found.append(inner)
+    return found
+
+
 def signature(*input_signature: tf.TensorSpec):
     """Mark a method of a :class:`ServingModule` as a serving signature with these inputs."""
     def mark(method):
@@ -237,8 +268,8 @@ def signature(*input_signature: tf.TensorSpec):
 
 
 def _image(name: str = "image", dtype=tf.float32) -> tf.TensorSpec:
-    """An image input of unknown rank: ``(B, H, W)`` or ``(B, H, W, 1)``."""
-    return tf.TensorSpec(None, dtype, name=name)
+    """An image input ``(B, H, W, 1)``."""
+    return tf.TensorSpec((None, None, None, 1), dtype, name=name)
 
 
 def _names(name: str) -> tf.TensorSpec:
@@ -265,7 +296,7 @@ class ServingModule(tf.Module):
 
     def __init__(self, model, label: str, **inner):
         super().__init__(name=label)
-        self.model_variables = list(model.variables)
+        self.model_variables = serving_variables(model)
         self.hidden = _Hidden(model=model, default_ranges=_inner(default_ranges, _IMAGES, _FLAGS),
                               **inner)
 
@@ -279,11 +310,36 @@ class ServingModule(tf.Module):
                     found[name] = (getattr(self, name), specs)
         return found
 
+    UNITS: dict = {}
+    """``{tensor name: unit}`` for the inputs and outputs of this module's signatures."""
+
+    def signature_units(self) -> dict:
+        """``{signature name: {"inputs": {name: unit}, "outputs": {name: unit}}}`` for every
+        signature, ``serving_default`` included (JSON-ready; written into the export's
+        ``assets.extra/ctmri_export.json`` by ``export.saved_model``).
+
+        Raises:
+            KeyError: a signature tensor without a unit in :attr:`UNITS` (a programming error,
+                caught by the tests).
+        """
+        described = {}
+        for name, function in self.signatures().items():
+            inputs = [spec.name for spec in tf.nest.flatten(function.structured_input_signature)]
+            outputs = function.structured_outputs
+            described[name] = {
+                "inputs": {key: self.UNITS[key] for key in sorted(inputs)},
+                "outputs": {key: self.UNITS[key] for key in sorted(outputs)}}
+        return described
+
     def signatures(self) -> dict:
-        """``{signature name: concrete function}``, ``serving_default`` included."""
+        """``{signature name: concrete function}``, ``serving_default`` included (traced once
+        per module)."""
+        if getattr(self.hidden, "concrete", None) is not None:
+            return self.hidden.concrete
         concrete = {name: _inner(method, *specs).get_concrete_function()
                     for name, (method, specs) in self.signature_methods().items()}
         concrete["serving_default"] = concrete[self.DEFAULT_SIGNATURE]
+        self.hidden.concrete = concrete
         return concrete
 
 
@@ -294,6 +350,22 @@ class _Translator(ServingModule):
     modality each image is translated to (the source is the other one)."""
 
     DEFAULT_SIGNATURE = "translate"
+
+    UNITS = {
+        "image": "physical units of the source: HU for a CT, MR signal (scanner units) for an "
+                 "MRI; (batch, height, width, 1)",
+        "target_domain": "string per image: 'ct' or 'mri' (the source is the other one)",
+        "source_range": "(low, high) of the source in its physical units (HU or MR signal) "
+                        "that maps to [-1, 1]",
+        "target_range": "(low, high) in the target's physical units that [-1, 1] maps to",
+        "reference": "the registered target image in physical units (HU or MR signal)",
+        "mask": "uint8, nonzero inside the body",
+        "translated": "HU (CT target, CT window -1024..3000) or the [0, 1] scaled MR signal "
+                      "(MRI target; MR signal in target_range units with *_with_ranges)",
+        "translated_unit": "model space [-1, 1]",
+        "psnr": "dB, per image (SynthRAD protocol: CT on [-1024, 3000] HU, MRI on [0, 1])",
+        "ssim": "unitless in [-1, 1], per image (11x11 Gaussian window, sigma 1.5)",
+    }
 
     def __init__(self, generator, label: str):
         super().__init__(generator, label,
@@ -443,38 +515,35 @@ class Segmenter(ServingModule):
             ``probabilities`` float32 (B, H, W, num_classes) (softmax of the logits).
         ``segment_with_range``: ``image``, ``modality``, ``intensity_range`` (B, 2).
 
-    The batch size is free but the image size is fixed to ``image_size`` (the size the model was
-    trained at): keras-cv's DeepLabV3+ up-samples with ``keras.layers.UpSampling2D(bilinear)``,
-    which Keras 3 cannot trace with a height or width unknown until run time. Other sizes fail
-    the request with a message giving the expected size.
+    Batch and image size are free: any height and width that are multiples of 32 (the model's
+    output stride), when the model was built for any size (``deeplab_v3_plus(None, ...)``, as
+    ``export.saved_model.export_segmentation`` does); a model built for one size exports for
+    that size only. Other sizes fail the request with a message giving the rule.
 
     Args:
         model: ``ctmri_tf.models.deeplab_v3_plus`` model.
-        image_size: ``(height, width)`` or an int, multiples of 32; default the model's input
-            size (required when the model was built with ``image_size=None``).
     """
 
     DEFAULT_SIGNATURE = "segment"
+    UNITS = {
+        "image": "physical units: HU for a CT, MR signal for an MRI; (batch, height, width, 1)",
+        "modality": "string per image: 'ct' or 'mri'",
+        "intensity_range": "(low, high) physical units of each image that map to [-1, 1]",
+        "mask": "uint8 class index per pixel (1 = body); (batch, height, width)",
+        "probabilities": "softmax over the classes (0 = background, 1 = body), float32 in "
+                         "[0, 1]; (batch, height, width, classes)",
+    }
 
-    def __init__(self, model, image_size=None):
+    def __init__(self, model):
         built = tuple(model.input_shape[1:3])
-        if image_size is None:
-            if None in built:
-                raise ValueError("deeplab_v3_plus was built for any image size; give the "
-                                 "image_size it was trained at (keras-cv's DeepLabV3+ cannot be "
-                                 "traced with a height or width unknown until run time)")
-            image_size = built
-        elif isinstance(image_size, int):
-            image_size = (image_size, image_size)
-        image_size = tuple(int(side) for side in image_size)
-        if len(image_size) != 2 or any(
-                side % DEEPLAB_MULTIPLE or side < DEEPLAB_MULTIPLE for side in image_size) or any(
-                b is not None and b != side for b, side in zip(built, image_size)):
-            raise ValueError(f"deeplab_v3_plus: image_size {image_size} must be two multiples of "
-                             f"{DEEPLAB_MULTIPLE} matching the model's input size {built}")
-        fixed = tf.TensorSpec((None, *image_size, 1), tf.float32)
-        super().__init__(model, "deeplab_v3_plus", core=_inner(self._core, fixed, _FLAGS, _RANGES))
-        self.image_size = image_size
+        if any(side is not None and (side % DEEPLAB_MULTIPLE or side < DEEPLAB_MULTIPLE)
+               for side in built):
+            raise ValueError(f"deeplab_v3_plus: the model's input size {built} must be "
+                             f"multiples of {DEEPLAB_MULTIPLE}")
+        spec = tf.TensorSpec((None, *built, 1), tf.float32)
+        super().__init__(model, "deeplab_v3_plus", core=_inner(self._core, spec, _FLAGS, _RANGES))
+        self.image_size = None if None in built else built
+        """``(height, width)`` of a fixed-size model, None for any multiple of 32."""
 
     def _core(self, image4, is_mri, ranges):
         logits = self.hidden.model(physical_to_unit(image4, is_mri, ranges), training=False)
@@ -484,14 +553,17 @@ class Segmenter(ServingModule):
 
     def _segment(self, image, modality, ranges=None):
         image4 = _batch_image(image, "image")
-        height, width = self.image_size
-        size = tf.shape(image4)[1:3]
-        check = tf.debugging.Assert(
-            tf.reduce_all(tf.equal(size, [height, width])),
-            [f"{self.name}: this export takes images of exactly {height} x {width} pixels "
-             f"(the size the model was trained at); got height, width", size])
-        with tf.control_dependencies([check]):
-            image4 = tf.ensure_shape(tf.identity(image4), (None, height, width, 1))
+        if self.image_size is None:
+            image4 = _check_spatial(image4, DEEPLAB_MULTIPLE, DEEPLAB_MULTIPLE, self.name)
+        else:
+            height, width = self.image_size
+            size = tf.shape(image4)[1:3]
+            check = tf.debugging.Assert(
+                tf.reduce_all(tf.equal(size, [height, width])),
+                [f"{self.name}: this export takes images of exactly {height} x {width} pixels "
+                 f"(the size the model was built for); got height, width", size])
+            with tf.control_dependencies([check]):
+                image4 = tf.ensure_shape(tf.identity(image4), (None, height, width, 1))
         is_mri = _is_mri(modality, image4, "modality")
         if ranges is None:
             ranges = self.hidden.default_ranges(image4, is_mri)
@@ -525,6 +597,12 @@ class Classifier(ServingModule):
     """
 
     DEFAULT_SIGNATURE = "classify"
+    UNITS = {
+        "image": "physical units, any modality (HU or MR signal; classify_unit: model space "
+                 "[-1, 1] as in training); (batch, height, width, 1)",
+        "probabilities": "softmax, float32 in [0, 1]; (batch, 2): index 0 = ct, 1 = mri",
+        "label": "string per image: 'ct' or 'mri' (the argmax)",
+    }
 
     def __init__(self, model):
         super().__init__(model, "modality_classifier", core=_inner(self._core, _IMAGES))

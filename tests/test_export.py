@@ -144,13 +144,14 @@ def cyclegan(cyclegan_run, base):
 @pytest.fixture(scope="module")
 def segmentation(tmp_path_factory, base):
     """A segmentation run whose BatchNorm moving statistics are random (not the initial 0 / 1),
-    exported by the command line at the run's image size; the Keras model restored by
-    ``load_segmentation_model`` and the trainer's own model that was checkpointed."""
+    exported by the command line (any multiple of 32); the any-size Keras model restored by
+    ``load_segmentation_model`` and the trainer's own 32 px model that was checkpointed."""
     run, config, task = _trained_run(tmp_path_factory.mktemp("runs"), "segmentation",
                                      Segmentation, 3, prefix="model", count=1)
     _export_by_cli(run, base, "--kind", "segmentation")
     path = base / "segmentation" / "1"
-    return load_segmentation_model(run), path, tf.saved_model.load(str(path)), task.model
+    return (load_segmentation_model(run, any_size=True), path, tf.saved_model.load(str(path)),
+            task.model)
 
 
 @pytest.fixture(scope="module")
@@ -184,9 +185,37 @@ def stargan_expected(generator, images, sources):
     return out, physical
 
 
+IMAGE_INPUTS = ("image", "reference", "mask")
+IMAGE_OUTPUTS = ("translated", "translated_unit")
+
+
+def _with_channel(inputs: dict) -> tuple[dict, bool]:
+    """Slices ``(B, H, W)`` given for the image inputs -> ``(B, H, W, 1)``, the rank the
+    signatures declare; and whether an axis was added."""
+    added = any(np.ndim(inputs[k]) == 3 for k in IMAGE_INPUTS if k in inputs)
+    return {k: np.asarray(v)[..., None] if k in IMAGE_INPUTS and np.ndim(v) == 3 else v
+            for k, v in inputs.items()}, added
+
+
 def call(loaded, signature, **inputs):
+    """Call a signature of a ``tf.saved_model.load``-ed export; slices ``(B, H, W)`` are sent as
+    ``(B, H, W, 1)`` and the image outputs come back as ``(B, H, W)``."""
+    inputs, added = _with_channel(inputs)
     result = loaded.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
-    return {k: v.numpy() for k, v in result.items()}
+    out = {k: v.numpy() for k, v in result.items()}
+    return {k: v[..., 0] if added and k in IMAGE_OUTPUTS else v for k, v in out.items()}
+
+
+def session_run(path: Path, signature: str, **inputs) -> dict:
+    """Run a signature the way TF Serving loads a SavedModel: a TF1 session over a new graph,
+    ``loader.load`` (the restore op, then the init op), then ``Session.run`` on the signature's
+    tensor names."""
+    inputs, _ = _with_channel(inputs)
+    with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(path))
+        definition = meta_graph.signature_def[signature]
+        feed = {definition.inputs[k].name: np.asarray(v) for k, v in inputs.items()}
+        return session.run({k: v.name for k, v in definition.outputs.items()}, feed)
 
 
 # ----------------------------------------------------------------------------- StarGAN
@@ -327,7 +356,7 @@ def test_saved_model_cli_lists_signatures_dtypes_and_shapes(stargan):
         signatures[name] = {(kind, t): (dtype, shape) for kind, t, dtype, shape in tensors}
     assert {"serving_default", "translate", "translate_with_ranges", "evaluate",
             "evaluate_masked"} <= set(signatures)
-    image = ("DT_FLOAT", "unknown_rank")
+    image = ("DT_FLOAT", "(-1, -1, -1, 1)")
     assert signatures["serving_default"] == {
         ("inputs", "image"): image, ("inputs", "target_domain"): ("DT_STRING", "(-1)"),
         ("outputs", "translated"): image, ("outputs", "translated_unit"): image}
@@ -335,7 +364,7 @@ def test_saved_model_cli_lists_signatures_dtypes_and_shapes(stargan):
     assert ranges[("inputs", "source_range")] == ("DT_FLOAT", "(-1, 2)")
     assert ranges[("inputs", "target_range")] == ("DT_FLOAT", "(-1, 2)")
     masked = signatures["evaluate_masked"]
-    assert masked[("inputs", "mask")] == ("DT_UINT8", "unknown_rank")
+    assert masked[("inputs", "mask")] == ("DT_UINT8", "(-1, -1, -1, 1)")
     assert masked[("inputs", "reference")] == image
     assert masked[("outputs", "psnr")] == ("DT_FLOAT", "(-1)")
     assert masked[("outputs", "ssim")] == ("DT_FLOAT", "(-1)")
@@ -409,8 +438,22 @@ def test_segment_matches_keras_and_checks_the_size(segmentation, phantom):
     expected = tf.nn.softmax(model(intensity.mri_to_unit(images[1:2], (0.0, 200.0))[..., None]),
                              axis=-1).numpy()
     np.testing.assert_allclose(ranged["probabilities"], expected, atol=UNIT_ATOL)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="exactly 32 x 32 pixels"):
-        call(loaded, "segment", image=np.zeros((1, 64, 32), np.float32), modality=["ct"])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="multiples of 32"):
+        call(loaded, "segment", image=np.zeros((1, 48, 32), np.float32), modality=["ct"])
+
+
+def test_segmentation_export_takes_any_multiple_of_its_stride(segmentation, phantom):
+    """Exported from a 32 px run, the model segments 64 x 32 and 32 x 96 slices as the Keras
+    model does at those sizes (keras-cv's bilinear up-sampling traced with a dynamic size)."""
+    model, _, loaded, _ = segmentation
+    rng = np.random.default_rng(7)
+    for rows, cols in ((64, 32), (32, 96)):
+        images = rng.uniform(-1024.0, 1500.0, (2, rows, cols)).astype(np.float32)
+        out = call(loaded, "segment", image=images, modality=["ct", "ct"])
+        assert out["probabilities"].shape == (2, rows, cols, 2)
+        expected = tf.nn.softmax(model(intensity.ct_to_unit(images)[..., None],
+                                       training=False), axis=-1).numpy()
+        np.testing.assert_allclose(out["probabilities"], expected, atol=UNIT_ATOL)
 
 
 def test_segmentation_keeps_random_batchnorm_statistics(segmentation, phantom):
@@ -438,11 +481,13 @@ def test_segmentation_keeps_random_batchnorm_statistics(segmentation, phantom):
     assert np.abs(differs - out["probabilities"]).max() > 1e-3
 
 
-def test_segmentation_export_needs_a_known_image_size(tmp_path):
-    model = deeplab_v3_plus(None, width=8, blocks=(2, 2, 2, 2))
-    with pytest.raises(CtmriInputError, match="image_size"):
-        sm.export_segmentation(model, tmp_path)
-    assert not (tmp_path / "segmentation").exists()
+def test_a_fixed_size_segmentation_model_exports_for_its_size_only(tmp_path):
+    model = deeplab_v3_plus(SIZE, width=4, blocks=(2, 2, 2, 2))
+    loaded = tf.saved_model.load(str(sm.export_segmentation(model, tmp_path)))
+    image = np.zeros((1, SIZE, SIZE), np.float32)
+    assert call(loaded, "segment", image=image, modality=["ct"])["mask"].shape == (1, SIZE, SIZE)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="exactly 32 x 32 pixels"):
+        call(loaded, "segment", image=np.zeros((1, 64, 64), np.float32), modality=["ct"])
 
 
 # ----------------------------------------------------------------------------- classifier
@@ -486,6 +531,97 @@ def test_layout_and_models_config_list_every_model(stargan, cyclegan, segmentati
     text = (base / "models.config").read_text()
     assert text.split("model_config_list {\n", 1)[1] == expected + "}\n"
     assert all(line.startswith("#") for line in text.split("model_config_list")[0].splitlines())
+
+
+# ----------------------------------------------------------------------------- TF Serving's loader
+
+@pytest.fixture(scope="module")
+def serving_cases(stargan, cyclegan, segmentation, classifier, phantom):
+    """One call per export kind: ``(export folder, signature, inputs (B, H, W, 1), {output:
+    expected from the Keras model})``."""
+    generator, stargan_path, _, _ = stargan
+    images = np.stack([phantom.ct[1], phantom.mri[1]])[..., None]
+    unit, physical = stargan_expected(generator, images[..., 0], ["ct", "mri"])
+    cases = [(stargan_path, "serving_default",
+              {"image": images, "target_domain": np.array([b"mri", b"ct"])},
+              {"translated_unit": unit, "translated": physical})]
+    generators, cyclegan_path, _, _ = cyclegan
+    mri = phantom.mri[:2]
+    expected = generators["mri2ct"](np.stack([unit_of(m, "mri") for m in mri])[..., None])
+    cases.append((cyclegan_path, "translate", {"image": mri[..., None]},
+                  {"translated_unit": expected.numpy(),
+                   "translated": intensity.unit_to_ct(expected.numpy())}))
+    model, segmentation_path, _, _ = segmentation
+    ct = phantom.ct[2:4, :, :, None]
+    cases.append((segmentation_path, "segment", {"image": ct, "modality": np.array([b"ct"] * 2)},
+                  {"probabilities": tf.nn.softmax(model(intensity.ct_to_unit(ct)),
+                                                  axis=-1).numpy()}))
+    model, classifier_path, _, _ = classifier
+    both = np.stack([phantom.ct[0], phantom.mri[0]])[..., None]
+    cases.append((classifier_path, "classify", {"image": both},
+                  {"probabilities": tf.nn.softmax(model(intensity.percentile_to_unit(both)),
+                                                  axis=-1).numpy()}))
+    return cases
+
+
+def _assert_outputs(outputs: dict, expected: dict, where) -> None:
+    for name, value in expected.items():
+        atol = HU_ATOL if name == "translated" else UNIT_ATOL
+        np.testing.assert_allclose(outputs[name], value, atol=atol, err_msg=f"{where}: {name}")
+
+
+def test_every_export_runs_in_a_tf1_session_as_tf_serving_loads_it(serving_cases):
+    """TF Serving restores a SavedModel into a TF1 session (restore op, init op) and runs the
+    signature's tensors: every variable the graph reads must be one the restore op fills
+    (Keras 3's variable wrappers, tracked instead of their tf.Variables, add a second,
+    never-restored variable per weight: "Could not find variable ...")."""
+    for path, signature, inputs, expected in serving_cases:
+        _assert_outputs(session_run(path, signature, **inputs), expected, path)
+
+
+def test_saved_model_cli_run_gives_the_keras_outputs(serving_cases, tmp_path):
+    """``saved_model_cli run`` (the TF1 session loader as a command, .npy inputs and outputs)
+    for every export kind; the runs go in parallel (each starts TensorFlow)."""
+    runs = []
+    for i, (path, signature, inputs, expected) in enumerate(serving_cases):
+        folder = tmp_path / str(i)
+        (folder / "out").mkdir(parents=True)
+        for name, value in inputs.items():
+            np.save(folder / f"{name}.npy", value)
+        spec = ";".join(f"{name}={folder / name}.npy" for name in inputs)
+        runs.append((subprocess.Popen(
+            [str(SAVED_MODEL_CLI), "run", "--dir", str(path), "--tag_set", "serve",
+             "--signature_def", signature, "--inputs", spec, "--outdir", str(folder / "out")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}), folder, path, expected))
+    for process, folder, path, expected in runs:
+        _, stderr = process.communicate(timeout=240)
+        assert process.returncode == 0, f"{path}: {stderr[-2000:]}"
+        outputs = {name: np.load(folder / "out" / f"{name}.npy") for name in expected}
+        _assert_outputs(outputs, expected, path)
+
+
+def test_exports_describe_the_units_of_every_signature(stargan, cyclegan, segmentation,
+                                                       classifier, base):
+    """``assets.extra/ctmri_export.json`` names a unit for each input and output of each
+    signature, and lists exactly the signatures and tensors of the SavedModel."""
+    for name in ["classifier", "cyclegan_ct2mri", "cyclegan_mri2ct", "segmentation", "stargan"]:
+        path = base / name / "1"
+        described = sm.read_export_info(path)["signatures"]
+        loaded = tf.saved_model.load(str(path))
+        assert set(described) == set(loaded.signatures), name
+        for signature, function in loaded.signatures.items():
+            assert set(described[signature]["inputs"]) == set(
+                function.structured_input_signature[1]), (name, signature)
+            assert set(described[signature]["outputs"]) == set(
+                function.structured_outputs), (name, signature)
+            units = [*described[signature]["inputs"].values(),
+                     *described[signature]["outputs"].values()]
+            assert all(isinstance(u, str) and u for u in units), (name, signature)
+    translate = sm.read_export_info(base / "stargan" / "1")["signatures"]["translate"]
+    assert "HU" in translate["outputs"]["translated"]
+    assert "[-1, 1]" in translate["outputs"]["translated_unit"]
+    assert sm.read_export_info(base / "segmentation" / "1")["training_image_size"] == [SIZE, SIZE]
 
 
 class Echo(tf.Module):
@@ -557,7 +693,7 @@ def test_exports_record_the_training_image_size_for_translate(stargan, cyclegan,
     from ctmri_tf.translate import ModelSet
 
     size = configs.get_config("stargan", "smoke").data.image_size
-    assert sm.read_export_info(stargan[1]) == {"training_image_size": [size, size]}
+    assert sm.read_export_info(stargan[1])["training_image_size"] == [size, size]
     assert sm.read_export_info(cyclegan[1])["training_image_size"] == [size, size]
     alone = tmp_path / "exports"
     shutil.copytree(stargan[1], alone / "stargan" / "1")   # no segmentation export beside it

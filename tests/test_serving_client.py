@@ -80,7 +80,8 @@ def test_predict_sends_the_columnar_request_and_returns_arrays(server):
 
 def test_convenience_calls_pick_the_signature_and_repeat_a_single_modality(server):
     server.answers += [
-        (200, {"outputs": {"translated": [[[1.0]], [[2.0]]], "translated_unit": [[[0]], [[0]]]}}),
+        (200, {"outputs": {"translated": [[[[1.0]]], [[[2.0]]]],
+                           "translated_unit": [[[[0]]], [[[0]]]]}}),
         (200, {"outputs": {"mask": [[[1]], [[0]]], "probabilities": [[[[0.2, 0.8]]],
                                                                        [[[0.9, 0.1]]]]}}),
         (200, {"outputs": {"probabilities": [[0.1, 0.9]], "label": ["mri"]}}),
@@ -88,7 +89,7 @@ def test_convenience_calls_pick_the_signature_and_repeat_a_single_modality(serve
     ]
     client = RestClient(url_of(server) + "/")
     images = np.zeros((2, 1, 1))
-    client.translate("stargan", images, target_domain="ct")
+    translated = client.translate("stargan", images, target_domain="ct")
     masks = client.segment("segmentation", images, ["ct", "mri"])
     labels = client.classify("classifier", images[:1])
     client.translate("cyclegan_mri2ct", images[:1])
@@ -101,6 +102,10 @@ def test_convenience_calls_pick_the_signature_and_repeat_a_single_modality(serve
         ("/v1/models/cyclegan_mri2ct:predict", "translate", ["image"]),
     ]
     assert server.requests[0][3]["inputs"]["target_domain"] == ["ct", "ct"]
+    # (B, H, W) slices travel as the signatures' (B, H, W, 1) and come back as (B, H, W)
+    assert all(np.ndim(body["inputs"]["image"]) == 4 for _, _, _, body in server.requests)
+    assert translated["translated"].shape == (2, 1, 1)
+    assert translated["translated"].tolist() == [[[1.0]], [[2.0]]]
     assert server.requests[1][3]["inputs"]["modality"] == ["ct", "mri"]
     assert masks["mask"].dtype == np.uint8 and masks["mask"].tolist() == [[[1]], [[0]]]
     assert labels["label"].tolist() == ["mri"]

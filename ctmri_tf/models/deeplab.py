@@ -9,16 +9,52 @@ head (1x1 conv 256 -> BN -> ReLU -> 4x bilinear up-sampling -> 1x1 conv) without
 the model returns logits, in float32 even under a mixed-precision policy. Use
 ``keras.losses.SparseCategoricalCrossentropy(from_logits=True)`` and ``argmax`` over the last axis
 (or ``softmax``) to get the body mask.
+
+Any image size: built with ``image_size=None`` the model runs, and traces in a ``tf.function``
+(a SavedModel signature), at any height and width that are multiples of 32. keras-cv's
+``UpSampling2D(interpolation="bilinear")`` layers cannot be traced with a size unknown until run
+time (``keras.ops.image.resize`` compares the new size with 0 in Python), so both of them (the
+encoder's x8 and the head's x4) are :class:`BilinearUpSampling`: the same layer, weightless,
+resizing with ``tf.image.resize`` on the dynamic shape (the kernel Keras's TensorFlow backend
+calls, so outputs are bit-identical and checkpoints unchanged).
 """
 from __future__ import annotations
 
 import keras
 import keras_cv
+import tensorflow as tf
 
 from ctmri_tf.models.layers import check_positive_ints, spatial_size
 
 # conv1 (stride 2), max-pool (stride 2) and three stride-2 stacks.
 DOWNSAMPLING = 32
+
+
+@keras.saving.register_keras_serializable(package="ctmri_tf")
+class BilinearUpSampling(keras.layers.UpSampling2D):
+    """``keras.layers.UpSampling2D(size, interpolation="bilinear")`` that traces with an unknown
+    height and width (see the module docstring); channels-last, TensorFlow backend."""
+
+    def __init__(self, size=(2, 2), **kwargs):
+        kwargs.pop("interpolation", None)
+        super().__init__(size=size, interpolation="bilinear", **kwargs)
+
+    def call(self, inputs):
+        new_size = tf.shape(inputs)[1:3] * tf.constant(self.size, tf.int32)
+        return tf.cast(tf.image.resize(inputs, new_size, method="bilinear"), inputs.dtype)
+
+
+def _dynamic_upsampling(model: keras.Model) -> keras.Model:
+    """Make every bilinear ``UpSampling2D`` of ``model`` a :class:`BilinearUpSampling` in place.
+
+    keras-cv builds the encoder's up-sampling inside ``DeepLabV3Plus.__init__`` with no way to
+    pass another layer; the layers hold no weights, so changing their class keeps the model's
+    graph, weights and checkpoints as they are.
+    """
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if type(layer) is keras.layers.UpSampling2D and layer.interpolation == "bilinear":
+            layer.__class__ = BilinearUpSampling
+    return model
 
 
 def _logits_head(num_classes: int) -> keras.Sequential:
@@ -27,8 +63,7 @@ def _logits_head(num_classes: int) -> keras.Sequential:
         keras.layers.Conv2D(256, 1, padding="same", use_bias=False, name="segmentation_head_conv"),
         keras.layers.BatchNormalization(name="segmentation_head_norm"),
         keras.layers.ReLU(name="segmentation_head_relu"),
-        keras.layers.UpSampling2D(size=(4, 4), interpolation="bilinear",
-                                  name="segmentation_head_upsampling"),
+        BilinearUpSampling(size=(4, 4), name="segmentation_head_upsampling"),
         keras.layers.Conv2D(num_classes, 1, padding="same", use_bias=False, dtype="float32",
                             name="segmentation_logits"),
     ], name="segmentation_head")
@@ -70,6 +105,6 @@ def deeplab_v3_plus(image_size, num_classes: int = 2, width: int = 64,
     # not on any path to the logits, so freeze it rather than hand the optimiser
     # gradient-less variables.
     backbone.get_layer("post_bn").trainable = False
-    return keras_cv.models.DeepLabV3Plus(backbone=backbone, num_classes=num_classes,
-                                         segmentation_head=_logits_head(num_classes),
-                                         name="deeplab_v3_plus")
+    return _dynamic_upsampling(keras_cv.models.DeepLabV3Plus(
+        backbone=backbone, num_classes=num_classes, segmentation_head=_logits_head(num_classes),
+        name="deeplab_v3_plus"))

@@ -193,7 +193,8 @@ def evaluate_segmentation(model: keras.Model, datasets: Mapping[str, tf.data.Dat
 
 
 # ----------------------------------------------------------------------------- run folders
-def load_segmentation_model(run_dir: str | os.PathLike, image_size=None) -> keras.Model:
+def load_segmentation_model(run_dir: str | os.PathLike, image_size=None, *,
+                            any_size: bool = False) -> keras.Model:
     """The trained DeepLabV3+ of a segmentation run folder (float32).
 
     Restores the run's newest checkpoint with the trainer's own objects (:class:`Segmentation`,
@@ -203,6 +204,8 @@ def load_segmentation_model(run_dir: str | os.PathLike, image_size=None) -> kera
     Args:
         run_dir: the run folder.
         image_size: int or ``(height, width)``, multiples of 32; default the training size.
+        any_size: build the copy for any image size (multiples of 32) instead, as the export
+            does; ``image_size`` must then be None.
 
     Returns:
         ``keras.Model``: image (B, H, W, 1) in [-1, 1] -> logits (B, H, W, num_classes); the body
@@ -214,9 +217,12 @@ def load_segmentation_model(run_dir: str | os.PathLike, image_size=None) -> kera
     """
     from ctmri_tf.models import deeplab_v3_plus
 
+    if any_size and image_size is not None:
+        raise ValueError("give image_size or any_size, not both")
     _, config, task = restore_task(run_dir, "segmentation", Segmentation)
+    size = None if any_size else image_size or config.data.image_size
     try:
-        return float32_copy(lambda: deeplab_v3_plus(image_size or config.data.image_size,
+        return float32_copy(lambda: deeplab_v3_plus(size,
                                                     num_classes=config.model.num_classes,
                                                     width=config.model.width,
                                                     blocks=config.model.blocks), task.model)
