@@ -604,7 +604,7 @@ def _write(kind: str, translated: Volume, volume: Volume, output: Path, overwrit
 def translate_file(input: str | os.PathLike, output: str | os.PathLike, *, to: str | None = None,
                    source: str | None = None, models: ModelSet | str | os.PathLike,
                    overwrite: bool = False, batch_size: int = 8, progress: bool = True,
-                   log: Callable[[str], None] | None = None) -> Path:
+                   log: Callable[[str], None] | None = None, series: str | None = None) -> Path:
     """Translate the scan ``input`` and write it to ``output`` in the same format (module
     docstring).
 
@@ -622,6 +622,10 @@ def translate_file(input: str | os.PathLike, output: str | os.PathLike, *, to: s
         progress: tqdm progress bar over the slices.
         log: called with one line per decision (modality and how it was decided, models, the
             output), e.g. ``print``; ``None`` is silent.
+        series: the SeriesInstanceUID to translate from a DICOM folder holding several series
+            (``--series``); ``None`` reads the largest axial CT/MR series, skipping localizers
+            (:func:`ctmri_tf.io.read_dicom`, which warns naming what it skipped). A DICOM output
+            keeps every input slice's ImagePositionPatient exactly (uneven spacing, gantry tilt).
 
     Returns:
         ``output`` as a :class:`~pathlib.Path`.
@@ -643,7 +647,7 @@ def translate_file(input: str | os.PathLike, output: str | os.PathLike, *, to: s
     _check_paths(input_path, output, overwrite)
     if not isinstance(models, ModelSet):
         models = ModelSet(models)
-    volume = read_volume(input_path, modality=source)
+    volume = read_volume(input_path, modality=source, series_uid=series)
     kind = _input_kind(volume)
     _check_output_kind(kind, input_path, output)
     if source is not None:
@@ -654,12 +658,14 @@ def translate_file(input: str | os.PathLike, output: str | os.PathLike, *, to: s
         vote = classify_modality(volume, models, batch_size=batch_size)
         how = vote.describe()
         if kind in ("image", "images"):   # the stored values -> HU depend on the modality
-            volume = read_volume(input_path, modality=vote.modality)
+            volume = read_volume(input_path, modality=vote.modality, series_uid=series)
         else:
             volume.modality = vote.modality
     target = _check_target(volume.modality, to, input_path)
+    series_read = volume.meta.get("series_instance_uid")
     say(f"{input_path}: {volume.modality.upper()} ({how}), {volume.shape[0]} slice(s) of "
-        f"{volume.shape[1]} x {volume.shape[2]} px")
+        f"{volume.shape[1]} x {volume.shape[2]} px" + (f", series {series_read}"
+                                                       if kind == "dicom" and series_read else ""))
     say(f"translating {volume.modality} -> {target} with "
         f"{models.describe_translator(volume.modality, target)} at "
         "{} x {} px; body mask: {}".format(*models.image_size(volume.shape[1:]),

@@ -429,7 +429,7 @@ def _select_series(folder: Path, datasets: list[tuple[Path, Dataset]],
         else:
             reason = "no pixel data"
         skipped.append(_skip(s, reason))
-    if skipped:
+    if skipped and series_uid is None:  # an explicit choice needs no explanation
         listed = "; ".join(f"series {d['series_instance_uid']} ('{d['description']}', "
                            f"{d['images']} image(s): {d['reason']})" for d in skipped)
         warnings.warn(f"{folder}: read series {chosen.uid} ('{chosen.description}', "
