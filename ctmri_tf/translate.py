@@ -6,7 +6,9 @@
 Pipeline (:func:`translate_file`; :func:`translate_volume` is steps 3-6 on an in-memory volume):
 
 1. read INPUT with :func:`ctmri_tf.io.read_volume`: a DICOM series folder or file, a NIfTI
-   volume, or PNG/JPEG/TIFF image(s) (one slice, or a folder of slices in natural name order);
+   volume, or PNG/JPEG/TIFF image(s) (one slice, or a folder of slices in natural name order).
+   A DICOM folder of several series gives its largest axial CT/MR series (localizers skipped,
+   everything skipped named in a warning) or the one ``series`` (``--series UID``) names;
 2. decide the source modality: ``source`` (``--from``) when given, else the DICOM Modality tag,
    else the exported classifier's majority vote over the slices (:func:`classify_modality`),
    else an error asking for ``--from``. The target is the other modality unless ``to`` is given;
@@ -29,8 +31,9 @@ Pipeline (:func:`translate_file`; :func:`translate_volume` is steps 3-6 on an in
 7. write OUTPUT in the kind of INPUT, atomically (never over the input, never over an existing
    path unless ``overwrite``): NIfTI with the input's affine and header
    (``write_nifti(reference=input)``); a DICOM series folder with new Study/Series/SOP UIDs, the
-   target Modality and the input's patient tags and FrameOfReferenceUID
-   (``write_dicom_series(reference=input)``; CT in whole HU); 16-bit PNG (a file for a one-image
+   target Modality, the input's patient tags and FrameOfReferenceUID and every input slice's
+   exact ImagePositionPatient (``write_dicom_series(reference=input)``; CT in whole HU; uneven
+   spacing and gantry tilt kept as read); 16-bit PNG (a file for a one-image
    input, a folder of ``<input stem>.png`` for a folder of slices): CT as ``HU + 1024`` (what
    :func:`ctmri_tf.io.read_image` reads back as HU), MRI as the scaled signal [0, 1] (the
    translated image's own percentile range) stretched over 0..65535.

@@ -15,7 +15,7 @@ from pydicom.uid import (BasicTextSRStorage, ExplicitVRLittleEndian, JPEGBaselin
 
 from ctmri_tf import translate
 from ctmri_tf.body_mask import body_mask
-from ctmri_tf.errors import CtmriInputError, CtmriInputWarning
+from ctmri_tf.errors import CtmriInputWarning
 from ctmri_tf.io import Volume, read_dicom, read_volume, write_dicom_series
 from ctmri_tf.io.volume import modality_from_dicom
 

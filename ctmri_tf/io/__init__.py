@@ -4,7 +4,8 @@
 
 * a ``.nii`` / ``.nii.gz`` file -> :func:`read_nifti`;
 * a DICOM file (any name; recognised by its ``DICM`` marker), or a folder holding at least one
-  DICOM file -> :func:`read_dicom` (other files in that folder are skipped);
+  DICOM file -> :func:`read_dicom` (other files in that folder are skipped; of several series
+  the largest axial CT/MR one, localizers skipped, or the one ``series_uid`` names);
 * a ``.png``/``.jpg``/``.jpeg``/``.tif``/``.tiff`` file (one slice) or a folder of them ->
   :func:`read_png_series` conventions;
 * anything else -> ``CtmriInputError("... unknown format ...")``.

@@ -193,18 +193,20 @@ def read_dicom(path: str | os.PathLike, *, series_uid: str | None = None) -> Vol
     _check_one_grid(slices)
     ordered, ordering, geometry = _order_slices(path, slices)
 
-    stored_cache: dict[Path, np.ndarray] = {}
+    frames_of: dict[Path, np.ndarray] = {}  # multi-frame files, decoded once each
     values, rescale, padded = [], [], []
     for item in ordered:
-        if item.file not in stored_cache:
-            stored_cache = {item.file: _stored_pixels(item.file, item.ds)}
-        stored = stored_cache[item.file]
-        image = stored if item.frame is None else stored[item.frame]
+        if item.frame is None:
+            image = _stored_pixels(item.file, item.ds)
+        else:
+            if item.file not in frames_of:
+                frames_of[item.file] = _stored_pixels(item.file, item.ds)
+            image = frames_of[item.file][item.frame]
         physical, slope_intercept, pad_mask = _physical_values(item, image)
         values.append(physical)
         rescale.append(slope_intercept)
         padded.append(pad_mask)
-    del stored_cache
+    del frames_of
     data = np.stack(values).astype(np.float32, copy=False)
     first = ordered[0].ds
     modality = modality_from_dicom(first.get("Modality"))
