@@ -212,10 +212,13 @@ def test_undecodable_compressed_pixel_data(tmp_path):
 def test_mixed_study_uids_names_both(tmp_path):
     folder = tmp_path / "mixed"
     fx.write_dicom_series(folder, ct_volume(slices=2), study_uid="1.2.3.4.1")
-    fx.write_dicom_series(folder, ct_volume(slices=2), study_uid="1.2.3.4.2", name_prefix="B")
-    with raises_naming(folder, match="StudyInstanceUID") as info:
+    other = fx.write_dicom_series(folder, ct_volume(slices=3), study_uid="1.2.3.4.2",
+                                  name_prefix="B")
+    with raises_naming(folder, match="StudyInstanceUID.*--series") as info:
         read_dicom(folder)
     assert "1.2.3.4.1" in str(info.value) and "1.2.3.4.2" in str(info.value)
+    chosen = str(fx.read_dicom_header(other[0]).SeriesInstanceUID)  # choosing a series is enough
+    assert read_dicom(folder, series_uid=chosen).meta["study_instance_uid"] == "1.2.3.4.2"
 
 
 def test_two_equally_large_series_name_both_and_ask_for_one(tmp_path):
