@@ -16,18 +16,21 @@ Start-up stays fast because this module imports only the standard library and
 :mod:`ctmri_tf.errors`; each command imports what it needs (TensorFlow included) when it runs.
 A :class:`~ctmri_tf.errors.CtmriInputError` is reported as ``ctmri: error: <message>`` on stderr
 with exit status 2 (as argparse reports bad arguments); any other exception propagates with its
-traceback, because it is a bug rather than a problem with the user's input.
+traceback, because it is a bug rather than a problem with the user's input. A
+:class:`~ctmri_tf.errors.CtmriInputWarning` (an input read, but not exactly as stored: a skipped
+localizer, gantry tilt...) is printed as ``ctmri: warning: <message>`` on stderr, every time.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ctmri_tf import __version__
-from ctmri_tf.errors import CtmriInputError
+from ctmri_tf.errors import CtmriInputError, CtmriInputWarning
 
 PROG = "ctmri"
 INPUT_ERROR_STATUS = 2
@@ -78,7 +81,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, --version, or a usage error already printed
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     try:
-        return args._run(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", CtmriInputWarning)
+            default_show = warnings.showwarning
+
+            def show(message, category, filename, lineno, file=None, line=None):
+                if issubclass(category, CtmriInputWarning):
+                    print(f"{PROG}: warning: {message}", file=sys.stderr)
+                else:
+                    default_show(message, category, filename, lineno, file, line)
+            warnings.showwarning = show
+            return args._run(args)
     except CtmriInputError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return INPUT_ERROR_STATUS
@@ -230,6 +243,10 @@ def _translate_arguments(parser: argparse.ArgumentParser) -> None:
                              "thresholds; threshold: always thresholds (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="slices per model call (default: %(default)s)")
+    parser.add_argument("--series", metavar="UID",
+                        help="SeriesInstanceUID to translate when the INPUT DICOM folder holds "
+                             "several series (default: the largest axial CT/MR series; "
+                             "localizers are skipped and everything skipped is named)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace OUTPUT if it exists (never INPUT; default: refuse)")
 
@@ -249,7 +266,8 @@ def _translate(args: argparse.Namespace) -> int:
     models = ModelSet(args.models, image_size=args.image_size,
                       use_segmenter=args.body_mask == "model")
     translate_file(args.input, args.output, to=args.to, source=args.source, models=models,
-                   overwrite=args.overwrite, batch_size=args.batch_size, log=print)
+                   overwrite=args.overwrite, batch_size=args.batch_size, log=print,
+                   series=args.series)
     return 0
 
 

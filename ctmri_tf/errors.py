@@ -20,3 +20,9 @@ class CtmriInputError(ValueError):
         self.path = None if path is None else os.fspath(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path is not None else problem)
+
+
+class CtmriInputWarning(UserWarning):
+    """A user's input was read, but not exactly as it is stored (a skipped localizer or series,
+    gantry-tilt shear, uneven slices resampled, padding set to air). The message starts with the
+    file or folder, like :class:`CtmriInputError`."""

@@ -6,7 +6,9 @@
 Pipeline (:func:`translate_file`; :func:`translate_volume` is steps 3-6 on an in-memory volume):
 
 1. read INPUT with :func:`ctmri_tf.io.read_volume`: a DICOM series folder or file, a NIfTI
-   volume, or PNG/JPEG/TIFF image(s) (one slice, or a folder of slices in natural name order);
+   volume, or PNG/JPEG/TIFF image(s) (one slice, or a folder of slices in natural name order).
+   A DICOM folder of several series gives its largest axial CT/MR series (localizers skipped,
+   everything skipped named in a warning) or the one ``series`` (``--series UID``) names;
 2. decide the source modality: ``source`` (``--from``) when given, else the DICOM Modality tag,
    else the exported classifier's majority vote over the slices (:func:`classify_modality`),
    else an error asking for ``--from``. The target is the other modality unless ``to`` is given;
@@ -29,8 +31,9 @@ Pipeline (:func:`translate_file`; :func:`translate_volume` is steps 3-6 on an in
 7. write OUTPUT in the kind of INPUT, atomically (never over the input, never over an existing
    path unless ``overwrite``): NIfTI with the input's affine and header
    (``write_nifti(reference=input)``); a DICOM series folder with new Study/Series/SOP UIDs, the
-   target Modality and the input's patient tags and FrameOfReferenceUID
-   (``write_dicom_series(reference=input)``; CT in whole HU); 16-bit PNG (a file for a one-image
+   target Modality, the input's patient tags and FrameOfReferenceUID and every input slice's
+   exact ImagePositionPatient (``write_dicom_series(reference=input)``; CT in whole HU; uneven
+   spacing and gantry tilt kept as read); 16-bit PNG (a file for a one-image
    input, a folder of ``<input stem>.png`` for a folder of slices): CT as ``HU + 1024`` (what
    :func:`ctmri_tf.io.read_image` reads back as HU), MRI as the scaled signal [0, 1] (the
    translated image's own percentile range) stretched over 0..65535.
@@ -609,7 +612,7 @@ def _write(kind: str, translated: Volume, volume: Volume, output: Path, overwrit
 def translate_file(input: str | os.PathLike, output: str | os.PathLike, *, to: str | None = None,
                    source: str | None = None, models: ModelSet | str | os.PathLike,
                    overwrite: bool = False, batch_size: int = 8, progress: bool = True,
-                   log: Callable[[str], None] | None = None) -> Path:
+                   log: Callable[[str], None] | None = None, series: str | None = None) -> Path:
     """Translate the scan ``input`` and write it to ``output`` in the same format (module
     docstring).
 
@@ -627,6 +630,10 @@ def translate_file(input: str | os.PathLike, output: str | os.PathLike, *, to: s
         progress: tqdm progress bar over the slices.
         log: called with one line per decision (modality and how it was decided, models, the
             output), e.g. ``print``; ``None`` is silent.
+        series: the SeriesInstanceUID to translate from a DICOM folder holding several series
+            (``--series``); ``None`` reads the largest axial CT/MR series, skipping localizers
+            (:func:`ctmri_tf.io.read_dicom`, which warns naming what it skipped). A DICOM output
+            keeps every input slice's ImagePositionPatient exactly (uneven spacing, gantry tilt).
 
     Returns:
         ``output`` as a :class:`~pathlib.Path`.
@@ -648,7 +655,7 @@ def translate_file(input: str | os.PathLike, output: str | os.PathLike, *, to: s
     _check_paths(input_path, output, overwrite)
     if not isinstance(models, ModelSet):
         models = ModelSet(models)
-    volume = read_volume(input_path, modality=source)
+    volume = read_volume(input_path, modality=source, series_uid=series)
     kind = _input_kind(volume)
     _check_output_kind(kind, input_path, output)
     if source is not None:
@@ -659,12 +666,14 @@ def translate_file(input: str | os.PathLike, output: str | os.PathLike, *, to: s
         vote = classify_modality(volume, models, batch_size=batch_size)
         how = vote.describe()
         if kind in ("image", "images"):   # the stored values -> HU depend on the modality
-            volume = read_volume(input_path, modality=vote.modality)
+            volume = read_volume(input_path, modality=vote.modality, series_uid=series)
         else:
             volume.modality = vote.modality
     target = _check_target(volume.modality, to, input_path)
+    series_read = volume.meta.get("series_instance_uid")
     say(f"{input_path}: {volume.modality.upper()} ({how}), {volume.shape[0]} slice(s) of "
-        f"{volume.shape[1]} x {volume.shape[2]} px")
+        f"{volume.shape[1]} x {volume.shape[2]} px" + (f", series {series_read}"
+                                                       if kind == "dicom" and series_read else ""))
     say(f"translating {volume.modality} -> {target} with "
         f"{models.describe_translator(volume.modality, target)} at "
         "{} x {} px; body mask: {}".format(*models.image_size(volume.shape[1:]),

@@ -6,6 +6,7 @@ readers against files written independently (pydicom, nibabel, OpenCV), not agai
 Conventions match ``ctmri_tf.io``: volumes are ``(slices, rows, cols)``; CT values are HU.
 
     from medical_fixtures import write_dicom_series, write_nifti, write_png_slices
+    from medical_fixtures import tilted_two_stack_geometry, write_enhanced_multiframe
 
 (pytest puts tests/ on sys.path, so test modules import it by its bare name.)
 """
@@ -22,9 +23,10 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import (PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian,
-                         MRImageStorage, generate_uid)
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.uid import (PYDICOM_IMPLEMENTATION_UID, CTImageStorage, EnhancedCTImageStorage,
+                         EnhancedMRImageStorage, ExplicitVRLittleEndian, MRImageStorage,
+                         generate_uid)
 from pydicom.valuerep import format_number_as_ds
 
 from ctmri_tf.errors import CtmriInputError
@@ -101,6 +103,8 @@ def write_dicom_series(folder: str | os.PathLike, volume_hu: np.ndarray, *, moda
                        rescale: tuple[float, float] | None | str = "default",
                        instance_numbers: Sequence[int] | None = None,
                        shuffle_names: bool = True, name_prefix: str = "IM",
+                       positions: Sequence[Sequence[float]] | None = None,
+                       thicknesses: Sequence[float] | None = None,
                        **tag_overrides) -> list[Path]:
     """Write ``volume_hu`` as a single-frame DICOM series, one file per slice.
 
@@ -117,6 +121,9 @@ def write_dicom_series(folder: str | os.PathLike, volume_hu: np.ndarray, *, moda
         rescale: ``(slope, intercept)``; ``"default"`` means ``(1, -1024)`` stored as uint16 for CT
             and no rescale tags (stored = value) for MR; ``None`` leaves the tags out.
         instance_numbers: InstanceNumber per slice (default ``1..n`` in position order).
+        positions: LPS ImagePositionPatient of every slice (mm), overriding ``origin`` and
+            ``spacing[0]`` (uneven stacks, gantry tilt).
+        thicknesses: SliceThickness of every slice (mm); default ``spacing[0]``.
         shuffle_names: give files names whose sorted order differs from the slice order.
         name_prefix: file names are ``{name_prefix}0000`` ... (no extension, as many scanners
             write them); use another prefix to put a second series in the same folder.
@@ -152,11 +159,13 @@ def write_dicom_series(folder: str | os.PathLike, volume_hu: np.ndarray, *, moda
             order = order[::-1].copy()
     paths = []
     for k in range(n):
-        position = np.asarray(origin, dtype=float) + k * spacing[0] * normal
+        position = (np.asarray(origin, dtype=float) + k * spacing[0] * normal
+                    if positions is None else np.asarray(positions[k], dtype=float))
+        thickness = spacing[0] if thicknesses is None else thicknesses[k]
         ds = make_dicom_slice(stored[k], modality=modality, study_uid=study_uid,
                               series_uid=series_uid, frame_uid=frame_uid, position=position,
                               orientation=orientation, pixel_spacing=spacing[1:],
-                              slice_thickness=spacing[0], instance_number=instance_numbers[k],
+                              slice_thickness=thickness, instance_number=instance_numbers[k],
                               rescale=rescale)
         for keyword, value in tag_overrides.items():
             if value is None:
@@ -168,6 +177,121 @@ def write_dicom_series(folder: str | os.PathLike, volume_hu: np.ndarray, *, moda
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def tilted_two_stack_geometry(gaps: Sequence[float] = (4.0,) * 3 + (7.0,) * 3,
+                              tilt_deg: float = 15.0,
+                              origin: Sequence[float] = (-8.0, -8.0, 30.0)):
+    """A GE-like head CT acquired with the gantry tilted, as two stacks of different spacing.
+
+    The gantry tilt rotates the image plane about the patient's left-right axis
+    (ImageOrientationPatient ``(1, 0, 0, 0, cos t, sin t)``) while the table moves along z, so
+    the slices step along z, ``tilt_deg`` off the slice normal (a sheared volume). ``gaps`` are
+    the distances between neighbouring slices *along the slice normal* (mm): the default is a
+    4.0 mm stack then a 7.0 mm stack.
+
+    Returns:
+        ``(orientation, positions)``: ImageOrientationPatient and the LPS ImagePositionPatient
+        (``(len(gaps) + 1, 3)`` mm) of every slice, in slice order.
+    """
+    t = np.deg2rad(tilt_deg)
+    orientation = (1.0, 0.0, 0.0, 0.0, float(np.cos(t)), float(np.sin(t)))
+    along = np.concatenate([[0.0], np.cumsum(gaps)])
+    positions = np.asarray(origin, float)[None, :] + np.outer(along / np.cos(t), [0.0, 0.0, 1.0])
+    # Positions as the file stores them (decimal strings), so that tests compare like with like.
+    positions = np.array([[float(_ds(v)) for v in p] for p in positions])
+    return orientation, positions
+
+
+def write_enhanced_multiframe(path: str | os.PathLike, volume: np.ndarray, *,
+                              modality: str = "CT", spacing: Sequence[float] = (2.0, 0.5, 0.5),
+                              origin: Sequence[float] = (-8.0, -8.0, 30.0),
+                              orientation: Sequence[float] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+                              rescale: Sequence[tuple[float, float]] | None = None,
+                              frame_order: Sequence[int] | None = None,
+                              study_uid: str | None = None,
+                              series_uid: str | None = None) -> Path:
+    """Write ``volume`` as one Enhanced CT / Enhanced MR Image Storage file (many frames).
+
+    Geometry lives in the functional groups as scanners write it: PixelMeasuresSequence and
+    PlaneOrientationSequence in the Shared Functional Groups, PlanePositionSequence,
+    FrameContentSequence and PixelValueTransformationSequence (rescale per frame) in the
+    Per-Frame Functional Groups. No top-level ImagePositionPatient, PixelSpacing or rescale.
+
+    Args:
+        volume: ``(slices, rows, cols)`` physical values (HU for CT), integer-valued.
+        spacing: mm ``(slice, row, col)``; slice ``k`` lies at ``origin + k * spacing[0] *
+            normal`` (LPS).
+        rescale: ``(slope, intercept)`` of every slice; default ``(1, -1024)`` for CT and
+            ``(1, 0)`` for MR.
+        frame_order: slice index stored in each frame (default: reversed, so that frame order
+            is not slice order).
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    volume = np.asarray(volume, dtype=np.float64)
+    n = volume.shape[0]
+    if rescale is None:
+        rescale = [(1.0, -1024.0) if modality == "CT" else (1.0, 0.0)] * n
+    if frame_order is None:
+        frame_order = list(range(n))[::-1]
+    sop_class = EnhancedCTImageStorage if modality == "CT" else EnhancedMRImageStorage
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = FileDataset("", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.FrameOfReferenceUID = generate_uid()
+    ds.Modality = modality
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "NONE"]
+    ds.PatientName = "Phantom^Head"
+    ds.PatientID = "PHANTOM001"
+    ds.SeriesDescription = f"enhanced {modality}"
+    ds.InstanceNumber = 1
+    stored = np.empty(volume.shape, dtype=np.int16)
+    per_frame = []
+    normal = slice_normal(orientation)
+    for frame, k in enumerate(frame_order):
+        slope, intercept = rescale[k]
+        stored[frame] = np.rint((volume[k] - intercept) / slope).astype(np.int16)
+        group = Dataset()
+        plane = Dataset()
+        plane.ImagePositionPatient = [_ds(v) for v in
+                                      np.asarray(origin, float) + k * spacing[0] * normal]
+        group.PlanePositionSequence = [plane]
+        content = Dataset()
+        content.InStackPositionNumber = k + 1
+        content.StackID = "1"
+        group.FrameContentSequence = [content]
+        transform = Dataset()
+        transform.RescaleSlope = _ds(slope)
+        transform.RescaleIntercept = _ds(intercept)
+        transform.RescaleType = "HU" if modality == "CT" else "US"
+        group.PixelValueTransformationSequence = [transform]
+        per_frame.append(group)
+    shared = Dataset()
+    measures = Dataset()
+    measures.PixelSpacing = [_ds(v) for v in spacing[1:]]
+    measures.SliceThickness = _ds(spacing[0])
+    shared.PixelMeasuresSequence = [measures]
+    plane_orientation = Dataset()
+    plane_orientation.ImageOrientationPatient = [_ds(v) for v in orientation]
+    shared.PlaneOrientationSequence = [plane_orientation]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    ds.PerFrameFunctionalGroupsSequence = per_frame
+    ds.set_pixel_data(np.ascontiguousarray(stored), "MONOCHROME2", 16,
+                      generate_instance_uid=False)
+    ds.NumberOfFrames = n
+    ds.save_as(path, enforce_file_format=True)
+    return path
 
 
 def write_nifti(path: str | os.PathLike, volume: np.ndarray, affine: np.ndarray | None = None,

@@ -232,6 +232,22 @@ def test_dicom_mask_on_the_image_grid_and_off_it(tmp_path):
         load_only_subject(tmp_path, "ct")
 
 
+def test_dicom_subject_folder_with_a_localizer_reads_the_axial_series(tmp_path):
+    from ctmri_tf.errors import CtmriInputWarning
+
+    folder = tmp_path / "ct" / "p01"
+    uids = dict(study_uid="1.2.826.0.1.9", frame_uid="1.2.826.0.1.9.0")
+    fx.write_dicom_series(folder, ct_head(1)[:, :20], modality="CT", name_prefix="SCOUT",
+                          series_uid="1.2.826.0.1.9.1", orientation=(0, 1, 0, 0, 0, -1),
+                          ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"], **uids)
+    fx.write_dicom_series(folder, ct_head(), modality="CT", spacing=CT_SPACING,
+                          series_uid="1.2.826.0.1.9.2", **uids)
+    with pytest.warns(CtmriInputWarning, match="1.2.826.0.1.9.1.*localizer"):
+        subject = load_only_subject(tmp_path, "ct")
+    np.testing.assert_array_equal(subject.image, ct_head())
+    assert subject.pixel_spacing == pytest.approx(CT_SPACING[1:])
+
+
 def test_ct_dicom_under_mri_names_the_file(tmp_path):
     paths = fx.write_dicom_series(tmp_path / "mri" / "p01", ct_head(2), modality="CT")
     with pytest.raises(CtmriInputError, match="DICOM Modality is 'CT'.*move the series to "

@@ -213,3 +213,40 @@ def test_fixture_writer_uses_the_documented_mapping(tmp_path):
     path = fx.write_nifti(tmp_path / "fixture.nii.gz", volume, AFFINE)
     np.testing.assert_array_equal(np.asanyarray(nib.load(path).dataobj), ijk_array())
     np.testing.assert_array_equal(read_nifti(path).data, volume)
+
+
+def test_uneven_tilted_dicom_is_resampled_to_even_slices_with_a_warning(tmp_path):
+    from ctmri_tf.errors import CtmriInputWarning
+
+    gaps = (4.0, 4.0, 4.0, 4.0, 7.0, 7.0)             # two stacks, along the slice normal
+    orientation, positions = fx.tilted_two_stack_geometry(gaps, tilt_deg=15.0)
+    along = np.concatenate([[0.0], np.cumsum(gaps)])  # 0 .. 30 mm
+    hu = np.broadcast_to(10.0 * along[:, None, None], (7, 3, 4)) + np.arange(4)  # linear in mm
+    fx.write_dicom_series(tmp_path / "ct", hu, spacing=(4.0, 0.6, 0.5), orientation=orientation,
+                          positions=positions)
+    with pytest.warns(CtmriInputWarning):
+        volume = read_dicom(tmp_path / "ct")
+    out = tmp_path / "ct.nii.gz"
+
+    with pytest.warns(CtmriInputWarning, match=r"gaps from 4 to 7 mm.*resampled linearly along "
+                                               r"the slice normal onto 9 slices 3\.75 mm apart"
+                      ) as record:
+        write_nifti(volume, out)
+    assert str(record[0].message).startswith(str(out))
+
+    back = read_nifti(out)
+    assert back.shape == (9, 3, 4)                     # 30 mm / 4 mm -> 8 gaps of 3.75 mm
+    expected = 10.0 * np.arange(9)[:, None, None] * 3.75 + np.arange(4)   # linear in mm: exact
+    np.testing.assert_allclose(back.data, np.broadcast_to(expected, (9, 3, 4)), atol=1e-3)
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ back.affine
+    np.testing.assert_allclose(lps[:3, 3], positions[0], atol=1e-4)          # first slice kept
+    np.testing.assert_allclose(lps[:3, 3] + 8 * lps[:3, 2], positions[-1], atol=1e-4)  # last
+    np.testing.assert_allclose(lps[:3, 1], 0.6 * np.array(orientation[3:]), atol=1e-5)  # sheared
+
+
+def test_anisotropic_non_square_nifti_reports_the_true_spacing(tmp_path):
+    path = fx.write_nifti(tmp_path / "t2.nii.gz", np.zeros((3, 5, 9)),
+                          np.diag([0.45, 0.7, 3.3, 1.0]))
+    volume = read_nifti(path)
+    assert volume.shape == (3, 5, 9)
+    assert volume.spacing == pytest.approx((3.3, 0.7, 0.45))

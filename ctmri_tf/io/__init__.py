@@ -4,7 +4,8 @@
 
 * a ``.nii`` / ``.nii.gz`` file -> :func:`read_nifti`;
 * a DICOM file (any name; recognised by its ``DICM`` marker), or a folder holding at least one
-  DICOM file -> :func:`read_dicom` (other files in that folder are skipped);
+  DICOM file -> :func:`read_dicom` (other files in that folder are skipped; of several series
+  the largest axial CT/MR one, localizers skipped, or the one ``series_uid`` names);
 * a ``.png``/``.jpg``/``.jpeg``/``.tif``/``.tiff`` file (one slice) or a folder of them ->
   :func:`read_png_series` conventions;
 * anything else -> ``CtmriInputError("... unknown format ...")``.
@@ -32,7 +33,8 @@ __all__ = [
 ]
 
 
-def read_volume(path: str | os.PathLike, *, modality: str | None = None) -> Volume:
+def read_volume(path: str | os.PathLike, *, modality: str | None = None,
+                series_uid: str | None = None) -> Volume:
     """Read a volume from a NIfTI file, a DICOM file or series folder, or 2-D image(s).
 
     Args:
@@ -41,6 +43,8 @@ def read_volume(path: str | os.PathLike, *, modality: str | None = None) -> Volu
             decides the image conversion to HU); for DICOM the Modality tag decides, and a
             different ``modality`` is an error (a DICOM of another modality, e.g. ``OT``, takes
             the given one).
+        series_uid: the DICOM SeriesInstanceUID to read from a folder of several series (see
+            :func:`read_dicom`); ``None`` picks the largest axial CT/MR series. Only for DICOM.
 
     Returns:
         A :class:`Volume` in physical units (HU for CT, MR signal for MRI). A single 2-D image
@@ -48,16 +52,22 @@ def read_volume(path: str | os.PathLike, *, modality: str | None = None) -> Volu
 
     Raises:
         CtmriInputError: naming the path when it does not exist, its format is unknown, the
-            DICOM modality contradicts ``modality``, or the chosen reader rejects it.
+            DICOM modality contradicts ``modality``, ``series_uid`` is given for a non-DICOM
+            input, or the chosen reader rejects it.
     """
     path = Path(path)
     modality = check_modality(modality)
     if not path.exists():
         raise CtmriInputError(path, "does not exist")
+    if series_uid is not None and not (
+            is_dicom_file(path) or (path.is_dir() and any(is_dicom_file(f)
+                                                          for f in visible_files(path)))):
+        raise CtmriInputError(path, f"is not DICOM; a series UID ({series_uid}, --series) only "
+                                    "chooses a series of a DICOM folder")
     if path.is_dir():
         files = visible_files(path)
         if any(is_dicom_file(f) for f in files):
-            return _with_dicom_modality(read_dicom(path), modality)
+            return _with_dicom_modality(read_dicom(path, series_uid=series_uid), modality)
         if image_files(path):
             return read_png_series(path, modality=modality)
         if any(is_nifti_path(f) for f in files):
@@ -70,7 +80,7 @@ def read_volume(path: str | os.PathLike, *, modality: str | None = None) -> Volu
     if is_image_path(path):
         return image_volume([path], path, modality=modality)
     if is_dicom_file(path):
-        return _with_dicom_modality(read_dicom(path), modality)
+        return _with_dicom_modality(read_dicom(path, series_uid=series_uid), modality)
     raise CtmriInputError(path, "unknown format: expected a .nii/.nii.gz file, a DICOM file or "
                                 "series folder, or PNG/JPEG/TIFF image(s)")
 

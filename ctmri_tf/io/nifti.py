@@ -12,14 +12,15 @@ NIfTI does not record the modality; ``Volume.modality`` is ``None`` unless the c
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from ctmri_tf.atomic import atomic_output
-from ctmri_tf.errors import CtmriInputError
-from ctmri_tf.io.volume import Volume, check_finite, check_modality
+from ctmri_tf.errors import CtmriInputError, CtmriInputWarning
+from ctmri_tf.io.volume import Volume, check_finite, check_modality, resample_uniform_slices
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -95,7 +96,13 @@ def write_nifti(volume: Volume, path: str | os.PathLike, *, reference: Volume | 
 
     Args:
         volume: ``data`` ``(slices, rows, cols)`` in physical units; stored as
-            ``data.transpose(2, 1, 0)`` so that :func:`read_nifti` returns it exactly.
+            ``data.transpose(2, 1, 0)`` so that :func:`read_nifti` returns it exactly. NIfTI has
+            one affine, so a volume whose ``meta["slice_positions"]`` are unevenly spaced (a
+            DICOM series of several stacks, a missing slice) is first resampled linearly along
+            the slice normal onto an even grid
+            (:func:`ctmri_tf.io.volume.resample_uniform_slices`: the smallest gap, first and
+            last slice kept, gantry-tilt shear kept), with a
+            :class:`~ctmri_tf.errors.CtmriInputWarning` giving the old gaps and new spacing.
         path: output file ending in ``.nii`` or ``.nii.gz`` (gzip-compressed).
         reference: a volume read with :func:`read_nifti`: its affine and header (qform/sform
             codes, units, description, intent...) are reused, with the data type set to float32
@@ -123,6 +130,11 @@ def write_nifti(volume: Volume, path: str | os.PathLike, *, reference: Volume | 
         raise CtmriInputError(path, f"cannot write: volume data must be (slices, rows, cols), "
                                     f"got shape {data.shape}")
     check_finite(data, path, what="the volume to write")
+    volume, message = resample_uniform_slices(volume)
+    if message is not None:
+        warnings.warn(f"{path}: {message} (NIfTI needs even slice spacing)", CtmriInputWarning,
+                      stacklevel=2)
+        data = np.asarray(volume.data)
     array = np.ascontiguousarray(data.transpose(2, 1, 0), dtype=np.float32)
     if reference is not None:
         header = reference.meta.get("header")
