@@ -187,7 +187,9 @@ def _acquire_lock(path: Path) -> str:
             if owner is not None and _pid_alive(owner["pid"]):
                 raise CtmriInputError(path, f"another training (pid {owner['pid']}, started "
                                             f"{owner.get('started', '?')}) is writing to this run "
-                                            f"folder; wait for it to end or stop it")
+                                            f"folder; wait for it to end or stop it (if pid "
+                                            f"{owner['pid']} is no training, e.g. after a reboot, "
+                                            f"delete this file)")
             what = (f"left by pid {owner['pid']}, which is no longer running" if owner
                     else "unreadable")
             warnings.warn(f"{path}: stale lock ({what}); taking it over", UserWarning,
