@@ -35,15 +35,20 @@ def atomic_output(path: str | os.PathLike, *, directory: bool = False,
         overwrite: replace an existing ``path``. Without it an existing ``path`` is an error.
 
     Raises:
-        CtmriInputError: ``path`` exists and ``overwrite`` is false.
+        CtmriInputError: ``path`` exists and ``overwrite`` is false; ``path`` is an existing
+            folder where a file is expected (or a file where a folder is expected), even with
+            ``overwrite``; its parent is not a folder. Nothing is created then.
 
-    If the block raises, the temporary output is deleted and ``path`` is left untouched.
+    If the block raises, or the final rename fails, the temporary output is deleted and
+    ``path`` is left untouched: no temporary sibling remains on any failure.
     """
     final = Path(path)
-    if final.exists() and not overwrite:
-        raise CtmriInputError(final, "output already exists; refusing to overwrite it "
-                                     "(choose another path, or use --overwrite / overwrite=True)")
-    final.parent.mkdir(parents=True, exist_ok=True)
+    check_output_path(final, directory=directory, overwrite=overwrite)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise CtmriInputError(final.parent, "is not a folder, so nothing can be written "
+                                            "inside it") from None
     prefix = f".{final.name}.tmp-"
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
@@ -53,16 +58,51 @@ def atomic_output(path: str | os.PathLike, *, directory: bool = False,
         tmp = Path(name)
     try:
         yield tmp
+        if not directory:
+            os.chmod(tmp, 0o644)
+        _move_into_place(tmp, final, directory=directory)
     except BaseException:
         _remove(tmp)
         raise
-    if final.exists() and directory:
-        # os.replace cannot replace a non-empty folder: move the old one aside first.
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+
+
+def check_output_path(path: str | os.PathLike, *, directory: bool = False,
+                      overwrite: bool = False) -> None:
+    """Raise what :func:`atomic_output` would for ``path`` before it writes anything.
+
+    Raises:
+        CtmriInputError: ``path`` is a folder where a file is expected or a file where a folder
+            is expected (even with ``overwrite``), or it exists and ``overwrite`` is false.
+    """
+    final = Path(path)
+    if directory and final.exists() and not final.is_dir():
+        raise CtmriInputError(final, "is an existing file, but the output here is a folder; "
+                                     "give a folder name (an existing file is never replaced "
+                                     "by a folder)")
+    if not directory and final.is_dir():
+        raise CtmriInputError(final, "is an existing folder, but the output here is a file; "
+                                     "give a file name (an existing folder is never replaced "
+                                     "by a file)")
+    if (final.exists() or final.is_symlink()) and not overwrite:
+        raise CtmriInputError(final, "output already exists; refusing to overwrite it "
+                                     "(choose another path, or use --overwrite / overwrite=True)")
+
+
+def _move_into_place(tmp: Path, final: Path, *, directory: bool) -> None:
+    if not (directory and final.exists()):
+        os.replace(tmp, final)
+        return
+    # os.replace cannot replace a non-empty folder: move the old one aside first (to a fresh
+    # empty folder, which rename may replace), and put it back if the new one cannot go in.
+    old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+    try:
         os.replace(final, old)
+    except BaseException:
+        old.rmdir()
+        raise
+    try:
         os.replace(tmp, final)
-        _remove(old)
-    else:
-        os.replace(tmp, final)
-    if not directory:
-        os.chmod(final, 0o644)
+    except BaseException:
+        os.replace(old, final)
+        raise
+    _remove(old)

@@ -70,7 +70,7 @@ import pydicom
 from tqdm.auto import tqdm
 
 from ctmri_tf import intensity
-from ctmri_tf.atomic import atomic_output
+from ctmri_tf.atomic import atomic_output, check_output_path
 from ctmri_tf.body_mask import body_mask
 from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.io import (MODALITIES, Volume, read_volume, write_dicom_series, write_nifti,
@@ -580,6 +580,9 @@ def _check_output_kind(kind: str, input_path: Path, output: Path) -> None:
         what = "a DICOM series" if kind == "dicom" else "a folder of images"
         raise CtmriInputError(output, f"the input {input_path} is {what}, so the output is a "
                                       f"folder; give a folder name, not a file name")
+    # an existing path of the other kind is never replaced, even with --overwrite: say so
+    # before translating (atomic_output would refuse it too, later)
+    check_output_path(output, directory=kind in ("dicom", "images"), overwrite=True)
 
 
 def png_values(image: np.ndarray, modality: str) -> np.ndarray:

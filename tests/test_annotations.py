@@ -13,6 +13,8 @@ import pytest
 
 from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.io.annotations import (
+    MAX_IMAGE_PIXELS,
+    MAX_IMAGE_SIDE,
     convert_labelme_to_masks,
     convert_labelme_to_voc,
     labelme_to_label_map,
@@ -190,6 +192,33 @@ def test_unreadable_json_names_the_file(tmp_path, content, problem):
     with pytest.raises(CtmriInputError) as info:
         labelme_to_mask(path)
     assert str(info.value).startswith(str(path)) and problem in str(info.value)
+
+
+@pytest.mark.parametrize("height, width", [(60000, 60000), (MAX_IMAGE_SIDE + 1, 8),
+                                           (8192, MAX_IMAGE_PIXELS // 8192 + 1)])
+def test_absurd_declared_size_is_refused_before_allocating(tmp_path, monkeypatch, height, width):
+    def rasterise(*args, **kwargs):   # without the size check: 60000 x 60000 would be 13 GiB
+        raise AssertionError("rasterised an image of the declared size")
+
+    monkeypatch.setattr(labelme.utils, "shapes_to_label", rasterise)
+    path = write_labelme(tmp_path / "huge.json", [shape("body", "rectangle", [(0, 0), (9, 9)])],
+                         height=height, width=width)
+    for convert in (labelme_to_mask, lambda p: labelme_to_label_map(p, ["body"])):
+        with pytest.raises(CtmriInputError) as info:
+            convert(path)
+        assert info.value.path == str(path)
+        assert f"{width} x {height}" in info.value.problem
+        assert str(MAX_IMAGE_SIDE) in info.value.problem
+    with pytest.raises(CtmriInputError, match="huge.json"):
+        convert_labelme_to_masks(tmp_path, tmp_path / "masks")
+    assert not (tmp_path / "masks").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.json"]
+
+
+def test_largest_allowed_side_is_accepted(tmp_path):
+    path = write_labelme(tmp_path / "tall.json", [shape("body", "rectangle", [(0, 0), (1, 1)])],
+                         height=MAX_IMAGE_SIDE, width=2)
+    assert labelme_to_mask(path).shape == (MAX_IMAGE_SIDE, 2)
 
 
 def test_missing_json_file_is_an_input_error(tmp_path):

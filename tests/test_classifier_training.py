@@ -3,6 +3,7 @@ subjects x 6 slices x 32 px: 24 train, 12 validation and 12 test slices), its ru
 TensorBoard output, final metrics, resume and mixed precision.
 """
 import json
+import os
 import shutil
 
 import keras
@@ -104,6 +105,50 @@ def test_resume_continues_at_the_saved_step(run, tmp_path):
     assert set(found["loss/cross_entropy"]) == {2, 4, 6}
     assert set(found["test/accuracy"]) == {4, 6}
     assert json.loads((resumed / "metrics.json").read_text())["step"] == 6
+
+
+def test_a_failed_resume_leaves_config_json_and_the_run_resumable(run, tmp_path):
+    root, _, _ = run
+    resumed = tmp_path / "run"
+    shutil.copytree(root, resumed)
+    config_file = resumed / "config.json"
+    before = config_file.read_bytes()
+    filters = configs.from_json(before.decode()).model.filters
+    # another architecture: refused before anything is written, naming the field
+    with pytest.raises(CtmriInputError, match=f"model.filters: {filters} -> {filters * 2}") as err:
+        classifier_cli.main(["--resume", "--run-dir", str(resumed), "--steps", "6",
+                             "--set", f"model.filters={filters * 2}"])
+    assert err.value.path == str(config_file) and config_file.read_bytes() == before
+    # a restore that fails (every checkpoint corrupt) does not rewrite config.json either
+    broken = tmp_path / "broken"
+    shutil.copytree(root, broken)
+    for data_file in (broken / "checkpoints").glob("ckpt-*.data-*"):
+        data_file.write_bytes(data_file.read_bytes()[:20])
+    with pytest.raises(CtmriInputError, match="cannot be restored"):
+        classifier_cli.main(["--resume", "--run-dir", str(broken), "--steps", "6"])
+    assert (broken / "config.json").read_bytes() == before
+    assert not (broken / "run.lock").exists()                 # released on the error
+    # the refused run still resumes, at its saved step, and then records the new steps
+    assert classifier_cli.main(["--resume", "--run-dir", str(resumed), "--steps", "6"]) == 0
+    assert configs.from_json(config_file.read_text()).schedule.steps == 6
+    reader = tf.train.load_checkpoint(str(resumed / "checkpoints" / "ckpt-6"))
+    assert int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")) == 6
+    assert set(events(resumed / "logs")["loss/cross_entropy"]) == {2, 4, 6}
+
+
+def test_a_second_training_on_a_locked_run_folder_is_refused(run, tmp_path):
+    root, _, _ = run
+    resumed = tmp_path / "run"
+    shutil.copytree(root, resumed)
+    before = (resumed / "config.json").read_bytes()
+    run_folder = run_dirs.RunDir(resumed)
+    with run_dirs.lock_run(run_folder):        # as if another training were writing there
+        with pytest.raises(CtmriInputError, match=f"pid {os.getpid()}") as err:
+            classifier_cli.main(["--resume", "--run-dir", str(resumed), "--steps", "6"])
+        assert err.value.path == str(resumed / "run.lock")
+    assert (resumed / "config.json").read_bytes() == before
+    assert sorted(p.name for p in (resumed / "checkpoints").glob("*.index")) == [
+        "ckpt-2.index", "ckpt-4.index"]
 
 
 def test_mixed_bfloat16_computes_in_bfloat16_with_float32_logits_and_loss(tmp_path):

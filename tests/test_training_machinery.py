@@ -1,6 +1,10 @@
 """Configs, strategies, schedules, run folders, checkpoints, summaries and the shared CLI flags."""
 import dataclasses
 import json
+import os
+import socket
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -279,6 +283,116 @@ def test_checkpoint_errors_name_the_folder(tmp_path):
     assert err.value.path == str(good) and "ckpt-0" in err.value.problem
 
 
+def _saved_checkpoints(directory, steps=(1, 2, 3)):
+    """Checkpoints ckpt-1..3 of a small state whose dense kernel is filled with the step."""
+    model, optimizer, step, rng = _state()
+    ckpt = TrainingCheckpoint(directory, step=step, rng=rng, max_to_keep=5, model=model,
+                              optimizer=optimizer)
+    for n in steps:
+        step.assign(n)
+        model.layers[0].kernel.assign(np.full((3, 2), float(n), np.float32))
+        ckpt.save()
+    return directory
+
+
+def _restore(directory, **kwargs):
+    model, optimizer, step, rng = _state(seed=7)
+    ckpt = TrainingCheckpoint(directory, step=step, rng=rng, model=model, optimizer=optimizer)
+    restored = ckpt.restore_latest(**kwargs)
+    assert float(model.layers[0].kernel.numpy()[0, 0]) == restored   # all of that checkpoint
+    return restored, ckpt
+
+
+@pytest.mark.parametrize("index_text", ["", 'model_checkpoint_path: "ckpt-3"\nall_model_check',
+                                        "\x00\x13garbage{{", 'model_checkpoint_path: "ckpt-9"\n'])
+def test_unusable_index_falls_back_to_the_newest_intact_checkpoint(tmp_path, index_text):
+    directory = _saved_checkpoints(tmp_path / "checkpoints")
+    index = directory / "checkpoint"
+    index.write_text(index_text)           # empty, truncated, garbled, naming a missing one
+    with pytest.warns(UserWarning, match=f"{index}: the checkpoint index .*falling back"):
+        restored, ckpt = _restore(directory)
+    assert restored == 3 and ckpt.restored == str(directory / "ckpt-3")
+    assert index.read_text() == index_text          # a read-only restore changes nothing
+    with pytest.warns(UserWarning):
+        _, ckpt = _restore(directory, repair_index=True)   # a resuming training repairs it
+    assert tf.train.get_checkpoint_state(str(directory)).all_model_checkpoint_paths == [
+        str(directory / f"ckpt-{n}") for n in (1, 2, 3)]
+    ckpt.step.assign(4)
+    assert ckpt.save() == str(directory / "ckpt-4")       # and saves on from there
+    assert tf.train.latest_checkpoint(str(directory)) == str(directory / "ckpt-4")
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    directory = _saved_checkpoints(tmp_path / "checkpoints")
+    data = next(directory.glob("ckpt-3.data-*"))
+    data.write_bytes(data.read_bytes()[:20])            # truncated newest data file
+    with pytest.warns(UserWarning, match="ckpt-3 cannot be restored.*using the older ckpt-2"):
+        assert _restore(directory)[0] == 2
+    data.unlink()                                     # a missing data file, and a bad .index
+    (directory / "ckpt-2.index").write_bytes(b"\x00" * 10)
+    with pytest.warns(UserWarning, match="using the older ckpt-1"):
+        restored, ckpt = _restore(directory, repair_index=True)
+    assert restored == 1
+    assert tf.train.latest_checkpoint(str(directory)) == str(directory / "ckpt-1")
+    # nothing intact at all: an error naming the newest one's problem
+    for f in directory.glob("ckpt-1.data-*"):
+        f.write_bytes(b"")
+    with pytest.raises(CtmriInputError, match="ckpt-1 cannot be restored") as err:
+        _restore(directory)
+    assert err.value.path == str(directory)
+
+
+def test_empty_index_without_checkpoints_names_the_index(tmp_path):
+    (tmp_path / "checkpoint").write_text("")
+    model, optimizer, step, rng = _state()
+    with pytest.raises(CtmriInputError, match="no ckpt-<N> checkpoint files") as err:
+        TrainingCheckpoint(tmp_path, step=step, rng=rng, model=model).restore_latest()
+    assert err.value.path == str(tmp_path / "checkpoint")
+
+
+# ------------------------------------------------------------------------------ run lock
+def _dead_pid():
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_run_lock_refuses_a_live_training_and_takes_over_a_dead_ones(tmp_path):
+    run = run_dirs.create_run_dir(tmp_path / "run", configs.get_config("stargan", "smoke"))
+    with run_dirs.lock_run(run):
+        owner = json.loads(run.lock_path.read_text())
+        assert owner["pid"] == os.getpid() and owner["host"] == socket.gethostname()
+        with pytest.raises(CtmriInputError, match=f"another training \\(pid {os.getpid()}") as err:
+            with run_dirs.lock_run(run):
+                pass
+        assert err.value.path == str(run.lock_path)
+        assert json.loads(run.lock_path.read_text()) == owner      # still the first one's
+    assert not run.lock_path.exists()                               # released
+
+    with pytest.raises(RuntimeError):                               # released on exceptions too
+        with run_dirs.lock_run(run):
+            raise RuntimeError("out of memory")
+    assert not run.lock_path.exists()
+
+    dead = _dead_pid()
+    run.lock_path.write_text(json.dumps({"pid": dead, "host": socket.gethostname()}))
+    with pytest.warns(UserWarning, match=f"stale lock .*pid {dead}.*taking it over"):
+        with run_dirs.lock_run(run):
+            assert json.loads(run.lock_path.read_text())["pid"] == os.getpid()
+    assert not run.lock_path.exists()
+    run.lock_path.write_text("")                                    # a crash while writing it
+    with pytest.warns(UserWarning, match="stale lock \\(unreadable\\)"):
+        with run_dirs.lock_run(run):
+            pass
+    run.lock_path.write_text(json.dumps({"pid": 1, "host": "other-node"}))
+    with pytest.raises(CtmriInputError, match="pid 1 on host other-node"):
+        with run_dirs.lock_run(run):
+            pass
+    assert json.loads(run.lock_path.read_text())["host"] == "other-node"   # not touched
+    with run_dirs.lock_run(run, enabled=False):                     # non-chief workers
+        pass
+
+
 # -------------------------------------------------------------------------------- summaries
 def test_summary_writer_writes_scalars_images_and_hparams(tmp_path):
     writer = SummaryWriter(tmp_path)
@@ -341,8 +455,14 @@ def test_prepare_refuses_bad_runs(tmp_path):
     assert err.value.path == str(tmp_path / "b")
     resumed = common.prepare(_args("--resume", "--steps", "20", "--run-dir", str(tmp_path / "b")),
                              "stargan")
-    assert resumed.resume and resumed.config.schedule.steps == 20
-    assert configs.from_json(resumed.run.config_path.read_text()).schedule.steps == 20
+    assert resumed.resume and resumed.config.schedule.steps == 20 and resumed.config_changed
+    # config.json is rewritten by train() once the checkpoint is restored, not here
+    assert configs.from_json(resumed.run.config_path.read_text()) == prepared.config
+    with pytest.raises(CtmriInputError, match="model.generator_filters: 8 -> 16") as err:
+        common.prepare(_args("--resume", "--set", "model.generator_filters=16",
+                             "--run-dir", str(tmp_path / "b")), "stargan")
+    assert err.value.path == str(tmp_path / "b" / "config.json")
+    assert configs.from_json(resumed.run.config_path.read_text()) == prepared.config
     with pytest.raises(CtmriInputError, match="keeps it"):
         common.prepare(_args("--resume", "--preset", "demo", "--run-dir", str(tmp_path / "b")),
                        "stargan")

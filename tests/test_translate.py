@@ -322,6 +322,32 @@ def test_bad_inputs_name_the_file_and_write_nothing(tmp_path, mri_nifti, exports
     assert not out.exists()
 
 
+def test_output_of_the_wrong_kind_is_refused_and_leaves_no_temporary_file(
+        tmp_path, subject, mri_nifti, exports, capsys):
+    """An existing folder where a file goes (or a file where a folder goes) is a clear error,
+    even with --overwrite; nothing is replaced and no temporary sibling is left."""
+    out = tmp_path / "ct.nii.gz"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    with raises_naming(out, "is an existing folder, but the output here is a file"):
+        translate_file(mri_nifti, out, source="mri", models=exports, overwrite=True,
+                       progress=False)
+    assert cli.main(["translate", str(mri_nifti), str(out), "--from", "mri", "--overwrite",
+                     "--models", str(exports)]) == 2
+    err = capsys.readouterr().err
+    assert f"ctmri: error: {out}: is an existing folder" in err and "Traceback" not in err
+    assert outputs_in(tmp_path) == ["ct.nii.gz", "in"] and outputs_in(out) == ["keep.txt"]
+
+    write_dicom_series(tmp_path / "ct", subject.ct, modality="CT")
+    series_out = tmp_path / "mri"
+    series_out.write_text("a file, not a folder")
+    with raises_naming(series_out, "is an existing file, but the output here is a folder"):
+        translate_file(tmp_path / "ct", series_out, models=exports, overwrite=True,
+                       progress=False)
+    assert series_out.read_text() == "a file, not a folder"
+    assert outputs_in(tmp_path) == ["ct", "ct.nii.gz", "in", "mri"]
+
+
 def test_existing_output_needs_overwrite_and_dicom_output_stays_outside_the_input(
         tmp_path, subject, exports):
     write_dicom_series(tmp_path / "ct", subject.ct, modality="CT")

@@ -16,7 +16,10 @@ Flags common to all trainers::
     --set FIELD=VALUE             any other config field, e.g. --set loss.lambda_rec=5 (repeatable)
 
 With ``--resume`` the config comes from ``<run-dir>/config.json``; flags given again override it
-(e.g. ``--steps`` to train longer) and the updated config is written back.
+(e.g. ``--steps`` to train longer) and the updated config is written back once the checkpoint
+has been restored (a resume that fails leaves ``config.json`` as it was). The model architecture
+(``model.*``) of a resumed run cannot change. One training at a time writes to a run folder
+(``run.lock``).
 """
 from __future__ import annotations
 
@@ -57,6 +60,9 @@ class Prepared:
     run: run_dirs.RunDir
     resume: bool
     inputs: Any = None
+    config_changed: bool = False
+    """``--resume`` changed the saved config: :func:`train` writes ``config.json`` once the
+    checkpoint is restored."""
 
 
 def build_parser(experiment: str, description: str) -> argparse.ArgumentParser:
@@ -130,7 +136,8 @@ def prepare(args: argparse.Namespace, experiment: str,
 
     Raises:
         CtmriInputError: unknown preset/strategy/field, bad values, a run folder that exists
-            without ``--resume`` or is missing with it.
+            without ``--resume`` or is missing with it, a ``--resume`` that changes ``model.*``
+            (nothing is written then).
     """
     preset = args.preset or "paper"
     if args.resume:
@@ -144,13 +151,15 @@ def prepare(args: argparse.Namespace, experiment: str,
             raise CtmriInputError(run.config_path, f"the run was started with --preset "
                                                    f"{config.preset}; a resumed run keeps it")
         overrides = collect_overrides(args, config)
-        config = configs.override(config, overrides)
+        saved, config = config, configs.override(config, overrides)
+        check_same_model(run, saved, config)
         strategy = make_strategy(args.strategy)
         configure_keras(config.seed, config.precision)   # tf.data shuffles use the global seed
         inputs = make_inputs(config) if make_inputs else None
-        if overrides and strategy.extended.should_checkpoint:
-            run_dirs.update_config(run, config)
-        return Prepared(config, strategy, run, True, inputs)
+        # config.json is rewritten only once the checkpoint is restored (train(), on_restored):
+        # a resume that fails leaves the run resumable as it was
+        return Prepared(config, strategy, run, True, inputs,
+                        config_changed=bool(overrides) and config != saved)
 
     base = configs.get_config(experiment, preset)
     config = configs.override(base, collect_overrides(args, base))
@@ -166,6 +175,24 @@ def prepare(args: argparse.Namespace, experiment: str,
     else:  # a non-chief worker of a multi-worker run writes nothing
         run = run_dirs.RunDir(root)
     return Prepared(config, strategy, run, False, inputs)
+
+
+def check_same_model(run: run_dirs.RunDir, saved: configs.ExperimentConfig,
+                     config: configs.ExperimentConfig) -> None:
+    """Refuse a resumed config whose ``model`` (the architecture the checkpoint holds) differs
+    from the run's; nothing is written.
+
+    Raises:
+        CtmriInputError: naming ``config.json`` and each differing field (saved -> asked).
+    """
+    before, after = dataclasses.asdict(saved.model), dataclasses.asdict(config.model)
+    changed = [f"model.{name}: {before[name]!r} -> {after[name]!r}" for name in before
+               if before[name] != after[name]]
+    if changed:
+        raise CtmriInputError(run.config_path, f"--resume cannot change the model "
+                                               f"architecture the checkpoints hold "
+                                               f"({'; '.join(changed)}); start a new run in "
+                                               f"another --run-dir to train another model")
 
 
 def optional_split(split: str, make: Callable[[str], Any], consequence: str) -> Any | None:
@@ -247,9 +274,14 @@ def train(task, prepared: Prepared, args: argparse.Namespace, title: str, *,
           f"run folder {run.root}", file=sys.stderr)
     hparams = {**flatten_hparams(config), **(hparams or {}), "strategy": args.strategy,
                "replicas": replicas}
+    write_config = None
+    if prepared.resume and prepared.config_changed and strategy.extended.should_checkpoint:
+        def write_config(step: int) -> None:
+            run_dirs.update_config(run, config)
     return loop.train(task, strategy=strategy, train_dataset=prepared.inputs[0],
                       schedule=config.schedule, run_dir=run, seed=config.seed,
-                      resume=prepared.resume, validation_dataset=validation, hparams=hparams)
+                      resume=prepared.resume, validation_dataset=validation, hparams=hparams,
+                      on_restored=write_config)
 
 
 def done_message(result, config: configs.ExperimentConfig, extra: str = "") -> str:

@@ -42,6 +42,8 @@ from ctmri_tf.errors import CtmriInputError
 __all__ = [
     "AREA_SHAPE_TYPES",
     "SKIPPED_SHAPE_TYPES",
+    "MAX_IMAGE_SIDE",
+    "MAX_IMAGE_PIXELS",
     "labelme_to_mask",
     "labelme_to_label_map",
     "convert_labelme_to_masks",
@@ -63,6 +65,12 @@ BACKGROUND_LABEL = "_background_"
 IGNORE_ID = -1
 VOC_VOID_VALUE = 255  # how IGNORE_ID is stored in a VOC palette PNG
 JPEG_QUALITY = 95
+# The largest image a labelme JSON may declare. Rasterising allocates several full-size
+# arrays (bool per shape, int32 class ids), so a garbled or hostile imageHeight/imageWidth
+# (60000 x 60000 needs ~13 GiB) is refused before anything is allocated. CT and MRI slices
+# are 512-1024 px a side and the largest 2-D radiographs about 4k x 5k (20 Mpx).
+MAX_IMAGE_SIDE = 16384
+MAX_IMAGE_PIXELS = 2 ** 26   # 64 Mpx: an int32 class map of 256 MiB
 
 
 @dataclass(frozen=True)
@@ -165,6 +173,11 @@ def _read_annotation(json_path: str | os.PathLike) -> _Annotation:
         raise CtmriInputError(path, f"not a labelme file: missing key(s) {', '.join(missing)}")
     height = _image_size(raw, "imageHeight", path)
     width = _image_size(raw, "imageWidth", path)
+    if max(height, width) > MAX_IMAGE_SIDE or height * width > MAX_IMAGE_PIXELS:
+        raise CtmriInputError(path, f"declares a {width} x {height} image (imageWidth x "
+                                    f"imageHeight); refusing sizes beyond {MAX_IMAGE_SIDE} "
+                                    f"pixels a side or {MAX_IMAGE_PIXELS} pixels in all (is "
+                                    f"the JSON damaged?)")
     if not isinstance(raw["shapes"], list):
         raise CtmriInputError(path, "'shapes' must be a list")
     if not isinstance(raw["imagePath"], str):

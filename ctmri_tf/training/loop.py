@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 import tensorflow as tf
@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from ctmri_tf import visualize
 from ctmri_tf.configs import ScheduleConfig
 from ctmri_tf.training.checkpointing import TrainingCheckpoint
-from ctmri_tf.training.run_dir import RunDir
+from ctmri_tf.training.run_dir import RunDir, lock_run
 from ctmri_tf.training.summaries import SummaryWriter
 
 
@@ -113,7 +113,8 @@ def train(task: TrainingTask, *, strategy: tf.distribute.Strategy,
           seed: int = 0, resume: bool = False,
           validation_dataset: tf.data.Dataset | None = None,
           hparams: Mapping[str, Any] | None = None, progress: bool = True,
-          stop_at: int | None = None) -> TrainingResult:
+          stop_at: int | None = None,
+          on_restored: Callable[[int], None] | None = None) -> TrainingResult:
     """Train ``task`` until ``schedule.steps`` steps are complete.
 
     Args:
@@ -134,20 +135,42 @@ def train(task: TrainingTask, *, strategy: tf.distribute.Strategy,
         stop_at: end this session after this many completed steps (with a checkpoint), e.g. to
             fit a time-limited job; the schedule (learning-rate decay) still runs to
             ``schedule.steps`` and ``resume=True`` continues it.
+        on_restored: with ``resume``, called with the restored step once the checkpoint is
+            restored, before the first step (e.g. to write the resumed run's updated
+            ``config.json`` only when the restore worked).
+
+    The chief holds the run folder's lock (:func:`ctmri_tf.training.run_dir.lock_run`) for the
+    whole call: a second training on the same folder is refused while this one runs.
 
     Returns:
         A :class:`TrainingResult`.
 
     Raises:
-        CtmriInputError: ``resume`` without a usable checkpoint (names the folder).
+        CtmriInputError: ``resume`` without a usable checkpoint (names the folder); another
+            live training holds the run folder's lock (names ``run.lock``).
     """
+    chief = strategy.extended.should_checkpoint
+    with lock_run(run_dir, enabled=chief):
+        return _train(task, strategy=strategy, train_dataset=train_dataset, schedule=schedule,
+                      run_dir=run_dir, seed=seed, resume=resume,
+                      validation_dataset=validation_dataset, hparams=hparams,
+                      progress=progress, stop_at=stop_at, on_restored=on_restored)
+
+
+def _train(task: TrainingTask, *, strategy: tf.distribute.Strategy,
+           train_dataset: tf.data.Dataset, schedule: ScheduleConfig, run_dir: RunDir,
+           seed: int, resume: bool, validation_dataset: tf.data.Dataset | None,
+           hparams: Mapping[str, Any] | None, progress: bool, stop_at: int | None,
+           on_restored: Callable[[int], None] | None) -> TrainingResult:
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
     rng = tf.random.Generator.from_seed(seed)
     chief = strategy.extended.should_checkpoint
     checkpoint = TrainingCheckpoint(run_dir.checkpoints, step=step, rng=rng,
                                     max_to_keep=schedule.keep_checkpoints, write=chief,
                                     **task.checkpoint_objects())
-    start = checkpoint.restore_latest() if resume else 0
+    start = checkpoint.restore_latest(repair_index=chief) if resume else 0
+    if resume and on_restored is not None:
+        on_restored(start)
     total = schedule.steps
     until = total if stop_at is None else max(start, min(int(stop_at), total))
     writer = SummaryWriter(run_dir.logs, enabled=strategy.extended.should_save_summary)
@@ -179,7 +202,7 @@ def train(task: TrainingTask, *, strategy: tf.distribute.Strategy,
     latest: dict[str, tf.Tensor] = {}
     durations: list[float] = []
     kinds_seen: set[str] = set()
-    last_checkpoint = checkpoint.latest if resume else None
+    last_checkpoint = checkpoint.restored if resume else None
     bar = tqdm(total=total, initial=start, unit="step", disable=not progress, dynamic_ncols=True,
                desc=run_dir.root.name)
     summary_time, summary_step = time.perf_counter(), start

@@ -8,15 +8,21 @@ Layout::
     <run_dir>/samples/        PNG image grids, ``step_<step>.png``
     <run_dir>/metrics.json    segmentation and classifier runs: the final validation/test
                               metrics (:func:`write_final_metrics`)
+    <run_dir>/run.lock        while a training writes to the folder: ``{"pid", "host",
+                              "started"}`` of that process (:func:`lock_run`)
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime
 import json
 import math
 import os
+import socket
+import warnings
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 from ctmri_tf import configs
 from ctmri_tf.atomic import atomic_output
@@ -24,6 +30,7 @@ from ctmri_tf.errors import CtmriInputError
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
+LOCK_FILE = "run.lock"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +53,10 @@ class RunDir:
     @property
     def samples(self) -> Path:
         return self.root / "samples"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / LOCK_FILE
 
 
 def default_run_dir(config: configs.ExperimentConfig, base: str | os.PathLike = "runs") -> Path:
@@ -95,6 +106,113 @@ def update_config(run: RunDir, config: configs.ExperimentConfig) -> None:
     """Replace ``config.json`` (atomically), e.g. after ``--resume --steps N`` extended a run."""
     with atomic_output(run.config_path, overwrite=True) as tmp:
         tmp.write_text(configs.to_json(config))
+
+
+@contextlib.contextmanager
+def lock_run(run: RunDir, *, enabled: bool = True) -> Iterator[None]:
+    """Hold ``<run_dir>/run.lock`` for the block: one training at a time per run folder.
+
+    The lock file is created atomically (``O_CREAT | O_EXCL``) and holds this process's pid and
+    host as JSON; it is removed when the block ends, also on an exception. A lock whose process
+    is dead (same host, pid gone) or whose content is unreadable is taken over with a
+    ``UserWarning``: it was left by a crash or a kill.
+
+    Args:
+        run: the run folder (must exist).
+        enabled: ``False`` on non-chief workers of a multi-worker run (they write nothing).
+
+    Raises:
+        CtmriInputError: naming ``run.lock``, while another live process (or a process on
+            another host, which cannot be checked) holds the lock.
+    """
+    if not enabled:
+        yield
+        return
+    mine = _acquire_lock(run.lock_path)
+    try:
+        yield
+    finally:
+        _release_lock(run.lock_path, mine)
+
+
+def _lock_owner(text: str | None) -> dict | None:
+    try:
+        owner = json.loads(text or "")
+        pid = owner["pid"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    return owner
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # alive, another user's
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _read_lock(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _acquire_lock(path: Path) -> str:
+    host = socket.gethostname()
+    mine = json.dumps({"pid": os.getpid(), "host": host,
+                       "started": datetime.datetime.now(datetime.timezone.utc)
+                       .isoformat(timespec="seconds")}) + "\n"
+    for _ in range(5):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            held = _read_lock(path)
+            if held is None:          # released meanwhile: try again
+                continue
+            owner = _lock_owner(held)
+            if owner is not None and owner.get("host", host) != host:
+                raise CtmriInputError(path, f"another training (pid {owner['pid']} on host "
+                                            f"{owner.get('host')}) is writing to this run folder; "
+                                            f"if it is no longer running, delete this file")
+            if owner is not None and _pid_alive(owner["pid"]):
+                raise CtmriInputError(path, f"another training (pid {owner['pid']}, started "
+                                            f"{owner.get('started', '?')}) is writing to this run "
+                                            f"folder; wait for it to end or stop it (if pid "
+                                            f"{owner['pid']} is no training, e.g. after a reboot, "
+                                            f"delete this file)")
+            what = (f"left by pid {owner['pid']}, which is no longer running" if owner
+                    else "unreadable")
+            warnings.warn(f"{path}: stale lock ({what}); taking it over", UserWarning,
+                          stacklevel=4)
+            if _read_lock(path) == held:   # still the stale one: remove it, then race for it
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            continue
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(mine)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return mine
+    raise CtmriInputError(path, "cannot take the run folder's lock: other processes keep "
+                                "taking it; is another training starting on this folder?")
+
+
+def _release_lock(path: Path, mine: str) -> None:
+    if _read_lock(path) == mine:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def _read_config(run: RunDir) -> configs.ExperimentConfig:

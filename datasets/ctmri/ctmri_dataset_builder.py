@@ -26,6 +26,8 @@ import dataclasses
 import functools
 import os
 import re
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -438,6 +440,35 @@ def beam_download_settings(beam_options: str | None = None) -> tuple[object, obj
     return (None if named else FnApiRunner()), options
 
 
+def _rebuild_beside(builder: "Builder", download_config) -> None:
+    """Generate ``builder``'s dataset again without touching the existing one until the new one
+    is complete: into a temporary tfds data folder beside it, then swapped in (two renames).
+
+    tfds' own ``FORCE_REDOWNLOAD`` deletes the old dataset before it generates the new one, so a
+    failed or interrupted rebuild would lose both. Downloads and the default manual folder stay
+    those of the real data folder.
+    """
+    final = Path(os.fspath(builder.data_path))       # <data_dir>/ctmri/<config>/<version>
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.rebuild-", dir=final.parent))
+    try:
+        fresh = Builder(config=builder.builder_config, data_dir=staging)
+        generate = tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS   # nothing there yet
+        fresh.download_and_prepare(
+            download_dir=os.fspath(builder.data_dir_root / "downloads"),
+            download_config=dataclasses.replace(download_config, download_mode=generate))
+        new = Path(os.fspath(fresh.data_path))
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+        os.replace(final, old)       # onto the empty folder: atomic, the old one intact
+        try:
+            os.replace(new, final)
+        except BaseException:
+            os.replace(old, final)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def build(config: str | CtmriConfig = "synthetic", *, data_dir: str | os.PathLike | None = None,
           manual_dir: str | os.PathLike | None = None, overwrite: bool = False,
           beam: bool = False, beam_options: str | None = None) -> BuildReport:
@@ -456,7 +487,11 @@ def build(config: str | CtmriConfig = "synthetic", *, data_dir: str | os.PathLik
             (default: in-process runner).
 
     tfds writes into a temporary ``*.incomplete*`` folder and renames it when every split is
-    written, so a failed build leaves no dataset behind.
+    written, so a failed build leaves no dataset behind. With ``overwrite``, an existing
+    dataset stays in place until the new one is complete: the new one is generated in a
+    temporary data folder beside it (``<data_dir>/ctmri/<config>/.<version>.rebuild-*``) and
+    swapped in only when it is whole; if anything fails, the old dataset is as it was and the
+    temporary folder is removed.
 
     Raises:
         CtmriInputError: bad ``manual_dir`` contents (naming the file or folder), or ``beam``
@@ -475,10 +510,13 @@ def build(config: str | CtmriConfig = "synthetic", *, data_dir: str | os.PathLik
         download_mode=mode, try_download_gcs=False, beam_runner=beam_runner,
         beam_options=pipeline_options)
     start = time.perf_counter()
-    builder.download_and_prepare(download_config=download_config)
+    if overwrite and Path(os.fspath(builder.data_path)).exists():
+        _rebuild_beside(builder, download_config)
+    else:
+        builder.download_and_prepare(download_config=download_config)
     seconds = time.perf_counter() - start
     built = overwrite or not existed
-    if existed and not overwrite:  # reread what is on disk
+    if existed or overwrite:  # reread what is on disk
         builder = Builder(config=builder.builder_config, data_dir=data_dir)
     splits = builder.info.splits
     size = sum(f.stat().st_size for f in Path(os.fspath(builder.data_path)).iterdir()
