@@ -16,6 +16,17 @@ Modules, each holding one thing:
     metrics     MAE in HU, PSNR and SSIM (SynthRAD protocol), IoU and Dice
     evaluate    model-vs-baseline comparison tables and error-map grids
     serving     client for TF Serving's REST and gRPC APIs
+    console     what the commands print: library noise silenced, ``--verbose`` to see it
 """
+import sys as _sys
 
 __version__ = "0.1.0"
+
+if _sys.argv[:1] == ["-m"]:
+    # ``python -m <module>`` is locating one of this project's commands (train.*, datasets.ctmri,
+    # export.saved_model, ctmri_tf.demo, benchmarks.*): Python sets argv[0] to "-m" until the
+    # module is found, which is before TensorFlow is imported, the moment its start-up noise can
+    # still be silenced. Library use and test runs never get here.
+    from ctmri_tf import console as _console
+
+    _console.quiet()

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="CT <-> MRI translation toolkit (ctmri-tf).")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the library logs and warnings hidden by default "
+                             "(TensorFlow's start-up messages, deprecations)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for cmd in _COMMANDS.values():
         description = " ".join((cmd.run.__doc__ or cmd.help).split())  # argparse re-wraps it
@@ -71,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.arguments(sub)
         sub.set_defaults(_run=cmd.run)
     return parser
+
+
+def run() -> int:
+    """The ``ctmri`` console script: silence library noise (``ctmri_tf.console``; not with
+    ``--verbose``) before any command imports TensorFlow, then :func:`main`."""
+    from ctmri_tf import console
+
+    console.quiet()
+    return main()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -419,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="training steps of every model (default: "
                              + ", ".join(f"{k} {v}" for k, v in DEMO_STEPS.items())
                              + " with --preset demo)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the library logs and warnings hidden by default")
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:

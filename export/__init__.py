@@ -5,3 +5,4 @@
     signatures   the ``tf.Module`` wrappers whose methods become the serving signatures
                  (physical units in and out, normalisation inside the graph)
 """
+import ctmri_tf  # noqa: F401  (first: lets ``python -m export.saved_model`` silence TensorFlow's noise)

@@ -365,6 +365,8 @@ def _parser() -> argparse.ArgumentParser:
                              "primary direction)")
     parser.add_argument("--serving-base", help="the base folder as the server sees it, written "
                                                "into models.config (e.g. /models in Docker)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the library logs and warnings hidden by default")
     return parser
 
 

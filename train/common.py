@@ -92,6 +92,8 @@ def build_parser(experiment: str, description: str) -> argparse.ArgumentParser:
                         help="ctmri dataset config: synthetic, synthetic_small, folder, ...")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="FIELD=VALUE", help="override any config field (repeatable)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the library logs and warnings hidden by default")
     return parser
 
 

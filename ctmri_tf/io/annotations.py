@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 
 import cv2
-import imgviz
-import labelme.utils
 import numpy as np
 from tqdm import tqdm
 
@@ -49,6 +47,15 @@ __all__ = [
     "convert_labelme_to_masks",
     "convert_labelme_to_voc",
 ]
+
+def _labelme_utils():
+    """``labelme.utils``, imported on first use: importing labelme loads Qt helpers and, through
+    its AI tools, onnxruntime (and writes into ``~/.cache``), which a dataset build or a
+    translation that reads no Labelme file should not pay for."""
+    import labelme.utils
+
+    return labelme.utils
+
 
 # shape_type -> number of points labelme stores for it (None: at least 3).
 AREA_SHAPE_TYPES: dict[str, int | None] = {
@@ -143,7 +150,7 @@ def _load_shape_mask(index: int, shape: dict, path: Path, height: int, width: in
                                     f"inside the {width}x{height} image")
     encoded = shape.get("mask")
     try:
-        mask = labelme.utils.img_b64_to_arr(encoded).astype(bool)
+        mask = _labelme_utils().img_b64_to_arr(encoded).astype(bool)
     except (TypeError, ValueError, OSError, binascii.Error) as exc:
         raise CtmriInputError(path, f"shape {index} (mask) has no readable base64 PNG "
                                     f"'mask': {exc}") from exc
@@ -209,7 +216,7 @@ def _read_annotation(json_path: str | os.PathLike) -> _Annotation:
 def _decode_embedded_image(annotation: _Annotation) -> np.ndarray:
     """The ``imageData`` image as labelme decodes it (PIL: RGB(A) order, 16-bit kept)."""
     try:
-        return labelme.utils.img_b64_to_arr(annotation.image_data)
+        return _labelme_utils().img_b64_to_arr(annotation.image_data)
     except (ValueError, OSError, binascii.Error) as exc:
         raise CtmriInputError(annotation.path, f"embedded imageData is not a readable image: "
                                                f"{exc}") from exc
@@ -332,8 +339,8 @@ def labelme_to_mask(json_path: str | os.PathLike, *, image_shape: Sequence[int] 
     wanted = None if labels is None else set(labels)
     shapes = [s for s in annotation.shapes if wanted is None or s["label"] in wanted]
     every_label_is_one = {s["label"]: 1 for s in shapes}
-    class_map, _ = labelme.utils.shapes_to_label((annotation.height, annotation.width), shapes,
-                                                 every_label_is_one)
+    class_map, _ = _labelme_utils().shapes_to_label((annotation.height, annotation.width),
+                                                    shapes, every_label_is_one)
     return (class_map > 0).astype(np.uint8)
 
 
@@ -357,8 +364,8 @@ def _label_map(annotation: _Annotation, class_ids: dict[str, int]) -> np.ndarray
             known = ", ".join(repr(n) for n in class_ids)
             raise CtmriInputError(annotation.path, f"label {shape['label']!r} is not one of the "
                                                    f"class names ({known})")
-    class_map, _ = labelme.utils.shapes_to_label((annotation.height, annotation.width),
-                                                 annotation.shapes, class_ids)
+    class_map, _ = _labelme_utils().shapes_to_label((annotation.height, annotation.width),
+                                                    annotation.shapes, class_ids)
     return class_map.astype(np.int32)
 
 
@@ -533,6 +540,8 @@ def convert_labelme_to_voc(in_dir: str | os.PathLike, out_dir: str | os.PathLike
         raise CtmriInputError(None, f"val_fraction must be in [0, 1), got {val_fraction!r}")
     json_files = _json_files(in_dir)
     _check_not_inside(out_dir, [in_dir, labels_file])
+    import imgviz  # comes with labelme; only the VOC export draws with it
+
     stems = [p.stem for p in json_files]
     train, val = _split(stems, val_fraction, seed)
 

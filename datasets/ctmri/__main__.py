@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     build_parser.add_argument("--num_slices", type=int, help="synthetic: slices per subject")
     build_parser.add_argument("--image_size", type=int, help="synthetic: pixels per side")
     build_parser.add_argument("--seed", type=int, help="synthetic: phantom seed")
+    build_parser.add_argument("--verbose", action="store_true",
+                              help="show the library logs and tfds messages hidden by default")
     build_parser.add_argument("--overwrite", action="store_true",
                               help="rebuild if the dataset already exists")
     build_parser.add_argument("--beam", action="store_true",

@@ -322,6 +322,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             subjects = folder_layout.scan_manual_dir(self._manual_dir(dl_manager))
             members = {split: [subjects[s] for s in ids]
                        for split, ids in folder_layout.split_subject_ids(subjects).items()}
+        if getattr(self, "_one_progress_bar", False):
+            from tqdm.auto import tqdm
+            self._progress = tqdm(total=sum(len(items) for items in members.values()),
+                                  desc=f"ctmri/{config.name}", unit=" subjects",
+                                  mininterval=0.5)
         # tfds cannot write a split without examples: leave empty splits out.
         return {split: self._generate_examples(split, items)
                 for split, items in members.items() if items}
@@ -344,6 +349,19 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             return super()._download_and_prepare(dl_manager, download_config)
         finally:
             self._use_beam = False
+            if getattr(self, "_progress", None) is not None:
+                self._progress.close()
+                self._progress = None
+
+    # :func:`build` prints its own report (where, splits, size, speed) under one progress bar;
+    # tfds' banners stay for other callers.
+    def _log_download_bytes(self) -> None:
+        if not getattr(self, "_one_progress_bar", False):
+            super()._log_download_bytes()
+
+    def _log_download_done(self) -> None:
+        if not getattr(self, "_one_progress_bar", False):
+            super()._log_download_done()
 
     def _generate_examples(self, split: str, items: list):
         """Every slice of the split's subjects.
@@ -351,7 +369,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         ``items`` are phantom indices (synthetic) or ``{modality: SubjectFolder}`` (folder).
         Asked for Beam, a ``beam.Create(items) | beam.FlatMap(...)`` transform: one subject per
         element, generated on the workers. Otherwise a generator, one subject at a time, with a
-        second progress bar counting subjects (tfds' own counts examples).
+        progress bar counting subjects: under :func:`build`, one bar for the whole build (tfds'
+        own bars are off); otherwise one per split beside tfds' example counters.
         """
         config = self.builder_config
         generate = SubjectExamples.of(config)
@@ -360,13 +379,15 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                     | f"Examples of {split}" >> beam.FlatMap(generate))
         return self._iterate_subjects(f"ctmri/{config.name} {split} subjects", items, generate)
 
-    @staticmethod
-    def _iterate_subjects(desc: str, items: list, generate: SubjectExamples
+    def _iterate_subjects(self, desc: str, items: list, generate: SubjectExamples
                           ) -> Iterator[tuple[str, dict]]:
-        progress = tqdm_utils.tqdm(items, desc=desc, unit=" subjects", leave=False,
-                                   mininterval=1.0)
+        shared = getattr(self, "_progress", None)
+        progress = items if shared is not None else tqdm_utils.tqdm(
+            items, desc=desc, unit=" subjects", leave=False, mininterval=1.0)
         for item in progress:
             yield from generate(item)
+            if shared is not None:
+                shared.update(1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -452,6 +473,7 @@ def _rebuild_beside(builder: "Builder", download_config) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.rebuild-", dir=final.parent))
     try:
         fresh = Builder(config=builder.builder_config, data_dir=staging)
+        fresh._one_progress_bar = getattr(builder, "_one_progress_bar", False)
         generate = tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS   # nothing there yet
         fresh.download_and_prepare(
             download_dir=os.fspath(builder.data_dir_root / "downloads"),
@@ -502,6 +524,7 @@ def build(config: str | CtmriConfig = "synthetic", *, data_dir: str | os.PathLik
     if not isinstance(config, CtmriConfig):
         config = known_config(str(config))
     builder = Builder(config=config, data_dir=data_dir)
+    builder._one_progress_bar = True       # one bar for the whole build, no tfds banners
     existed = builder.is_prepared()
     mode = (tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite
             else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
@@ -510,10 +533,14 @@ def build(config: str | CtmriConfig = "synthetic", *, data_dir: str | os.PathLik
         download_mode=mode, try_download_gcs=False, beam_runner=beam_runner,
         beam_options=pipeline_options)
     start = time.perf_counter()
-    if overwrite and Path(os.fspath(builder.data_path)).exists():
-        _rebuild_beside(builder, download_config)
-    else:
-        builder.download_and_prepare(download_config=download_config)
+    tfds.disable_progress_bar()
+    try:
+        if overwrite and Path(os.fspath(builder.data_path)).exists():
+            _rebuild_beside(builder, download_config)
+        else:
+            builder.download_and_prepare(download_config=download_config)
+    finally:
+        tfds.enable_progress_bar()
     seconds = time.perf_counter() - start
     built = overwrite or not existed
     if existed or overwrite:  # reread what is on disk
