@@ -204,7 +204,8 @@ class ModelSet:
     Args:
         folder: an export base folder (``<folder>/stargan/<version>/``...) or a StarGAN/CycleGAN
             training run folder (``config.json``, ``checkpoints/``).
-        image_size: pixels ``int`` or ``(rows, cols)`` the generator runs at (multiples of 4);
+        image_size: pixels ``int`` or ``(rows, cols)`` the generator runs at (multiples of 4;
+            with a known :meth:`pixel_spacing` the size of its tiles, its field of view);
             default: a run's ``data.image_size``, else the training size recorded with the
             translation export (``export.saved_model.read_export_info``), else the segmentation
             export's size, else each input's own size rounded to a multiple of 4.
@@ -279,7 +280,8 @@ class ModelSet:
         return not self.is_run and (self.folder / CLASSIFIER_EXPORT).is_dir()
 
     def image_size(self, input_size: tuple[int, int]) -> tuple[int, int]:
-        """``(rows, cols)`` the generator runs at for slices of ``input_size`` pixels."""
+        """``(rows, cols)`` the generator runs at for slices of ``input_size`` pixels (at the
+        training spacing, when known: the tile size)."""
         if self._explicit_size is not None:
             return self._explicit_size
         if self.is_run:

@@ -264,3 +264,26 @@ def test_the_pixel_spacing_a_model_sees_is_recorded_and_resolved(tiny_dataset, t
     assert Builder(config=config, data_dir=old).info.metadata.keys() == set()
     assert data.model_pixel_spacing(16, config=config, data_dir=old) == (15.0, 15.0)
     assert tfds_module.builder(f"ctmri/{config}", data_dir=old).is_prepared()
+
+
+def test_a_new_or_resumed_run_records_the_pixel_spacing_in_config_json(tiny_dataset, tmp_path):
+    import json
+
+    from train import common
+
+    config, data_dir = tiny_dataset
+    parser = common.build_parser("stargan", "test")
+    flags = ["--data-dir", str(data_dir), "--dataset-config", config, "--image-size", "16"]
+    prepared = common.prepare(parser.parse_args(["--preset", "smoke", "--run-dir",
+                                                 str(tmp_path / "run"), *flags]), "stargan")
+    written = json.loads(prepared.run.config_path.read_text())
+    assert written["data"]["pixel_spacing_mm"] == [15.0, 15.0]
+    assert prepared.config.data.pixel_spacing_mm == (15.0, 15.0)
+
+    del written["data"]["pixel_spacing_mm"]              # a run started before it was recorded
+    prepared.run.config_path.write_text(json.dumps(written))
+    resumed = common.prepare(parser.parse_args(["--resume", "--run-dir", str(tmp_path / "run")]),
+                             "stargan")
+    assert resumed.config.data.pixel_spacing_mm == (15.0, 15.0)
+    assert json.loads(resumed.run.config_path.read_text())["data"]["pixel_spacing_mm"] == [15.0,
+                                                                                          15.0]
