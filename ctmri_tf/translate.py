@@ -340,8 +340,9 @@ class ModelSet:
                       f"it was trained at (an export or run folder from before ctmri-tf "
                       f"recorded it), so slices are resized by matrix size to {size[0]} x "
                       f"{size[1]} px whatever their pixel spacing; export the model again from "
-                      f"a run that records data.pixel_spacing_mm, or pass "
-                      f"ModelSet(pixel_spacing=...)", UserWarning, stacklevel=4)
+                      f"a run that records data.pixel_spacing_mm (a run folder: add it to its "
+                      f"config.json), or pass ModelSet(pixel_spacing=...)", UserWarning,
+                      stacklevel=4)
 
     def _export_dir(self, source: str, target: str) -> Path:
         if (self.folder / STARGAN_EXPORT).is_dir():
