@@ -52,6 +52,13 @@ class DataConfig:
         augment: random flips/crops in the training pipeline.
         validation_batch_size: images per validation batch (paired MRI/CT slices).
         validation_batches: validation batches evaluated each time (0: none).
+        pixel_spacing_mm: in-plane pixel spacing (row, col) in mm of the images the model sees,
+            i.e. after the pipeline resized the dataset's slices to ``image_size`` (the median
+            field of view of the train slices / ``image_size``). Empty (the presets): the
+            trainers resolve it from the built dataset when a run starts
+            (``ctmri_tf.data.resolve_pixel_spacing``) and ``config.json`` records it;
+            ``ctmri translate`` resamples scans to it. Set it only for data whose spacing the
+            dataset does not know.
     """
     dataset_config: str = "synthetic"
     data_dir: str | None = None
@@ -61,6 +68,7 @@ class DataConfig:
     augment: bool = False
     validation_batch_size: int = 4
     validation_batches: int = 8
+    pixel_spacing_mm: tuple[float, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +142,11 @@ class ExperimentConfig:
                 raise CtmriInputError(None, f"data.{name} must be positive")
         if self.data.validation_batches < 0:
             raise CtmriInputError(None, "data.validation_batches must be >= 0")
+        spacing = self.data.pixel_spacing_mm
+        if spacing and (len(spacing) != 2 or not all(0 < v < float("inf") for v in spacing)):
+            raise CtmriInputError(None, f"data.pixel_spacing_mm={list(spacing)} must be empty "
+                                        f"(resolved from the dataset) or two positive mm values "
+                                        f"(row, col), e.g. 0.9375,0.9375")
         s = self.schedule
         if s.steps <= 0:
             raise CtmriInputError(None, f"schedule.steps={s.steps} must be positive")

@@ -15,6 +15,11 @@ tensors, entirely inside the TensorFlow graph:
    together where both exist; the area moved in from outside is background (-1 / mask 0);
 6. prefetch.
 
+Step 2 changes the pixel spacing: a slice of ``n`` pixels at ``s`` mm resized to ``image_size``
+pixels is seen at ``s * n / image_size`` mm. :func:`model_pixel_spacing` tells that spacing for a
+dataset (the median over its train slices) and :func:`resolve_pixel_spacing` records it in a
+config's ``data.pixel_spacing_mm``, so that ``ctmri translate`` can bring scans to it.
+
 Every batch tensor is ``(B, H, W, 1)`` float32 channels-last; masks are float32 in {0, 1}.
 With the same ``seed`` a pipeline yields the same batches in the same order (per-example maps
 run in parallel with ``deterministic=True``; the augmentation step runs sequentially because
@@ -22,15 +27,20 @@ keras-cv's layers draw from one stateful generator).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import sys
 from typing import Callable
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from ctmri_tf import intensity
 from ctmri_tf.errors import CtmriInputError
 from datasets.ctmri import CtmriConfig
+from datasets.ctmri.ctmri_dataset_builder import (FIELD_OF_VIEW_METADATA, GEOMETRY_SPLIT,
+                                                  PIXEL_SPACING_METADATA)
 
 AUTOTUNE = tf.data.AUTOTUNE
 MODALITIES = ("ct", "mri")          # ClassLabel order of the dataset: 0 = ct, 1 = mri
@@ -87,6 +97,68 @@ def load(split: str, *, config: str | CtmriConfig = "synthetic",
     decoders = None if decode_counterpart else {"counterpart": tfds.decode.SkipDecoding()}
     return builder.as_dataset(split=split, shuffle_files=shuffle_files, decoders=decoders,
                               read_config=tfds.ReadConfig(shuffle_seed=seed))
+
+
+def _measured_geometry(builder, split: str) -> dict:
+    """Median spacing and field of view (mm, ``[row, col]``) of ``split``'s slices, read from
+    the examples (a dataset built before its metadata recorded them)."""
+    spacings, fields = [], []
+    decoders = {"counterpart": tfds.decode.SkipDecoding()}
+    for example in tfds.as_numpy(builder.as_dataset(split=split, decoders=decoders)):
+        spacing = np.asarray(example["pixel_spacing"], np.float64)
+        spacings.append(spacing)
+        fields.append(spacing * np.asarray(example["image"].shape, np.float64))
+    if not spacings:
+        raise CtmriInputError(builder.data_path, f"the {split} split has no slices")
+    return {PIXEL_SPACING_METADATA: {"median": np.median(spacings, axis=0).tolist()},
+            FIELD_OF_VIEW_METADATA: {"median": np.median(fields, axis=0).tolist()}}
+
+
+def model_pixel_spacing(image_size, *, config: str | CtmriConfig = "synthetic",
+                        data_dir: str | os.PathLike | None = None, fit: str = "resize"
+                        ) -> tuple[float, float]:
+    """The in-plane pixel spacing, mm ``(row, col)``, of the images a model of ``image_size``
+    pixels sees from a built dataset's train slices through this module's pipelines.
+
+    ``fit="resize"`` (what the trainers use): the median field of view (spacing x pixels) over
+    ``image_size``; ``fit="crop"``: the median spacing. Both from the dataset's metadata
+    (``info.metadata``, see :mod:`datasets.ctmri.ctmri_dataset_builder`), or measured from the
+    train split's examples when a dataset was built without it.
+
+    Raises:
+        CtmriInputError: the dataset is not built, or its train split is empty.
+    """
+    size = _size(image_size)
+    if fit not in FITS:
+        raise CtmriInputError(None, f"fit must be one of {FITS}, got {fit!r}")
+    builder = _builder(config, data_dir)
+    metadata = builder.info.metadata
+    geometry = ({key: metadata[key] for key in (PIXEL_SPACING_METADATA, FIELD_OF_VIEW_METADATA)}
+                if metadata is not None and FIELD_OF_VIEW_METADATA in metadata.keys()
+                else _measured_geometry(builder, GEOMETRY_SPLIT))
+    if fit == "crop":
+        return tuple(float(v) for v in geometry[PIXEL_SPACING_METADATA]["median"])
+    return tuple(float(fov) / n for fov, n in zip(geometry[FIELD_OF_VIEW_METADATA]["median"],
+                                                 size))
+
+
+def resolve_pixel_spacing(config):
+    """``config`` (an ``ExperimentConfig``) with ``data.pixel_spacing_mm`` filled in by
+    :func:`model_pixel_spacing` of its dataset at ``data.image_size`` (rounded to 1e-6 mm) when
+    it is empty; unchanged when it is set, or (with a warning on stderr) when the dataset is not
+    built here, e.g. a trainer fed in-memory data."""
+    d = config.data
+    if d.pixel_spacing_mm:
+        return config
+    try:
+        spacing = model_pixel_spacing(d.image_size, config=d.dataset_config, data_dir=d.data_dir)
+    except ValueError as err:     # CtmriInputError: not built; tfds: no such config
+        print(f"warning: the pixel spacing the model sees is unknown ({err}); data."
+              f"pixel_spacing_mm stays empty and ctmri translate will resize scans by matrix "
+              f"size", file=sys.stderr)
+        return config
+    spacing = tuple(round(v, 6) for v in spacing)
+    return dataclasses.replace(config, data=dataclasses.replace(d, pixel_spacing_mm=spacing))
 
 
 # ------------------------------------------------------------------------------ graph helpers

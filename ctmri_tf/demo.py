@@ -191,6 +191,7 @@ def train_stargan(run: DemoRun) -> None:
     config = run.trainer_config("stargan")
     configure_keras(config.seed, config.precision)   # before the datasets: tf.data seeds
     train_data, validation = build_datasets(config)
+    config = data.resolve_pixel_spacing(config)      # config.json: what the trainer records
     task = StarGAN(config, tf.distribute.get_strategy())
     run_dir = create_run_dir(_run_root(run, config), config)
     print(f"[stargan] {config.preset}: {config.schedule.steps} steps, "
@@ -298,11 +299,13 @@ def export_models(run: DemoRun) -> None:
     with atomic_output(final, directory=True, overwrite=True) as tmp:
         saved_model.export_stargan(
             run.results["stargan"]["generator"], tmp, version=1, serving_base=serving_base,
-            training_image_size=run.results["stargan"]["config"].data.image_size)
+            training_image_size=run.results["stargan"]["config"].data.image_size,
+            training_pixel_spacing_mm=run.results["stargan"]["config"].data.pixel_spacing_mm)
         segmentation = run.results["segmentation"]
         saved_model.export_segmentation(
             segmentation["model"], tmp, version=1, serving_base=serving_base,
-            training_image_size=segmentation["config"].data.image_size)
+            training_image_size=segmentation["config"].data.image_size,
+            training_pixel_spacing_mm=segmentation["config"].data.pixel_spacing_mm)
         saved_model.export_classifier(run.results["classifier"]["model"], tmp, version=1,
                                       serving_base=serving_base)
     names = saved_model.served_models(final)

@@ -13,17 +13,26 @@ Pipeline (:func:`translate_file`; :func:`translate_volume` is steps 3-6 on an in
    else the exported classifier's majority vote over the slices (:func:`classify_modality`),
    else an error asking for ``--from``. The target is the other modality unless ``to`` is given;
 3. body mask of the source: the exported ``segmentation`` model (``segment_with_range``; slices
-   resized to the size it was exported for, probabilities resized back bilinearly, argmax) when
-   the models hold one (and ``use_segmenter``), else :func:`ctmri_tf.body_mask.body_mask`
+   resampled to the pixel spacing it was trained at and tiled at the size it was exported for
+   when its export records the spacing (as in step 5), else resized to that size; probabilities
+   back on the input grid bilinearly, argmax) when the models hold one (and ``use_segmenter``),
+   else :func:`ctmri_tf.body_mask.body_mask`
    (thresholds, largest component). For the segmentation model an MRI is scaled by its
    whole-volume percentiles (the body is not known yet);
 4. map to model space [-1, 1] as in training (``ctmri_tf.data``): CT through the CT window
    :data:`ctmri_tf.intensity.CT_WINDOW_HU`, MRI through its percentile scale fitted *inside the
    body mask* (``fit_mri_scale(volume, mask)``, as the tfds builder does); the background
    (outside the mask) is set to -1 (``mask_inputs``, as the training presets do);
-5. translate slice by slice in batches of ``batch_size`` (tqdm progress bar), each batch resized
-   (bilinear, antialiased) to the model's image size :attr:`ModelSet.image_size` when it differs
-   and the output resized back (bilinear) to the input grid;
+5. translate slice by slice in batches of ``batch_size`` (tqdm progress bar) at the model's
+   *physical* scale: each slice is resampled from its own pixel spacing (``Volume.spacing``) to
+   the spacing the generator was trained at (:meth:`ModelSet.pixel_spacing`; bilinear,
+   antialiased when down-sampling), padded with background (-1) to the model's field of view
+   :meth:`ModelSet.image_size` when smaller, cut into tiles of that size overlapping by at least
+   :data:`TILE_OVERLAP` and blended when larger, translated, and resampled back exactly onto the
+   input grid (:func:`ctmri_tf.tiling.predict_physical`). When the models do not record their
+   training spacing (exports and run folders from before it was recorded) each batch is instead
+   resized (bilinear, antialiased) to the image size and back, whatever its pixel spacing, with
+   a warning (once per :class:`ModelSet`);
 6. back to physical units: CT output in HU (``unit_to_ct``, [-1024, 3000]); MRI output as the
    *scaled MR signal* [0, 1] (:data:`TRANSLATED_MRI_RANGE`: MRI has no absolute scale; -1 -> 0,
    +1 -> 1, the same convention as the SavedModels' ``translate`` signature). Outside the body
@@ -48,18 +57,22 @@ Model lookup (:class:`ModelSet`), ``models`` being:
   ``<base>/<name>/<version>/``, the highest version is used): the translator is ``stargan``
   (signature ``translate_with_ranges``) when that folder exists, else ``cyclegan_mri2ct`` /
   ``cyclegan_ct2mri`` for the direction asked. ``segmentation`` (``segment_with_range``) and
-  ``classifier`` (``classify``) are used when present. An export does not record the size its
-  generator was trained at, so the translator runs at ``image_size`` when given, else at the
-  segmentation export's size (both are trained on the same data), else at the input's own size
-  (rounded to a multiple of 4, the generators' down-sampling factor).
+  ``classifier`` (``classify``) are used when present. The translation export records the size
+  and pixel spacing its generator was trained at (``assets.extra/ctmri_export.json``:
+  ``training_image_size``, ``training_pixel_spacing_mm``); for an older export without them the
+  translator runs at ``image_size`` when given, else at the segmentation export's size (both are
+  trained on the same data), else at the input's own size (rounded to a multiple of 4, the
+  generators' down-sampling factor).
 
 Units: CT in HU, MRI in the scanner's signal units (input) or the [0, 1] scaled signal (output),
-model space [-1, 1], image sizes in pixels ``(rows, cols)``.
+model space [-1, 1], image sizes in pixels ``(rows, cols)``, pixel spacings in mm ``(row, col)``.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import warnings
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
@@ -69,7 +82,7 @@ import numpy as np
 import pydicom
 from tqdm.auto import tqdm
 
-from ctmri_tf import intensity
+from ctmri_tf import intensity, tiling
 from ctmri_tf.atomic import atomic_output, check_output_path
 from ctmri_tf.body_mask import body_mask
 from ctmri_tf.errors import CtmriInputError
@@ -90,6 +103,9 @@ PNG_MAX = 65535
 """16-bit PNG output: CT stores ``HU + 1024`` (clipped to 0..65535), MRI ``[0, 1] * 65535``."""
 GENERATOR_MULTIPLE = 4
 """Generator input sizes must be multiples of this (two stride-2 down-samplings)."""
+TILE_OVERLAP = 0.25
+"""Neighbouring tiles of a slice larger than the model's field of view share at least this
+fraction of a tile (:func:`ctmri_tf.tiling.predict_tiled`)."""
 RUN_CONFIG = "config.json"
 STARGAN_EXPORT = "stargan"
 SEGMENTATION_EXPORT = "segmentation"
@@ -114,6 +130,19 @@ def _other(modality: str) -> str:
 
 def _pair(size) -> tuple[int, int]:
     return (int(size), int(size)) if np.ndim(size) == 0 else tuple(int(v) for v in size)
+
+
+def _spacing(value, path, what: str) -> tuple[float, float]:
+    """``(row, col)`` mm from one number or a pair, all positive and finite."""
+    values = (value, value) if np.ndim(value) == 0 else tuple(value)
+    try:
+        pair = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        pair = ()
+    if len(pair) != 2 or not all(math.isfinite(v) and v > 0 for v in pair):
+        raise CtmriInputError(path, f"{what} must be two positive mm values (row, col), "
+                                    f"got {value!r}")
+    return pair
 
 
 def _resize(images: np.ndarray, size: tuple[int, int], *, antialias: bool) -> np.ndarray:
@@ -179,23 +208,29 @@ class ModelSet:
     Args:
         folder: an export base folder (``<folder>/stargan/<version>/``...) or a StarGAN/CycleGAN
             training run folder (``config.json``, ``checkpoints/``).
-        image_size: pixels ``int`` or ``(rows, cols)`` the generator runs at (multiples of 4);
+        image_size: pixels ``int`` or ``(rows, cols)`` the generator runs at (multiples of 4;
+            with a known :meth:`pixel_spacing` the size of its tiles, its field of view);
             default: a run's ``data.image_size``, else the training size recorded with the
             translation export (``export.saved_model.read_export_info``), else the segmentation
             export's size, else each input's own size rounded to a multiple of 4.
         use_segmenter: use the exported segmentation model for the body mask when there is one
             (``False``: always the thresholds of :func:`ctmri_tf.body_mask.body_mask`).
+        pixel_spacing: mm (one number or ``(row, col)``) the generator was trained at; default
+            a run's ``data.pixel_spacing_mm``, else the ``training_pixel_spacing_mm`` recorded
+            with the translation export, else unknown (inputs resized by matrix size).
 
     Raises:
         CtmriInputError: the folder is missing, is neither kind, or a run of another experiment;
-            a bad ``image_size``. Loading a model later raises it naming the model folder and,
-            for a missing signature, the signature.
+            a bad ``image_size`` or ``pixel_spacing``. Loading a model later raises it naming
+            the model folder and, for a missing signature, the signature.
     """
 
     def __init__(self, folder: str | os.PathLike, *, image_size=None,
-                 use_segmenter: bool = True):
+                 use_segmenter: bool = True, pixel_spacing=None):
         self.folder = Path(folder)
         self.use_segmenter = bool(use_segmenter)
+        self._explicit_spacing = (None if pixel_spacing is None
+                                  else _spacing(pixel_spacing, None, "the model pixel spacing"))
         if not self.folder.is_dir():
             raise CtmriInputError(self.folder, "models folder does not exist" if not
                                   self.folder.exists() else "is not a folder; --models takes an "
@@ -249,7 +284,8 @@ class ModelSet:
         return not self.is_run and (self.folder / CLASSIFIER_EXPORT).is_dir()
 
     def image_size(self, input_size: tuple[int, int]) -> tuple[int, int]:
-        """``(rows, cols)`` the generator runs at for slices of ``input_size`` pixels."""
+        """``(rows, cols)`` the generator runs at for slices of ``input_size`` pixels (at the
+        training spacing, when known: the tile size)."""
         if self._explicit_size is not None:
             return self._explicit_size
         if self.is_run:
@@ -263,23 +299,54 @@ class ModelSet:
                          int(round(s / GENERATOR_MULTIPLE)) * GENERATOR_MULTIPLE)
                      for s in input_size)
 
+    def pixel_spacing(self) -> tuple[float, float] | None:
+        """mm ``(row, col)`` of the images the generator was trained on (the spacing inputs are
+        resampled to), or None when the models do not say (see the class docstring)."""
+        if self._explicit_spacing is not None:
+            return self._explicit_spacing
+        if self.is_run:
+            recorded = self.run_config.data.pixel_spacing_mm
+            return tuple(float(v) for v in recorded) if recorded else None
+        recorded = self._exported_training_value("training_pixel_spacing_mm")
+        return None if recorded is None else _spacing(recorded, self.folder,
+                                                      "training_pixel_spacing_mm")
+
     def _exported_training_size(self) -> tuple[int, int] | None:
         """The ``training_image_size`` recorded with the newest translation export (StarGAN,
         else CycleGAN MRI->CT, else CT->MRI), or None (older exports do not record it)."""
+        size = self._exported_training_value("training_image_size")
+        return None if size is None else _pair(size)
+
+    def _exported_training_value(self, key: str):
+        """``key`` of the export info of the first translation export (StarGAN, else CycleGAN
+        MRI->CT, else CT->MRI) that records it, or None."""
         from export.saved_model import read_export_info
 
-        if "training_size" not in self._cache:       # read once per folder
+        cache_key = f"export info:{key}"
+        if cache_key not in self._cache:                # read once per folder
             found = None
             for name in (STARGAN_EXPORT, cyclegan_export_name("mri", "ct"),
                          cyclegan_export_name("ct", "mri")):
                 if (self.folder / name).is_dir():
-                    size = read_export_info(_latest_version(self.folder / name)).get(
-                        "training_image_size")
-                    if size is not None:
-                        found = _pair(size)
+                    found = read_export_info(_latest_version(self.folder / name)).get(key)
+                    if found is not None:
                         break
-            self._cache["training_size"] = found
-        return self._cache["training_size"]
+            self._cache[cache_key] = found
+        return self._cache[cache_key]
+
+    def warn_matrix_resize(self, size: tuple[int, int]) -> None:
+        """Warn (once per model set) that the translator's training spacing is unknown, so
+        slices are resized to ``size`` pixels whatever their pixel spacing."""
+        if self._cache.get("warned: matrix resize"):
+            return
+        self._cache["warned: matrix resize"] = True
+        warnings.warn(f"{self.folder}: the translation model does not record the pixel spacing "
+                      f"it was trained at (an export or run folder from before ctmri-tf "
+                      f"recorded it), so slices are resized by matrix size to {size[0]} x "
+                      f"{size[1]} px whatever their pixel spacing; export the model again from "
+                      f"a run that records data.pixel_spacing_mm (a run folder: add it to its "
+                      f"config.json), or pass ModelSet(pixel_spacing=...)", UserWarning,
+                      stacklevel=4)
 
     def _export_dir(self, source: str, target: str) -> Path:
         if (self.folder / STARGAN_EXPORT).is_dir():
@@ -362,6 +429,17 @@ class ModelSet:
         return version_dir, size, function, loaded
 
     @cached_property
+    def segmentation_pixel_spacing(self) -> tuple[float, float] | None:
+        """mm ``(row, col)`` the segmentation export was trained at (its export info), or
+        None (an older export: slices are resized to its size instead)."""
+        from export.saved_model import read_export_info
+
+        version_dir = self._segmenter[0]
+        recorded = read_export_info(version_dir).get("training_pixel_spacing_mm")
+        return None if recorded is None else _spacing(recorded, version_dir,
+                                                      "training_pixel_spacing_mm")
+
+    @cached_property
     def _classifier(self):
         """``(version folder, loaded SavedModel, signature function)``."""
         return _load_saved_model(self.folder / CLASSIFIER_EXPORT, CLASSIFY_SIGNATURE)
@@ -376,18 +454,35 @@ class ModelSet:
         out = self._translator(source, target)(np.asarray(images_unit, np.float32))
         return np.asarray(out, np.float32)
 
-    def segment(self, images: np.ndarray, modality: str, value_range) -> np.ndarray:
+    def segment(self, images: np.ndarray, modality: str, value_range,
+                spacing=None) -> np.ndarray:
         """Body masks uint8 ``(B, H, W)`` {0, 1} of ``images`` ``(B, H, W)`` in physical units,
-        mapped to [-1, 1] with ``value_range`` (HU window or MR signal scale) by the export."""
+        mapped to [-1, 1] with ``value_range`` (HU window or MR signal scale) by the export.
+
+        With the images' pixel ``spacing`` (mm) and a segmentation export that records its
+        training spacing, the images are resampled to that spacing and tiled at the export's
+        size (padding: ``value_range[0]``, i.e. -1); otherwise resized to its size."""
         import tensorflow as tf
 
         _, size, function, _ = self._segmenter
         images = np.asarray(images, np.float32)[..., None]
-        small = _resize(images, size, antialias=True)
-        n = small.shape[0]
-        out = function(image=tf.constant(small), modality=tf.constant([modality] * n),
-                       intensity_range=tf.constant([value_range] * n, tf.float32))
-        probabilities = _resize(out["probabilities"].numpy(), images.shape[1:3], antialias=False)
+
+        def probabilities_of(batch):
+            n = batch.shape[0]
+            out = function(image=tf.constant(batch, tf.float32),
+                           modality=tf.constant([modality] * n),
+                           intensity_range=tf.constant([value_range] * n, tf.float32))
+            return out["probabilities"].numpy()
+
+        trained = self.segmentation_pixel_spacing
+        if spacing is not None and trained is not None:
+            probabilities = tiling.predict_physical(
+                images, spacing, trained, size, probabilities_of,
+                background=float(value_range[0]), min_overlap=TILE_OVERLAP,
+                batch_size=len(images))
+        else:
+            probabilities = _resize(probabilities_of(_resize(images, size, antialias=True)),
+                                    images.shape[1:3], antialias=False)
         return (np.argmax(probabilities, axis=-1) != 0).astype(np.uint8)
 
     def classify(self, images: np.ndarray) -> np.ndarray:
@@ -460,6 +555,33 @@ def _check_target(source: str | None, to: str | None, path) -> str:
     return to
 
 
+def _in_plane_spacing(volume: Volume) -> tuple[float, float]:
+    """The volume's pixel spacing mm ``(row, col)``, checked."""
+    return _spacing(tuple(volume.spacing)[1:3], volume.source or None, "the pixel spacing")
+
+
+def _translate_slices(unit: np.ndarray, volume: Volume, models: ModelSet, source: str,
+                      target: str, batch_size: int) -> np.ndarray:
+    """Step 5 on a batch ``(B, H, W, 1)`` in [-1, 1] of ``volume``'s slices -> the same shape: at
+    the generator's training spacing with tiles of its size, else (unknown spacing) resized to
+    its size and back, with :meth:`ModelSet.warn_matrix_resize`."""
+    trained = models.pixel_spacing()
+
+    def predict(batch):
+        return models.translate_unit(batch, source, target)
+
+    if trained is None:
+        size = models.image_size(unit.shape[1:3])
+        models.warn_matrix_resize(size)
+        return _resize(predict(_resize(unit, size, antialias=True)), unit.shape[1:3],
+                       antialias=False)
+    spacing = _in_plane_spacing(volume)
+    tile = models.image_size(tiling.resampled_size(unit.shape[1:3], spacing, trained))
+    return tiling.predict_physical(unit, spacing, trained, tile, predict, background=-1.0,
+                                   min_overlap=TILE_OVERLAP,
+                                   batch_size=batch_size).astype(np.float32)
+
+
 def _body_mask(volume: Volume, models: ModelSet, batch_size: int) -> np.ndarray:
     source = volume.modality
     try:
@@ -467,7 +589,10 @@ def _body_mask(volume: Volume, models: ModelSet, batch_size: int) -> np.ndarray:
             return body_mask(volume.data, source)
         value_range = (intensity.CT_WINDOW_HU if source == "ct"
                        else intensity.fit_mri_scale(volume.data).as_tuple())
-        mask = np.concatenate([models.segment(volume.data[i:i + batch_size], source, value_range)
+        spacing = (None if models.segmentation_pixel_spacing is None
+                   else _in_plane_spacing(volume))
+        mask = np.concatenate([models.segment(volume.data[i:i + batch_size], source, value_range,
+                                              spacing)
                                for i in range(0, volume.shape[0], batch_size)])
     except CtmriInputError as error:
         if error.path is not None:
@@ -489,7 +614,7 @@ def translate_volume(volume: Volume, *, to: str | None = None, models: ModelSet,
         volume: its ``modality`` must be set (``"ct"`` or ``"mri"``).
         to: the target modality; default the other one.
         models: the :class:`ModelSet` to use.
-        batch_size: slices per model call.
+        batch_size: slices per model call (tiles, when slices are tiled).
         progress: tqdm progress bar over the slices (stderr).
 
     Returns:
@@ -522,15 +647,12 @@ def translate_volume(volume: Volume, *, to: str | None = None, models: ModelSet,
     unit = intensity.to_unit(data, source, source_range).astype(np.float32)
     unit[mask == 0] = -1.0
     target_range = None if target == "ct" else TRANSLATED_MRI_RANGE
-    size = models.image_size(data.shape[1:])
     out = np.empty_like(data)
     with tqdm(total=data.shape[0], unit="slice", desc=f"{source}->{target}",
               disable=not progress) as bar:
         for start in range(0, data.shape[0], batch_size):
             batch = unit[start:start + batch_size, :, :, None]
-            translated = models.translate_unit(_resize(batch, size, antialias=True), source,
-                                               target)
-            translated = _resize(translated, data.shape[1:], antialias=False)
+            translated = _translate_slices(batch, volume, models, source, target, batch_size)
             out[start:start + len(batch)] = intensity.from_unit(translated[..., 0], target,
                                                                 target_range)
             bar.update(len(batch))

@@ -129,7 +129,8 @@ def write_models_config(base: str | os.PathLike, serving_base: str | None = None
 def read_export_info(version_dir: str | os.PathLike) -> dict:
     """The ``assets.extra/ctmri_export.json`` of an export version folder (``{}`` if none):
     what the SavedModel itself cannot say: ``signatures`` (``{signature: {"inputs": {name:
-    unit}, "outputs": {name: unit}}}``), ``training_image_size`` ``[rows, cols]`` (pixels).
+    unit}, "outputs": {name: unit}}}``), ``training_image_size`` ``[rows, cols]`` (pixels) and
+    ``training_pixel_spacing_mm`` ``[row, col]`` (the spacing the model saw in training).
 
     Raises:
         CtmriInputError: the file exists but is not a JSON object.
@@ -198,55 +199,66 @@ def export_module(module, base: str | os.PathLike, name: str, version: int | Non
     return target
 
 
-def _size_info(training_image_size) -> dict | None:
-    if training_image_size is None:
-        return None
-    size = ([int(training_image_size)] * 2 if isinstance(training_image_size, int)
+def _size_info(training_image_size, training_pixel_spacing_mm=None) -> dict | None:
+    info = {}
+    if training_image_size is not None:
+        info["training_image_size"] = (
+            [int(training_image_size)] * 2 if isinstance(training_image_size, int)
             else [int(side) for side in training_image_size])
-    return {"training_image_size": size}
+    if training_pixel_spacing_mm:
+        info["training_pixel_spacing_mm"] = [float(v) for v in training_pixel_spacing_mm]
+    return info or None
 
 
 def export_stargan(generator, base: str | os.PathLike, name: str = "stargan",
-                   version: int | None = None, *, training_image_size=None, **kwargs) -> Path:
+                   version: int | None = None, *, training_image_size=None,
+                   training_pixel_spacing_mm=None, **kwargs) -> Path:
     """Export a 2-domain StarGAN generator (``ctmri_tf.models.stargan_generator``); see
     :class:`export.signatures.StarGANTranslator` for the signatures and
     :func:`export_module` for the other arguments. ``training_image_size`` (pixels, int or
-    ``(rows, cols)``) is recorded in ``assets.extra/ctmri_export.json`` so that
-    ``ctmri translate`` runs the generator at that size. Returns the version folder."""
+    ``(rows, cols)``) and ``training_pixel_spacing_mm`` (mm ``(row, col)``, the spacing of the
+    images the generator was trained on) are recorded in ``assets.extra/ctmri_export.json`` so
+    that ``ctmri translate`` brings scans to that spacing and runs the generator on tiles of that
+    size. Returns the version folder."""
     from export.signatures import StarGANTranslator
     return export_module(StarGANTranslator(generator), base, name, version,
-                         info=_size_info(training_image_size), **kwargs)
+                         info=_size_info(training_image_size, training_pixel_spacing_mm),
+                         **kwargs)
 
 
 def export_cyclegan(generator, base: str | os.PathLike, direction: str, name: str | None = None,
-                    version: int | None = None, *, training_image_size=None, **kwargs) -> Path:
+                    version: int | None = None, *, training_image_size=None,
+                    training_pixel_spacing_mm=None, **kwargs) -> Path:
     """Export one CycleGAN generator (``ctmri_tf.models.resnet_generator``) for ``direction``
     ``"mri2ct"`` or ``"ct2mri"``, by default as model ``cyclegan_<direction>``; see
-    :class:`export.signatures.CycleGANTranslator` (``training_image_size``: as
-    :func:`export_stargan`). Returns the version folder."""
+    :class:`export.signatures.CycleGANTranslator` (``training_image_size``,
+    ``training_pixel_spacing_mm``: as :func:`export_stargan`). Returns the version folder."""
     from export.signatures import CYCLEGAN_DIRECTIONS, CycleGANTranslator
     if direction not in CYCLEGAN_DIRECTIONS:
         raise CtmriInputError(None, f"CycleGAN direction must be one of "
                                     f"{', '.join(CYCLEGAN_DIRECTIONS)}, got {direction!r}")
     return export_module(CycleGANTranslator(generator, direction), base,
                          name or f"cyclegan_{direction}", version,
-                         info=_size_info(training_image_size), **kwargs)
+                         info=_size_info(training_image_size, training_pixel_spacing_mm),
+                         **kwargs)
 
 
 def export_segmentation(model, base: str | os.PathLike, name: str = "segmentation",
                         version: int | None = None, *, training_image_size=None,
-                        **kwargs) -> Path:
+                        training_pixel_spacing_mm=None, **kwargs) -> Path:
     """Export the DeepLabV3+ body segmentation model (``ctmri_tf.models.deeplab_v3_plus``); see
     :class:`export.signatures.Segmenter`. Built for any size (``deeplab_v3_plus(None, ...)``,
     as :func:`export_run` loads it), the export takes any height and width that are multiples
     of 32; a fixed-size model exports for its size only. ``training_image_size`` (pixels, int or
-    ``(rows, cols)``) is recorded as for :func:`export_stargan`. Returns the version folder."""
+    ``(rows, cols)``) and ``training_pixel_spacing_mm`` are recorded as for
+    :func:`export_stargan`. Returns the version folder."""
     from export.signatures import Segmenter
     try:
         module = Segmenter(model)
     except ValueError as err:
         raise CtmriInputError(None, str(err)) from None
-    return export_module(module, base, name, version, info=_size_info(training_image_size),
+    return export_module(module, base, name, version,
+                         info=_size_info(training_image_size, training_pixel_spacing_mm),
                          **kwargs)
 
 
@@ -322,10 +334,12 @@ def export_run(kind: str, run_dir: str | os.PathLike, base: str | os.PathLike, *
         raise CtmriInputError(run.config_path, f"is a {config.experiment!r} run, not a {kind} "
                                                f"run; pass --kind {config.experiment}")
     options = dict(version=version, serving_base=serving_base)
+    spacing = config.data.pixel_spacing_mm or None     # empty: a run from before it was recorded
     if kind == "stargan":
         return [export_stargan(load_stargan_generator(run_dir), base,
                                name or DEFAULT_NAMES["stargan"],
-                               training_image_size=config.data.image_size, **options)]
+                               training_image_size=config.data.image_size,
+                               training_pixel_spacing_mm=spacing, **options)]
     if kind == "cyclegan":
         from ctmri_tf.training.cyclegan import GENERATOR_KEYS, load_cyclegan_generators
 
@@ -335,14 +349,16 @@ def export_run(kind: str, run_dir: str | os.PathLike, base: str | os.PathLike, *
                                         "(cyclegan_mri2ct and cyclegan_ct2mri)")
         generators = load_cyclegan_generators(run_dir)
         return [export_cyclegan(generators[GENERATOR_KEYS[d]], base, d, name,
-                                training_image_size=config.data.image_size, **options)
+                                training_image_size=config.data.image_size,
+                                training_pixel_spacing_mm=spacing, **options)
                 for d in directions]
     if kind == "segmentation":
         from ctmri_tf.training.segmentation import load_segmentation_model
 
         return [export_segmentation(load_segmentation_model(run_dir, any_size=True), base,
                                     name or DEFAULT_NAMES["segmentation"],
-                                    training_image_size=config.data.image_size, **options)]
+                                    training_image_size=config.data.image_size,
+                                    training_pixel_spacing_mm=spacing, **options)]
     from ctmri_tf.training.classifier import load_classifier
 
     return [export_classifier(load_classifier(run_dir), base,

@@ -223,3 +223,67 @@ def test_repeat_goes_past_one_epoch(tiny_dataset):
     assert len(out) == 5 and all(b["ct"].shape == (4, SIZE, SIZE, 1) for b in out)
     with pytest.raises(CtmriInputError, match="fit must be one of"):
         data.unpaired_batches("train", 4, SIZE, fit="stretch", **kwargs(tiny_dataset))
+
+
+def test_the_pixel_spacing_a_model_sees_is_recorded_and_resolved(tiny_dataset, tmp_path):
+    """The phantom's pixels are 240 mm / 32 px = 7.5 mm; resized to 16 px the model sees 15 mm
+    pixels, cropped it sees 7.5 mm. A trainer's config gets the resized value, and a dataset
+    built without the metadata is measured instead."""
+    import shutil
+
+    import tensorflow_datasets as tfds_module
+
+    from ctmri_tf import configs
+    from datasets.ctmri.ctmri_dataset_builder import Builder
+
+    config, data_dir = tiny_dataset
+    metadata = Builder(config=config, data_dir=data_dir).info.metadata
+    assert metadata["pixel_spacing_mm"] == {"median": [7.5, 7.5], "min": [7.5, 7.5],
+                                            "max": [7.5, 7.5]}
+    assert metadata["field_of_view_mm"]["median"] == [240.0, 240.0]
+    assert data.model_pixel_spacing(16, **kwargs(tiny_dataset)) == (15.0, 15.0)
+    assert data.model_pixel_spacing((32, 64), **kwargs(tiny_dataset)) == (7.5, 3.75)
+    assert data.model_pixel_spacing(16, fit="crop", **kwargs(tiny_dataset)) == (7.5, 7.5)
+
+    stargan = configs.override(configs.get_config("stargan", "smoke"),
+                               {"data.dataset_config": config, "data.data_dir": str(data_dir),
+                                "data.image_size": 16})
+    resolved = data.resolve_pixel_spacing(stargan)
+    assert resolved.data.pixel_spacing_mm == (15.0, 15.0)
+    assert configs.from_json(configs.to_json(resolved)) == resolved
+    assert data.resolve_pixel_spacing(resolved) is resolved                 # set: kept
+    missing = configs.override(stargan, {"data.data_dir": str(tmp_path / "none")})
+    assert data.resolve_pixel_spacing(missing).data.pixel_spacing_mm == ()  # not built: unknown
+    with pytest.raises(CtmriInputError, match="pixel_spacing_mm"):
+        configs.override(stargan, {"data.pixel_spacing_mm": "1,-2"})
+
+    old = tmp_path / "old"                           # built before metadata.json existed
+    shutil.copytree(data_dir, old)
+    for path in old.rglob("metadata.json"):
+        path.unlink()
+    assert Builder(config=config, data_dir=old).info.metadata.keys() == set()
+    assert data.model_pixel_spacing(16, config=config, data_dir=old) == (15.0, 15.0)
+    assert tfds_module.builder(f"ctmri/{config}", data_dir=old).is_prepared()
+
+
+def test_a_new_or_resumed_run_records_the_pixel_spacing_in_config_json(tiny_dataset, tmp_path):
+    import json
+
+    from train import common
+
+    config, data_dir = tiny_dataset
+    parser = common.build_parser("stargan", "test")
+    flags = ["--data-dir", str(data_dir), "--dataset-config", config, "--image-size", "16"]
+    prepared = common.prepare(parser.parse_args(["--preset", "smoke", "--run-dir",
+                                                 str(tmp_path / "run"), *flags]), "stargan")
+    written = json.loads(prepared.run.config_path.read_text())
+    assert written["data"]["pixel_spacing_mm"] == [15.0, 15.0]
+    assert prepared.config.data.pixel_spacing_mm == (15.0, 15.0)
+
+    del written["data"]["pixel_spacing_mm"]              # a run started before it was recorded
+    prepared.run.config_path.write_text(json.dumps(written))
+    resumed = common.prepare(parser.parse_args(["--resume", "--run-dir", str(tmp_path / "run")]),
+                             "stargan")
+    assert resumed.config.data.pixel_spacing_mm == (15.0, 15.0)
+    assert json.loads(resumed.run.config_path.read_text())["data"]["pixel_spacing_mm"] == [15.0,
+                                                                                          15.0]

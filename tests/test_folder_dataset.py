@@ -97,6 +97,19 @@ def test_splits_are_by_sorted_subject(built):
     assert subjects == {"train": {"p01"}, "validation": {"p02"}, "test": {"p03"}}
 
 
+def test_the_metadata_records_the_train_slices_geometry(built):
+    """p01's CT and MRI (the train split) have 0.6 x 0.5 mm pixels, 32 x 32 of them."""
+    from datasets.ctmri.ctmri_dataset_builder import Builder
+
+    _, _, data_dir = built
+    metadata = Builder(config="folder", data_dir=data_dir).info.metadata
+    np.testing.assert_allclose(metadata["pixel_spacing_mm"]["median"], CT_SPACING[1:])
+    np.testing.assert_allclose(metadata["field_of_view_mm"]["max"],
+                               np.array(CT_SPACING[1:]) * SIZE)
+    np.testing.assert_allclose(data.model_pixel_spacing(16, config="folder", data_dir=data_dir),
+                               np.array(CT_SPACING[1:]) * SIZE / 16, rtol=1e-6)
+
+
 def test_ct_dicom_keeps_hounsfield_units_and_pairs_with_the_mri(built):
     _, examples, _ = built
     train = by_key(examples["train"])

@@ -7,6 +7,7 @@ is called inside ``tf.function`` because graph mode (as in the SavedModel) fuses
 from eager mode (about 1e-6 in [-1, 1], i.e. a few 1e-3 HU), and the contract is 1e-3 HU.
 """
 import shutil
+import warnings
 from pathlib import Path
 
 import keras
@@ -16,17 +17,18 @@ import pydicom
 import pytest
 import tensorflow as tf
 
-from ctmri_tf import cli, configs, intensity, phantom
+from ctmri_tf import cli, configs, intensity, phantom, tiling
 from ctmri_tf.body_mask import body_mask
 from ctmri_tf.errors import CtmriInputError
-from ctmri_tf.io import read_image, read_volume
+from ctmri_tf.io import Volume, read_image, read_volume
 from ctmri_tf.models import modality_classifier, stargan_generator
 from ctmri_tf.training.checkpointing import TrainingCheckpoint
 from ctmri_tf.training.run_dir import create_run_dir
 from ctmri_tf.training.stargan import StarGAN
-from ctmri_tf.translate import (AIR_HU, TRANSLATED_MRI_RANGE, ModelSet, classify_modality,
-                                png_values, translate_file, translate_volume)
-from export.saved_model import export_classifier, export_segmentation, export_stargan
+from ctmri_tf.translate import (AIR_HU, TILE_OVERLAP, TRANSLATED_MRI_RANGE, ModelSet,
+                                classify_modality, png_values, translate_file, translate_volume)
+from export.saved_model import (export_classifier, export_run, export_segmentation,
+                                export_stargan, read_export_info)
 from export.signatures import MRI_OUTPUT_RANGE
 from medical_fixtures import (file_states, raises_naming, write_dicom_series, write_nifti,
                               write_png_slices)
@@ -277,6 +279,129 @@ def test_training_run_folder_as_models(tmp_path, subject):
     np.testing.assert_array_equal(translated.meta["body_mask"], mask)
     np.testing.assert_allclose(translated.data, expected, atol=1e-5, rtol=0)   # [0, 1] scale
     np.testing.assert_array_equal(translated.affine, volume.affine)
+
+
+# ----------------------------------------------------------------------------- pixel spacing
+
+def recording_translator(models: ModelSet, monkeypatch) -> list:
+    """Record every batch ``models`` hands its generator (the model's own input)."""
+    seen, translate_unit = [], models.translate_unit
+
+    def recording(batch, source, target):
+        seen.append(np.array(batch))
+        return translate_unit(batch, source, target)
+    monkeypatch.setattr(models, "translate_unit", recording)
+    return seen
+
+
+def model_space(data, source, mask):
+    """Step 4: physical -> [-1, 1] (MRI scaled inside the mask), background -1."""
+    value_range = (intensity.CT_WINDOW_HU if source == "ct"
+                   else intensity.fit_mri_scale(data, mask=mask))
+    unit = intensity.to_unit(data, source, value_range).astype(np.float32)
+    unit[mask == 0] = -1.0
+    return unit
+
+
+def test_slices_are_translated_at_the_trained_pixel_spacing_in_overlapping_tiles(
+        tmp_path, subject, generator, monkeypatch):
+    """A 1.0 mm MRI of 32 x 32 px and a StarGAN exported as trained at 0.5 mm on 16 px: the
+    generator sees 16 px tiles of the slice resampled to 0.5 mm (64 x 64 px, 5 x 5 tiles that
+    overlap by 4 px), not the whole slice squeezed to 16 px (2 mm pixels, anatomy at a quarter
+    of the size it was trained on); the result is on the input grid and is the pipeline of
+    ``ctmri_tf.tiling`` written out."""
+    base = tmp_path / "exports"
+    export_stargan(generator, base, training_image_size=16, training_pixel_spacing_mm=(0.5, 0.5))
+    assert read_export_info(base / "stargan" / "1") == {"training_image_size": [16, 16],
+                                                       "training_pixel_spacing_mm": [0.5, 0.5]}
+    models = ModelSet(base)
+    assert models.pixel_spacing() == (0.5, 0.5) and models.image_size((32, 32)) == (16, 16)
+    seen = recording_translator(models, monkeypatch)
+    path = write_nifti(tmp_path / "mri.nii.gz", subject.mri, np.diag([1.0, 1.0, 4.0, 1.0]))
+    volume = read_volume(path, modality="mri")
+    assert volume.spacing == (4.0, 1.0, 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                  # no "resized by matrix size" warning
+        translated = translate_volume(volume, models=models, batch_size=10)
+
+    assert translated.shape == volume.shape and translated.spacing == volume.spacing
+    tiles = np.concatenate(seen)
+    assert tiles.shape == (SLICES * 5 * 5, 16, 16, 1) and max(len(b) for b in seen) <= 10
+    mask = body_mask(volume.data, "mri")
+    unit = model_space(volume.data, "mri", mask)[..., None]
+    at_trained = tiling.resample(unit, 1.0, 0.5)
+    assert at_trained.shape == (SLICES, 64, 64, 1)
+    assert tiling.tile_starts(64, 16, TILE_OVERLAP) == [0, 12, 24, 36, 48]
+    np.testing.assert_allclose(tiles[0], at_trained[0, :16, :16], atol=1e-6)
+    np.testing.assert_allclose(tiles[7], at_trained[0, 12:28, 24:40], atol=1e-6)
+    np.testing.assert_allclose(tiles[-1], at_trained[-1, 48:, 48:], atol=1e-6)
+
+    generate = graph_generator(generator)
+    out = tiling.predict_physical(unit, 1.0, 0.5, (16, 16), lambda b: generate(b, "ct"),
+                                  min_overlap=TILE_OVERLAP)
+    expected = intensity.from_unit(out[..., 0], "ct", None)
+    expected[mask == 0] = AIR_HU
+    np.testing.assert_allclose(translated.data, expected, atol=HU_ATOL, rtol=0)
+
+
+def test_run_folders_and_their_exports_carry_the_training_pixel_spacing(tmp_path, subject,
+                                                                       monkeypatch):
+    """A run whose config.json records data.pixel_spacing_mm 3.75 mm (32 px): its export
+    records it too, and the 7.5 mm phantom CT reaches the generator as 32 px tiles of the
+    slice at 3.75 mm (64 px: 3 x 3 tiles), from the run folder and from the export alike."""
+    config = configs.override(configs.get_config("stargan", "smoke"),
+                              {"data.pixel_spacing_mm": "3.75,3.75"})
+    run = create_run_dir(tmp_path / "run", config)
+    task = StarGAN(config, tf.distribute.get_strategy())
+    TrainingCheckpoint(run.checkpoints, step=tf.Variable(3, dtype=tf.int64),
+                       rng=tf.random.Generator.from_seed(0), **task.checkpoint_objects()).save()
+    [version] = export_run("stargan", run.root, tmp_path / "exports")
+    assert read_export_info(version) == {"training_image_size": [32, 32],
+                                         "training_pixel_spacing_mm": [3.75, 3.75]}
+    volume = Volume(subject.ct, "ct", subject.spacing, np.eye(4))
+    assert subject.spacing[1:] == (7.5, 7.5)
+    results = []
+    for folder in (run.root, tmp_path / "exports"):
+        models = ModelSet(folder)
+        assert models.pixel_spacing() == (3.75, 3.75)
+        seen = recording_translator(models, monkeypatch)
+        results.append(translate_volume(volume, models=models).data)
+        assert np.concatenate(seen).shape == (SLICES * 3 * 3, 32, 32, 1)
+    np.testing.assert_allclose(results[0], results[1], atol=0.05, rtol=0)      # HU
+
+
+def test_the_segmentation_export_runs_at_its_training_spacing(tmp_path, subject, exports):
+    """The threshold segmenter exported as trained at the input's own spacing gives exactly the
+    thresholds (no resampling); exported as trained at twice the spacing, nearly the same mask
+    (its edges move by up to a pixel)."""
+    volume = Volume(np.maximum(subject.ct, -1024), "ct", subject.spacing, np.eye(4))
+    truth = (intensity.ct_to_unit(volume.data) > SEGMENTER_THRESHOLD_UNIT).astype(np.uint8)
+    for spacing, agreement in ((7.5, 1.0), (15.0, 0.95)):
+        base = tmp_path / f"at-{spacing}"
+        export_segmentation(_threshold_segmenter(), base, training_pixel_spacing_mm=[spacing] * 2)
+        shutil.copytree(exports / "stargan", base / "stargan")
+        models = ModelSet(base, pixel_spacing=subject.spacing[1:])   # translator: as the input
+        assert models.segmentation_pixel_spacing == (spacing, spacing)
+        mask = translate_volume(volume, models=models).meta["body_mask"]
+        assert np.mean(mask == truth) >= agreement
+        if agreement == 1.0:
+            np.testing.assert_array_equal(mask, truth)
+
+
+def test_without_a_training_spacing_slices_are_resized_by_matrix_size_with_one_warning(
+        exports, subject):
+    models = ModelSet(exports, image_size=16)        # an older export: no recorded spacing
+    assert models.pixel_spacing() is None
+    volume = Volume(subject.ct, "ct", (4.0, 0.5, 0.5), np.eye(4))
+    with pytest.warns(UserWarning, match="does not record the pixel spacing it was trained at"
+                                         ".*resized by matrix size to 16 x 16 px"):
+        translate_volume(volume, models=models)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # once per ModelSet
+        translate_volume(volume, models=models)
+    assert ModelSet(exports, pixel_spacing=0.5).pixel_spacing() == (0.5, 0.5)
+    with pytest.raises(CtmriInputError, match="pixel spacing must be two positive mm values"):
+        ModelSet(exports, pixel_spacing=(1.0, 0.0))
 
 
 # ----------------------------------------------------------------------------- bad input

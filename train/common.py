@@ -134,7 +134,9 @@ def prepare(args: argparse.Namespace, experiment: str,
     the seeds and precision policy are set (``configure_keras``: tf.data shuffles combine their
     seed with the global one, so the data order depends on ``--seed`` only), and
     ``make_inputs(config)`` (the datasets) runs before a new run folder is created, so that a
-    missing dataset leaves no half-started run behind.
+    missing dataset leaves no half-started run behind. An empty ``data.pixel_spacing_mm`` is
+    then resolved from the built dataset (``ctmri_tf.data.resolve_pixel_spacing``: the spacing
+    the model sees) and written with the config.
 
     Raises:
         CtmriInputError: unknown preset/strategy/field, bad values, a run folder that exists
@@ -158,10 +160,10 @@ def prepare(args: argparse.Namespace, experiment: str,
         strategy = make_strategy(args.strategy)
         configure_keras(config.seed, config.precision)   # tf.data shuffles use the global seed
         inputs = make_inputs(config) if make_inputs else None
+        resolved = data.resolve_pixel_spacing(config)     # a run started before it was recorded
         # config.json is rewritten only once the checkpoint is restored (train(), on_restored):
         # a resume that fails leaves the run resumable as it was
-        return Prepared(config, strategy, run, True, inputs,
-                        config_changed=bool(overrides) and config != saved)
+        return Prepared(resolved, strategy, run, True, inputs, config_changed=resolved != saved)
 
     base = configs.get_config(experiment, preset)
     config = configs.override(base, collect_overrides(args, base))
@@ -172,6 +174,7 @@ def prepare(args: argparse.Namespace, experiment: str,
     strategy = make_strategy(args.strategy)
     configure_keras(config.seed, config.precision)       # tf.data shuffles use the global seed
     inputs = make_inputs(config) if make_inputs else None
+    config = data.resolve_pixel_spacing(config)           # config.json: data.pixel_spacing_mm
     if strategy.extended.should_checkpoint:
         run = run_dirs.create_run_dir(root, config)
     else:  # a non-chief worker of a multi-worker run writes nothing

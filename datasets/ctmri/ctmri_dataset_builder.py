@@ -14,6 +14,12 @@ Configs:
 One example per (modality, subject, slice); the features and their units are in
 :func:`features` and ``docs/DESIGN.md``. Splits are by subject, never by slice.
 
+``builder.info.metadata`` (``metadata.json``) records the geometry of the ``train`` split's
+slices, :data:`PIXEL_SPACING_METADATA` and :data:`FIELD_OF_VIEW_METADATA`: ``{"median": [row,
+col], "min": [row, col], "max": [row, col]}`` in mm (the field of view is ``spacing x pixels``),
+from which ``ctmri_tf.data.model_pixel_spacing`` tells the spacing a model of a given size sees.
+A ``folder`` config built with Beam has none (the slices are read on the workers).
+
 Generation runs in this process by default (no apache-beam needed). Given a Beam runner or
 pipeline options (``DownloadConfig(beam_runner=...)`` / ``beam_options=...``, ``tfds build
 --beam_pipeline_options=...``, ``python -m datasets.ctmri build --beam``), each split is instead
@@ -48,6 +54,12 @@ from .folder_layout import ModalityVolume
 SOURCE_SYNTHETIC = "synthetic"
 SOURCE_FOLDER = "folder"
 SPLITS = ("train", "validation", "test")
+GEOMETRY_SPLIT = "train"
+"""The split whose slice geometry the metadata records (what a model is trained on)."""
+PIXEL_SPACING_METADATA = "pixel_spacing_mm"
+"""``info.metadata`` key: in-plane pixel spacing of the train slices, mm (row, col) stats."""
+FIELD_OF_VIEW_METADATA = "field_of_view_mm"
+"""``info.metadata`` key: in-plane field of view (spacing x pixels) of the train slices, mm."""
 _SYNTHETIC_NAME = re.compile(r"synthetic_(\d+)x(\d+)x(\d+)(?:_seed(\d+))?")
 
 
@@ -230,6 +242,27 @@ def phantom_volumes(subject: phantom.PhantomSubject) -> dict[str, ModalityVolume
     }
 
 
+def geometry_metadata(spacings, sizes) -> dict:
+    """The metadata entries of slices with ``spacings`` mm ``(N, 2)`` (row, col) and ``sizes``
+    pixels ``(N, 2)``: ``{PIXEL_SPACING_METADATA: stats, FIELD_OF_VIEW_METADATA: stats}``, stats
+    ``{"median", "min", "max"}`` each ``[row, col]`` in mm (``{}`` for no slices)."""
+    spacings = np.asarray(spacings, np.float64).reshape(-1, 2)
+    fields = spacings * np.asarray(sizes, np.float64).reshape(-1, 2)
+    if not len(spacings):
+        return {}
+
+    def stats(values):
+        return {name: [float(v) for v in reduce(values, axis=0)]
+                for name, reduce in (("median", np.median), ("min", np.min), ("max", np.max))}
+    return {PIXEL_SPACING_METADATA: stats(spacings), FIELD_OF_VIEW_METADATA: stats(fields)}
+
+
+def _synthetic_geometry(config: CtmriConfig) -> dict:
+    """Every phantom slice has the same grid: ``FIELD_OF_VIEW_MM / image_size`` mm pixels."""
+    spacing = phantom.FIELD_OF_VIEW_MM / config.image_size
+    return geometry_metadata([[spacing, spacing]], [[config.image_size, config.image_size]])
+
+
 @dataclasses.dataclass(frozen=True)
 class SubjectExamples:
     """One split item -> the ``(key, example)`` of every slice of that subject.
@@ -310,7 +343,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         # Description and citation come from README.md and CITATIONS.bib beside this file (the
         # phantom's tissue-parameter sources). The project has no public URL yet, so no homepage.
-        return self.dataset_info_from_configs(features=features(), supervised_keys=None)
+        return self.dataset_info_from_configs(features=features(), supervised_keys=None,
+                                              metadata=tfds.core.MetadataDict())
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         config = self.builder_config
@@ -345,8 +379,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         # return one exactly when the caller asked for Beam (a runner or pipeline options).
         self._use_beam = (download_config.beam_runner is not None
                           or download_config.beam_options is not None)
+        self._geometry = {"spacings": [], "sizes": []}      # of the train slices, without Beam
         try:
-            return super()._download_and_prepare(dl_manager, download_config)
+            result = super()._download_and_prepare(dl_manager, download_config)
+            geometry = (_synthetic_geometry(self.builder_config)
+                        if self.builder_config.source == SOURCE_SYNTHETIC
+                        else geometry_metadata(**self._geometry))
+            self.info.metadata.update(geometry)   # written with the DatasetInfo, after this
+            return result
         finally:
             self._use_beam = False
             if getattr(self, "_progress", None) is not None:
@@ -377,7 +417,18 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         if getattr(self, "_use_beam", False):
             return (f"Subjects of {split}" >> beam.Create(items)
                     | f"Examples of {split}" >> beam.FlatMap(generate))
-        return self._iterate_subjects(f"ctmri/{config.name} {split} subjects", items, generate)
+        examples = self._iterate_subjects(f"ctmri/{config.name} {split} subjects", items, generate)
+        return self._recording_geometry(examples) if split == GEOMETRY_SPLIT else examples
+
+    def _recording_geometry(self, examples: Iterator[tuple[str, dict]]
+                            ) -> Iterator[tuple[str, dict]]:
+        """``examples`` unchanged, noting each slice's spacing and size for the metadata."""
+        geometry = getattr(self, "_geometry", None)
+        for key, example in examples:
+            if geometry is not None:
+                geometry["spacings"].append(example["pixel_spacing"])
+                geometry["sizes"].append(example["image"].shape)
+            yield key, example
 
     def _iterate_subjects(self, desc: str, items: list, generate: SubjectExamples
                           ) -> Iterator[tuple[str, dict]]:
