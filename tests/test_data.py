@@ -285,5 +285,7 @@ def test_a_new_or_resumed_run_records_the_pixel_spacing_in_config_json(tiny_data
     resumed = common.prepare(parser.parse_args(["--resume", "--run-dir", str(tmp_path / "run")]),
                              "stargan")
     assert resumed.config.data.pixel_spacing_mm == (15.0, 15.0)
-    assert json.loads(resumed.run.config_path.read_text())["data"]["pixel_spacing_mm"] == [15.0,
-                                                                                          15.0]
+    # written by the training loop once the checkpoint is restored (a failed resume leaves
+    # config.json as it was)
+    assert resumed.config_changed
+    assert "pixel_spacing_mm" not in json.loads(resumed.run.config_path.read_text())["data"]

@@ -52,12 +52,11 @@ def test_failed_overwrite_keeps_the_dataset_that_was_built(tmp_path, monkeypatch
 
     real = ctmri_dataset_builder.Builder._iterate_subjects
 
-    def fail_midway(desc, items, generate):
-        yield from real(desc, items[:1], generate)        # some examples written, then:
+    def fail_midway(self, desc, items, generate):
+        yield from real(self, desc, items[:1], generate)  # some examples written, then:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ctmri_dataset_builder.Builder, "_iterate_subjects",
-                        staticmethod(fail_midway))
+    monkeypatch.setattr(ctmri_dataset_builder.Builder, "_iterate_subjects", fail_midway)
     with pytest.raises(OSError, match="No space left"):
         ctmri_dataset_builder.build(config, data_dir=tmp_path, overwrite=True)
     # the first dataset is whole, byte for byte, loadable, and no temporary folder is left
