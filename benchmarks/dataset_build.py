@@ -40,6 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import common  # noqa: E402
 from ctmri_tf.errors import CtmriInputError  # noqa: E402
+from ctmri_tf.flags import FlagParser  # noqa: E402
 
 NAME = "dataset_build"
 CONFIGS = {"synthetic": "synthetic", "folder": "folder"}
@@ -171,9 +172,9 @@ COLUMNS = [
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.dataset_build",
-                                     description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = FlagParser(prog="python -m benchmarks.dataset_build",
+                        description=__doc__.split("\n\n")[0],
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default="synthetic,folder",
                         help="comma-separated: synthetic, folder (default: both)")
     n, s, px = DEFAULT_SYNTHETIC

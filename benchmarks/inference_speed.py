@@ -51,6 +51,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import common  # noqa: E402
 from ctmri_tf.errors import CtmriInputError  # noqa: E402
+from ctmri_tf.flags import FlagParser  # noqa: E402
 
 NAME = "inference_speed"
 MODELS = {"stargan": "stargan", "segmentation": "segmentation", "deeplab": "segmentation",
@@ -257,9 +258,9 @@ COLUMNS = [
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.inference_speed",
-                                     description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = FlagParser(prog="python -m benchmarks.inference_speed",
+                        description=__doc__.split("\n\n")[0],
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exports", type=Path, default=None, metavar="BASE",
                         help="export base folder (default: untrained paper-architecture models "
                              "exported into a temporary folder)")

@@ -44,6 +44,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from benchmarks import common  # noqa: E402
 from ctmri_tf.atomic import atomic_output  # noqa: E402
 from ctmri_tf.errors import CtmriInputError  # noqa: E402
+from ctmri_tf.flags import FlagParser  # noqa: E402
 
 NAME = "quality"
 MODELS = {"stargan": "stargan", "cyclegan": "cyclegan"}
@@ -310,9 +311,9 @@ COLUMNS = [
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.quality",
-                                     description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = FlagParser(prog="python -m benchmarks.quality",
+                        description=__doc__.split("\n\n")[0],
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="stargan,cyclegan",
                         help="comma-separated: stargan, cyclegan (default: both)")
     parser.add_argument("--preset", default=TARGET_PRESET,

@@ -55,6 +55,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import common  # noqa: E402
 from ctmri_tf.errors import CtmriInputError  # noqa: E402
+from ctmri_tf.flags import FlagParser  # noqa: E402
 
 NAME = "train_speed"
 MODELS = {"stargan": "stargan", "cyclegan": "cyclegan", "deeplab": "segmentation",
@@ -441,9 +442,9 @@ COLUMNS = [
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.train_speed",
-                                     description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = FlagParser(prog="python -m benchmarks.train_speed",
+                        description=__doc__.split("\n\n")[0],
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="stargan,cyclegan,deeplab",
                         help="comma-separated: stargan, cyclegan, deeplab (default: all)")
     parser.add_argument("--presets", default="demo,paper",

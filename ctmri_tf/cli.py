@@ -31,6 +31,7 @@ from pathlib import Path
 
 from ctmri_tf import __version__
 from ctmri_tf.errors import CtmriInputError, CtmriInputWarning
+from ctmri_tf.flags import FlagParser
 
 PROG = "ctmri"
 INPUT_ERROR_STATUS = 2
@@ -61,7 +62,7 @@ def command(name: str, *, help: str,
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``ctmri`` parser with one subparser per registered command."""
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog=PROG, description="CT <-> MRI translation toolkit (ctmri-tf).")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--verbose", action="store_true",

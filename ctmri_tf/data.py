@@ -37,7 +37,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from ctmri_tf import intensity
-from ctmri_tf.errors import CtmriInputError
+from ctmri_tf.errors import CtmriInputError, DatasetNotBuiltError
 from datasets.ctmri import CtmriConfig
 from datasets.ctmri.ctmri_dataset_builder import (FIELD_OF_VIEW_METADATA, GEOMETRY_SPLIT,
                                                   PIXEL_SPACING_METADATA)
@@ -60,10 +60,7 @@ def _builder(config: str | CtmriConfig, data_dir: str | os.PathLike | None):
         name = str(config)
         builder = tfds.builder(f"ctmri/{name}", data_dir=data_dir)
     if not builder.is_prepared():
-        where = f" --data_dir {data_dir}" if data_dir is not None else ""
-        raise CtmriInputError(builder.data_path, f"the ctmri/{name} dataset is not built; build "
-                                                 f"it with: python -m datasets.ctmri build "
-                                                 f"--config {name}{where}")
+        raise DatasetNotBuiltError(builder.data_path, name, data_dir)
     return builder
 
 

@@ -61,6 +61,7 @@ import tensorflow_datasets as tfds
 
 from ctmri_tf import data, visualize
 from ctmri_tf.errors import CtmriInputError
+from ctmri_tf.flags import FlagParser
 from datasets.ctmri import CtmriConfig
 from datasets.ctmri.ctmri_dataset_builder import build, resolve_config
 
@@ -407,8 +408,8 @@ def _where(result) -> object:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ctmri_tf.demo",
-                                     description="Run the ctmri-tf demo on synthetic phantoms.")
+    parser = FlagParser(prog="python -m ctmri_tf.demo",
+                        description="Run the ctmri-tf demo on synthetic phantoms.")
     parser.add_argument("--data-dir", type=Path, required=True, help="tfds data folder")
     parser.add_argument("--out", type=Path, required=True, help="folder for the demo outputs")
     parser.add_argument("--config", default=DEMO_DATASET,

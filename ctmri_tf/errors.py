@@ -22,6 +22,22 @@ class CtmriInputError(ValueError):
         super().__init__(f"{self.path}: {problem}" if self.path is not None else problem)
 
 
+class DatasetNotBuiltError(CtmriInputError):
+    """The tfds dataset a command needs has not been built.
+
+    Attributes:
+        config: the dataset config name (e.g. ``synthetic_small``).
+        data_dir: the tfds data folder looked in (``None``: tfds' default).
+    """
+
+    def __init__(self, path, config: str, data_dir):
+        self.config = config
+        self.data_dir = None if data_dir is None else os.fspath(data_dir)
+        where = f" --data-dir {self.data_dir}" if self.data_dir is not None else ""
+        super().__init__(path, f"the ctmri/{config} dataset is not built; build it with: "
+                               f"python -m datasets.ctmri build --config {config}{where}")
+
+
 class CtmriInputWarning(UserWarning):
     """A user's input was read, but not exactly as it is stored (a skipped localizer or series,
     gantry-tilt shear, uneven slices resampled, padding set to air). The message starts with the

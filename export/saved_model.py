@@ -33,6 +33,7 @@ from pathlib import Path
 
 from ctmri_tf.atomic import atomic_output
 from ctmri_tf.errors import CtmriInputError
+from ctmri_tf.flags import FlagParser
 
 MODEL_KINDS = ("stargan", "cyclegan", "segmentation", "classifier")
 MODELS_CONFIG = "models.config"
@@ -366,7 +367,7 @@ def export_run(kind: str, run_dir: str | os.PathLike, base: str | os.PathLike, *
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog="python -m export.saved_model",
         description="Export a trained model as a TF Serving SavedModel "
                     "(<base>/<name>/<version>/) and regenerate <base>/models.config.")

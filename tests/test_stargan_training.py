@@ -378,9 +378,28 @@ def test_cli_without_built_dataset_says_how_to_build_it(tmp_path, capsys):
     assert code == 2
     message = capsys.readouterr().err
     assert str(tmp_path / "tfds") in message
-    assert ("python -m datasets.ctmri build --config synthetic_small --data_dir "
-            f"{tmp_path / 'tfds'}") in message
+    assert ("python -m datasets.ctmri build --config synthetic_small --data-dir "
+            f"{tmp_path / 'tfds'}, or add --build-dataset to this command") in message
     assert not (tmp_path / "run").exists()          # no half-started run folder
+
+
+def test_build_dataset_builds_the_presets_dataset_then_trains(tmp_path, monkeypatch):
+    """``--build-dataset`` builds the config the preset names (here a tiny one, through
+    ``--dataset_config``: the tfds spelling is accepted too) and the run trains on it."""
+    from datasets.ctmri import ctmri_dataset_builder
+
+    built = []
+    real = ctmri_dataset_builder.build
+    monkeypatch.setattr(ctmri_dataset_builder, "build",
+                        lambda config, **kw: built.append(config) or real(config, **kw))
+    code = common.run_cli(stargan_cli.main, [
+        "--preset", "smoke", "--steps", "1", "--data_dir", str(tmp_path / "tfds"),
+        "--dataset_config", "synthetic_3x2x32", "--run_dir", str(tmp_path / "run"),
+        "--build-dataset"])
+    assert code == 0
+    assert built == ["synthetic_3x2x32"]
+    assert (tmp_path / "tfds" / "ctmri" / "synthetic_3x2x32").is_dir()
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint").is_file()
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -422,3 +441,15 @@ def test_mirrored_over_two_devices_matches_one_device(mirrored_process):
     assert step == 3 and set(want) == names | {f"identity_{n}" for n in names}
     assert mirrored["validation"][0][1] == pytest.approx(want, rel=1e-5)
     assert "data.batch_size=6 must be divisible by 2 x 2 replicas" in out["split_error"]
+
+
+@pytest.mark.parametrize("preset, dataset", [(None, "synthetic_40x32x128"),
+                                             ("smoke", "synthetic_small"), ("paper", "synthetic")])
+def test_each_preset_names_its_dataset(preset, dataset, tmp_path, capsys):
+    """Without --preset a trainer takes ``demo`` (minutes on a CPU, not the 256 px paper
+    model), and each preset names the dataset config it trains on: ``demo`` the one
+    ``make demo`` builds."""
+    argv = ["--data-dir", str(tmp_path / "tfds"), "--run-dir", str(tmp_path / "run")]
+    code = common.run_cli(stargan_cli.main, argv + (["--preset", preset] if preset else []))
+    assert code == 2
+    assert f"--config {dataset} --data-dir" in capsys.readouterr().err

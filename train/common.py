@@ -2,7 +2,8 @@
 
 Flags common to all trainers::
 
-    --preset {smoke,demo,paper}   starting config (default: paper)
+    --preset {smoke,demo,paper}   starting config (default: demo); each names its dataset config
+    --build-dataset               build the preset's dataset first when it is not built yet
     --strategy NAME               default, one_device, mirrored, multi_worker_mirrored
     --run-dir DIR                 run folder (default: runs/<experiment>-<preset>)
     --resume                      continue the run in --run-dir from its newest checkpoint
@@ -30,7 +31,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ctmri_tf import configs, data
-from ctmri_tf.errors import CtmriInputError
+from ctmri_tf.errors import CtmriInputError, DatasetNotBuiltError
+from ctmri_tf.flags import FlagParser
 from ctmri_tf.training import loop
 from ctmri_tf.training import run_dir as run_dirs
 from ctmri_tf.training.runtime import configure_keras
@@ -67,10 +69,14 @@ class Prepared:
 
 def build_parser(experiment: str, description: str) -> argparse.ArgumentParser:
     """An ``ArgumentParser`` with the common flags (trainers may add their own)."""
-    parser = argparse.ArgumentParser(prog=f"python -m train.{experiment}", description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = FlagParser(prog=f"python -m train.{experiment}", description=description,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default=None,
-                        help=f"starting config: {', '.join(configs.PRESETS)} (default: paper)")
+                        help=f"starting config: {', '.join(configs.PRESETS)} (default: demo; "
+                             f"paper is the published architecture at 256 px)")
+    parser.add_argument("--build-dataset", action="store_true",
+                        help="build the config's dataset (data.dataset_config in data.data_dir) "
+                             "first if it is not built yet")
     parser.add_argument("--strategy", default="default",
                         help=f"tf.distribute strategy: {', '.join(STRATEGIES)} (default: default)")
     parser.add_argument("--run-dir", default=None,
@@ -143,7 +149,7 @@ def prepare(args: argparse.Namespace, experiment: str,
             without ``--resume`` or is missing with it, a ``--resume`` that changes ``model.*``
             (nothing is written then).
     """
-    preset = args.preset or "paper"
+    preset = args.preset or "demo"
     if args.resume:
         root = Path(args.run_dir) if args.run_dir else run_dirs.default_run_dir(
             configs.get_config(experiment, preset))
@@ -159,7 +165,7 @@ def prepare(args: argparse.Namespace, experiment: str,
         check_same_model(run, saved, config)
         strategy = make_strategy(args.strategy)
         configure_keras(config.seed, config.precision)   # tf.data shuffles use the global seed
-        inputs = make_inputs(config) if make_inputs else None
+        inputs = _make_inputs(make_inputs, config, args)
         resolved = data.resolve_pixel_spacing(config)     # a run started before it was recorded
         # config.json is rewritten only once the checkpoint is restored (train(), on_restored):
         # a resume that fails leaves the run resumable as it was
@@ -173,13 +179,36 @@ def prepare(args: argparse.Namespace, experiment: str,
                                     "to continue that run or choose another --run-dir")
     strategy = make_strategy(args.strategy)
     configure_keras(config.seed, config.precision)       # tf.data shuffles use the global seed
-    inputs = make_inputs(config) if make_inputs else None
+    inputs = _make_inputs(make_inputs, config, args)
     config = data.resolve_pixel_spacing(config)           # config.json: data.pixel_spacing_mm
     if strategy.extended.should_checkpoint:
         run = run_dirs.create_run_dir(root, config)
     else:  # a non-chief worker of a multi-worker run writes nothing
         run = run_dirs.RunDir(root)
     return Prepared(config, strategy, run, False, inputs)
+
+
+def _make_inputs(make_inputs, config: configs.ExperimentConfig, args: argparse.Namespace):
+    """``make_inputs(config)``; with ``--build-dataset`` a missing dataset is built first
+    (``python -m datasets.ctmri build`` in process), without it the error says both ways.
+
+    Raises:
+        CtmriInputError: the dataset is not built (the message gives the build command and
+            ``--build-dataset``), or other bad input.
+    """
+    if make_inputs is None:
+        return None
+    try:
+        return make_inputs(config)
+    except DatasetNotBuiltError as missing:
+        if not getattr(args, "build_dataset", False):
+            raise CtmriInputError(missing.path, f"{missing.problem}, or add --build-dataset "
+                                                f"to this command") from None
+        from datasets.ctmri.ctmri_dataset_builder import build
+
+        report = build(missing.config, data_dir=missing.data_dir)
+        print(f"built dataset {report.data_path}", file=sys.stderr)
+        return make_inputs(config)
 
 
 def check_same_model(run: run_dirs.RunDir, saved: configs.ExperimentConfig,

@@ -18,13 +18,14 @@ import argparse
 import sys
 
 from ctmri_tf.errors import CtmriInputError
+from ctmri_tf.flags import FlagParser
 
 from .ctmri_dataset_builder import build, resolve_config
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m datasets.ctmri",
-                                     description="Build the tfds ctmri dataset.")
+    parser = FlagParser(prog="python -m datasets.ctmri",
+                        description="Build the tfds ctmri dataset.")
     commands = parser.add_subparsers(dest="command", required=True)
     build_parser = commands.add_parser("build", help="generate a config of the dataset")
     build_parser.add_argument("--config", default="synthetic",
