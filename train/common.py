@@ -30,14 +30,11 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from ctmri_tf import configs, data
+from ctmri_tf import configs
 from ctmri_tf.errors import CtmriInputError, DatasetNotBuiltError
 from ctmri_tf.flags import FlagParser
-from ctmri_tf.training import loop
 from ctmri_tf.training import run_dir as run_dirs
-from ctmri_tf.training.runtime import configure_keras
-from ctmri_tf.training.strategy import STRATEGIES, make_strategy
-from ctmri_tf.training.summaries import flatten_hparams
+from ctmri_tf.training.strategy import STRATEGIES
 
 EVALUATION_SPLITS = ("validation", "test")
 """The splits the segmentation and classifier trainers evaluate at the end (``metrics.json``)."""
@@ -149,6 +146,10 @@ def prepare(args: argparse.Namespace, experiment: str,
             without ``--resume`` or is missing with it, a ``--resume`` that changes ``model.*``
             (nothing is written then).
     """
+    from ctmri_tf import data
+    from ctmri_tf.training.runtime import configure_keras
+    from ctmri_tf.training.strategy import make_strategy
+
     preset = args.preset or "demo"
     if args.resume:
         root = Path(args.run_dir) if args.run_dir else run_dirs.default_run_dir(
@@ -271,6 +272,8 @@ def paired_validation(config: configs.ExperimentConfig) -> Any | None:
     """The translation trainers' (StarGAN, CycleGAN) periodic validation: the first
     ``data.validation_batches`` paired MRI/CT batches of the validation split, or None (none
     asked for, or no validation split)."""
+    from ctmri_tf import data
+
     d = config.data
     if d.validation_batches == 0:
         return None
@@ -301,6 +304,9 @@ def train(task, prepared: Prepared, args: argparse.Namespace, title: str, *,
     Returns:
         The loop's ``TrainingResult``.
     """
+    from ctmri_tf.training import loop
+    from ctmri_tf.training.summaries import flatten_hparams
+
     config, strategy, run = prepared.config, prepared.strategy, prepared.run
     replicas = strategy.num_replicas_in_sync
     print(f"{title} {config.preset}: {config.data.image_size} px, batch "

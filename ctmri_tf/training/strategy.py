@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Sequence
-
-import tensorflow as tf
+from typing import TYPE_CHECKING, Sequence
 
 from ctmri_tf.errors import CtmriInputError
 
+if TYPE_CHECKING:
+    import tensorflow as tf
+
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored")
+"""The strategy names (importing this module does not import TensorFlow: command lines list
+them in ``--help`` before TensorFlow loads)."""
 
 
 def make_strategy(name: str, *, devices: Sequence[str] | None = None) -> tf.distribute.Strategy:
@@ -30,6 +33,8 @@ def make_strategy(name: str, *, devices: Sequence[str] | None = None) -> tf.dist
     Raises:
         CtmriInputError: unknown name (lists the valid ones) or malformed ``TF_CONFIG``.
     """
+    import tensorflow as tf
+
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "one_device":
