@@ -20,6 +20,7 @@ from ctmri_tf import cli, configs, intensity, phantom
 from ctmri_tf.body_mask import body_mask
 from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.io import read_image, read_volume
+from ctmri_tf.modality_rules import NO_NEGATIVE_MRI_LIKELIHOOD_RATIO, combine, physics_evidence
 from ctmri_tf.models import modality_classifier, stargan_generator
 from ctmri_tf.training.checkpointing import TrainingCheckpoint
 from ctmri_tf.training.run_dir import create_run_dir
@@ -344,3 +345,79 @@ def test_existing_output_needs_overwrite_and_dicom_output_stays_outside_the_inpu
         translate_file(tmp_path / "ct", tmp_path / "x", source="mri", models=exports,
                        progress=False)
     assert not (tmp_path / "x").exists()
+
+
+# ----------------------------------------------------------------------------- modality rules
+
+@pytest.fixture(scope="module")
+def unsure_exports(tmp_path_factory, exports):
+    """StarGAN + a classifier that says 0.5 / 0.5 for every image."""
+    base = tmp_path_factory.mktemp("exports") / "unsure"
+    shutil.copytree(exports, base)
+    export_classifier(_classifier([0.0, 0.0]), base)
+    return base
+
+
+def test_physics_decides_a_ct_before_the_classifier(tmp_path, subject, exports,
+                                                    mri_classifier_exports):
+    # a constant-air CT and a phantom CT are CT by the air rule alone
+    air = physics_evidence(np.full((2, 16, 16), -1000.0, np.float32))
+    assert air.modality == "ct" and air.fraction_below_air == 1.0 and "-200" in air.rule
+    ct = physics_evidence(subject.ct)
+    assert ct.modality == "ct" and ct.fraction_below_air > 0.5
+    mri = physics_evidence(subject.mri)                     # magnitude signal: no negatives
+    assert mri.modality is None and mri.mri_likelihood_ratio == NO_NEGATIVE_MRI_LIKELIHOOD_RATIO
+    noisy = physics_evidence(subject.mri - 1.0)             # negatives, no air: no evidence
+    assert noisy.modality is None and noisy.mri_likelihood_ratio == 1.0
+    assert combine(0.5, 4.0) == pytest.approx(0.8) and combine(1.0, 4.0) == 1.0
+
+    path = write_nifti(tmp_path / "ct.nii.gz", subject.ct)
+    for models in (exports, mri_classifier_exports):        # no classifier / one that says MRI
+        lines = []
+        translate_file(path, tmp_path / f"{models.name}.nii.gz", models=models, progress=False,
+                       log=lines.append)
+        assert lines[0].startswith(f"{path}: CT (physics: ") and "classifier" not in lines[0]
+        assert read_volume(tmp_path / f"{models.name}.nii.gz").modality is None   # NIfTI
+
+
+def test_unsure_classifier_abstains_and_asks_for_from(mri_nifti, unsure_exports, tmp_path,
+                                                      capsys):
+    out = tmp_path / "ct.nii.gz"
+    # classifier 0.5, no negative value (MRI odds x 4): 0.8 < 0.9
+    with raises_naming(mri_nifti, r"cannot decide its modality with confidence: .*mean "
+                                  r"probability 0\.800 .*confidence 0\.800 < 0\.9.*pass --from "
+                                  r"ct\|mri"):
+        translate_file(mri_nifti, out, models=unsure_exports, progress=False)
+    assert not out.exists()
+    assert cli.main(["translate", str(mri_nifti), str(out), "--models",
+                     str(unsure_exports)]) == 2
+    assert "pass --from ct|mri" in capsys.readouterr().err and not out.exists()
+    # a lower threshold, or --from, translates
+    assert cli.main(["translate", str(mri_nifti), str(out), "--models", str(unsure_exports),
+                     "--min-confidence", "0.75"]) == 0
+    printed = capsys.readouterr().out
+    assert "MRI (classifier" in printed and "classifier alone 0.500" in printed
+    assert cli.main(["translate", str(mri_nifti), str(out), "--models", str(unsure_exports),
+                     "--from", "mri", "--overwrite"]) == 0
+    # without the physics evidence (values below 0, no air) the classifier's 0.5 stands
+    shifted = write_nifti(tmp_path / "shifted.nii.gz", read_volume(mri_nifti).data - 1.0)
+    vote = classify_modality(read_volume(shifted), ModelSet(unsure_exports))
+    assert vote.confidence == pytest.approx(0.5)
+    with raises_naming(shifted, r"confidence 0\.500 < 0\.9"):
+        translate_file(shifted, tmp_path / "x.nii.gz", models=unsure_exports, progress=False)
+
+
+def test_dicom_modality_other_than_ct_or_mr_is_refused(tmp_path, subject, exports):
+    write_dicom_series(tmp_path / "us", np.rint(subject.mri * 50), modality="MR", Modality="US")
+    for source in (None, "mri"):
+        with raises_naming(tmp_path / "us", "DICOM Modality is 'US', neither CT nor MR.*not "
+                                            "even with --from"):
+            translate_file(tmp_path / "us", tmp_path / "out", source=source, models=exports,
+                           progress=False)
+    write_dicom_series(tmp_path / "ot", np.rint(subject.mri * 50), modality="MR", Modality="OT")
+    with raises_naming(tmp_path / "ot", "DICOM Modality is 'OT', which does not say.*pass "
+                                        "--from ct\\|mri"):
+        translate_file(tmp_path / "ot", tmp_path / "out", models=exports, progress=False)
+    translate_file(tmp_path / "ot", tmp_path / "out", source="mri", models=exports,
+                   progress=False)
+    assert read_volume(tmp_path / "out").modality == "ct"
