@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
@@ -74,6 +75,7 @@ from tqdm.auto import tqdm
 from ctmri_tf import intensity
 from ctmri_tf.atomic import atomic_output
 from ctmri_tf.body_mask import body_mask
+from ctmri_tf.data_card import DataCard, OutOfDistributionWarning, compare, describe
 from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.io import (MODALITIES, Volume, read_volume, write_dicom_series, write_nifti,
                          write_png)
@@ -302,6 +304,25 @@ class ModelSet:
         if self.is_run:
             return f"{self.run_config.experiment} run {self.folder} (newest checkpoint)"
         return str(_latest_version(self._export_dir(source, target)))
+
+    def data_card(self, source: str, target: str) -> DataCard | None:
+        """What the ``source`` -> ``target`` translator was trained on: the ``"data_card"`` of
+        its export info, or for a run folder the card of the run's config
+        (``ctmri_tf.data_card.build_data_card``); None for an export made before data cards."""
+        key = f"card:{source}->{target}"
+        if key not in self._cache:
+            from ctmri_tf.data_card import build_data_card, card_from_dict
+            from export.saved_model import EXPORT_INFO, read_export_info
+
+            if self.is_run:
+                card = build_data_card(self.run_config)
+            else:
+                version_dir = _latest_version(self._export_dir(source, target))
+                values = read_export_info(version_dir).get("data_card")
+                card = (None if values is None
+                        else card_from_dict(values, version_dir / EXPORT_INFO))
+            self._cache[key] = card
+        return self._cache[key]
 
     def describe_body_mask(self) -> str:
         if self.has_segmenter:
@@ -697,6 +718,11 @@ def translate_file(input: str | os.PathLike, output: str | os.PathLike, *, to: s
             output), e.g. ``print``; ``None`` is silent.
         min_confidence: the classifier's confidence (in [0, 1]) below which its vote is refused.
 
+    The translator's data card (:mod:`ctmri_tf.data_card`) is logged before translating; each
+    way the input is far from it (pixel spacing, body extent in mm, body intensities, a low
+    classifier confidence, ``--from`` contradicting the physics rules) is one ``warning: ...``
+    line of ``log`` (without ``log``: an :class:`~ctmri_tf.data_card.OutOfDistributionWarning`).
+
     Returns:
         ``output`` as a :class:`~pathlib.Path`.
 
@@ -723,13 +749,22 @@ def translate_file(input: str | os.PathLike, output: str | os.PathLike, *, to: s
     _check_output_kind(kind, input_path, output)
     if kind == "dicom":
         check_dicom_modality(volume.meta["header"].get("Modality"), input_path, source=source)
-    if source is not None:
-        how = "--from"
-    elif volume.modality is not None:
-        how = "DICOM Modality tag"
+
+    def warn(line: str) -> None:
+        if log is None:
+            warnings.warn(f"{input_path}: {line}", OutOfDistributionWarning, stacklevel=3)
+        else:
+            say(f"warning: {line}")
+
+    vote = None
+    if source is not None or volume.modality is not None:
+        how = "--from" if source is not None else "DICOM Modality tag"
+        evidence = _physics(volume, kind)
+        if evidence.modality not in (None, volume.modality):
+            warn(f"{how} says {volume.modality.upper()} but {evidence.rule}")
     else:
-        modality, how, _ = _decide_modality(volume, kind, models, batch_size=batch_size,
-                                            min_confidence=min_confidence)
+        modality, how, vote = _decide_modality(volume, kind, models, batch_size=batch_size,
+                                               min_confidence=min_confidence)
         if kind in ("image", "images"):   # the stored values -> HU depend on the modality
             volume = read_volume(input_path, modality=modality)
         else:
@@ -741,8 +776,19 @@ def translate_file(input: str | os.PathLike, output: str | os.PathLike, *, to: s
         f"{models.describe_translator(volume.modality, target)} at "
         "{} x {} px; body mask: {}".format(*models.image_size(volume.shape[1:]),
                                            models.describe_body_mask()))
+    card = models.data_card(volume.modality, target)
+    for line in (describe(card) if card is not None else
+                 ["data card: none (an export made before data cards): what the model was "
+                  "trained on is unknown"]):
+        say(line)
     translated = translate_volume(volume, to=target, models=models, batch_size=batch_size,
                                   progress=progress)
+    if card is not None:
+        spacing = None if kind in ("image", "images") else volume.spacing[1:]
+        for line in compare(card, volume.data, translated.meta["body_mask"], volume.modality,
+                            pixel_spacing_mm=spacing,
+                            confidence=None if vote is None else vote.confidence):
+            warn(line)
     _write(kind, translated, volume, output, overwrite)
     say(f"wrote {output} ({target.upper()}, {'HU' if target == 'ct' else 'MRI scaled [0, 1]'})")
     return output

@@ -108,6 +108,21 @@ class ModalityClassifier:
         return [[np.asarray(image) for image in images]], titles
 
 
+def classifier_logits(model: keras.Model, dataset: tf.data.Dataset
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits (N, 2) float32, labels (N,) int64)`` of every ``(image, label)`` batch of a
+    finite dataset (N = 0 when it is empty); inference mode, in a ``tf.function``."""
+    logits_of = tf.function(lambda images: model(images, training=False),
+                            input_signature=[tf.TensorSpec(model.input_shape, tf.float32)])
+    labels, logits = [], []
+    for images, batch_labels in dataset:
+        logits.append(logits_of(tf.cast(images, tf.float32)).numpy())
+        labels.append(np.asarray(batch_labels, np.int64))
+    if not labels:
+        return np.zeros((0, len(MODALITIES)), np.float32), np.zeros((0,), np.int64)
+    return np.concatenate(logits), np.concatenate(labels)
+
+
 def evaluate_classifier(model: keras.Model, datasets: Mapping[str, tf.data.Dataset]
                         ) -> dict[str, dict]:
     """Accuracy of ``model`` on each dataset of ``(image, label)`` batches.
@@ -124,17 +139,11 @@ def evaluate_classifier(model: keras.Model, datasets: Mapping[str, tf.data.Datas
     Raises:
         CtmriInputError: a dataset is empty (naming the split).
     """
-    logits_of = tf.function(lambda images: model(images, training=False),
-                            input_signature=[tf.TensorSpec(model.input_shape, tf.float32)])
     results = {}
     for split, dataset in datasets.items():
-        labels, logits = [], []
-        for images, batch_labels in dataset:
-            logits.append(logits_of(tf.cast(images, tf.float32)).numpy())
-            labels.append(np.asarray(batch_labels, np.int64))
-        if not labels:
+        logits, labels = classifier_logits(model, dataset)
+        if not len(labels):
             raise CtmriInputError(None, f"the {split} dataset holds no image to evaluate")
-        labels, logits = np.concatenate(labels), np.concatenate(logits)
         predicted = logits.argmax(axis=-1)
         confusion = np.zeros((len(MODALITIES), len(MODALITIES)), np.int64)
         np.add.at(confusion, (labels, predicted), 1)
