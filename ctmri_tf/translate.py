@@ -463,13 +463,13 @@ class ModalityVote:
 
     def describe(self) -> str:
         n = sum(self.votes.values())
-        text = (f"classifier {self.classifier}: {self.votes[self.modality]} of {n} slices, "
-                f"mean probability {self.confidence:.3f}")
-        if self.physics:
-            own = self.confidence if self.classifier_confidence is None else \
-                self.classifier_confidence
-            text += f" (classifier alone {own:.3f}; {self.physics})"
-        return text
+        text = f"classifier {self.classifier}: {self.votes[self.modality]} of {n} slices, "
+        if not self.physics:
+            return text + f"mean probability {self.confidence:.3f}"
+        own = self.confidence if self.classifier_confidence is None else \
+            self.classifier_confidence
+        return text + (f"probability {self.confidence:.3f} with the physics evidence "
+                       f"(classifier alone {own:.3f}; {self.physics})")
 
 
 def classify_modality(volume: Volume, models: ModelSet, *, batch_size: int = 8,
@@ -729,8 +729,8 @@ def translate_file(input: str | os.PathLike, output: str | os.PathLike, *, to: s
     Raises:
         CtmriInputError: naming the file: unknown format, undecidable modality (a DICOM
             Modality other than CT/MR, no classifier, a classifier below ``min_confidence``),
-            ``to`` equal to the source, an existing output, an output that is the input, a wrong output name
-            for the input's kind, a missing model folder or signature. Nothing is written then.
+            ``to`` equal to the source, an existing output, an output that is the input, a
+            wrong output name for the input's kind, a missing model folder or signature. Nothing is written then.
     """
     say = log or (lambda line: None)
     input_path, output = Path(input), Path(output)

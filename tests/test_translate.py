@@ -18,6 +18,8 @@ import tensorflow as tf
 
 from ctmri_tf import cli, configs, intensity, phantom
 from ctmri_tf.body_mask import body_mask
+from ctmri_tf.data_card import (SYNTHETIC_NOTE, OutOfDistributionWarning, build_data_card,
+                                card_dict)
 from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.io import read_image, read_volume
 from ctmri_tf.modality_rules import NO_NEGATIVE_MRI_LIKELIHOOD_RATIO, combine, physics_evidence
@@ -27,7 +29,9 @@ from ctmri_tf.training.run_dir import create_run_dir
 from ctmri_tf.training.stargan import StarGAN
 from ctmri_tf.translate import (AIR_HU, TRANSLATED_MRI_RANGE, ModelSet, classify_modality,
                                 png_values, translate_file, translate_volume)
-from export.saved_model import export_classifier, export_segmentation, export_stargan
+from dataset_fixtures import TINY, tiny_dataset  # noqa: F401  (pytest fixture)
+from export.saved_model import (export_classifier, export_segmentation, export_stargan,
+                                read_export_info)
 from export.signatures import MRI_OUTPUT_RANGE
 from medical_fixtures import (file_states, raises_naming, write_dicom_series, write_nifti,
                               write_png_slices)
@@ -384,9 +388,10 @@ def test_unsure_classifier_abstains_and_asks_for_from(mri_nifti, unsure_exports,
                                                       capsys):
     out = tmp_path / "ct.nii.gz"
     # classifier 0.5, no negative value (MRI odds x 4): 0.8 < 0.9
-    with raises_naming(mri_nifti, r"cannot decide its modality with confidence: .*mean "
-                                  r"probability 0\.800 .*confidence 0\.800 < 0\.9.*pass --from "
-                                  r"ct\|mri"):
+    with raises_naming(mri_nifti, r"cannot decide its modality with confidence: .*, "
+                                  r"probability 0\.800 with the physics evidence \(classifier "
+                                  r"alone 0\.500; physics: no value below 0.*confidence 0\.800 "
+                                  r"< 0\.9.*pass --from ct\|mri"):
         translate_file(mri_nifti, out, models=unsure_exports, progress=False)
     assert not out.exists()
     assert cli.main(["translate", str(mri_nifti), str(out), "--models",
@@ -421,3 +426,73 @@ def test_dicom_modality_other_than_ct_or_mr_is_refused(tmp_path, subject, export
     translate_file(tmp_path / "ot", tmp_path / "out", source="mri", models=exports,
                    progress=False)
     assert read_volume(tmp_path / "out").modality == "ct"
+
+
+# ----------------------------------------------------------------------------- data card
+
+@pytest.fixture(scope="module")
+def carded_exports(tmp_path_factory, generator, tiny_dataset):
+    """StarGAN exported with the data card of the tiny phantom dataset (4 x 6 x 32 px)."""
+    name, data_dir = tiny_dataset
+    config = configs.override(configs.get_config("stargan", "smoke"),
+                              {"data.dataset_config": name, "data.data_dir": str(data_dir)})
+    card = build_data_card(config)
+    base = tmp_path_factory.mktemp("exports") / "carded"
+    export_stargan(generator, base, training_image_size=32, data_card=card)
+    return base, card
+
+
+def _phantom_nifti(path, volume, spacing_mm):
+    """A NIfTI volume of ``(slice, row, col)`` spacing ``spacing_mm``."""
+    affine = np.diag([spacing_mm[2], spacing_mm[1], spacing_mm[0], 1.0])
+    return write_nifti(path, volume, affine)
+
+
+def test_translate_prints_the_data_card_and_warns_far_from_it(tmp_path, carded_exports):
+    base, card = carded_exports
+    assert read_export_info(base / "stargan" / "1")["data_card"] == card_dict(card)
+    assert card.slices_sampled == 24 and card.note == SYNTHETIC_NOTE   # 2 subjects x 2 x 6
+
+    test_subject = phantom.make_subject(3, image_size=TINY["image_size"],
+                                        num_slices=TINY["num_slices"])   # a test subject
+    spacing = test_subject.spacing                                     # 24 x 7.5 x 7.5 mm
+    for modality, data in (("mri", test_subject.mri), ("ct", test_subject.ct)):
+        lines = []
+        translate_file(_phantom_nifti(tmp_path / f"{modality}.nii.gz", data, spacing),
+                       tmp_path / f"{modality}-out.nii.gz", source=modality, models=base,
+                       progress=False, log=lines.append)
+        assert any(line.startswith("data card: trained on ctmri/synthetic_4x6x32 at 32 px: head "
+                                   "(synthetic phantom") for line in lines), lines
+        assert f"data card: {SYNTHETIC_NOTE}" in lines
+        assert "data card: pixel spacing 7.50 mm, body extent" in "\n".join(lines)
+        assert not [line for line in lines if line.startswith("warning")], lines
+
+    # the same head 3x larger (3x the spacing): spacing and body extent are far from the card
+    big = _phantom_nifti(tmp_path / "big.nii.gz", test_subject.mri, [3 * s for s in spacing])
+    lines = []
+    translate_file(big, tmp_path / "big-out.nii.gz", source="mri", models=base, progress=False,
+                   log=lines.append)
+    warned = [line for line in lines if line.startswith("warning: ")]
+    assert len(warned) == 2, lines
+    assert warned[0].startswith("warning: pixel spacing 22.50 x 22.50 mm is outside the trained "
+                                "7.50-7.50 mm")
+    assert "warning: body extent" in warned[1] and "outside the trained" in warned[1]
+    # a CT stored without its rescale intercept (HU + 1024): intensities far from the card
+    lines = []
+    translate_file(_phantom_nifti(tmp_path / "raw.nii.gz", test_subject.ct + 1024.0, spacing),
+                   tmp_path / "raw-out.nii.gz", source="ct", models=base, progress=False,
+                   log=lines.append)
+    assert any(line.startswith("warning: CT intensities inside the body (p25/p50/p75 ")
+               and "rescale intercept" in line for line in lines), lines
+    # a CT given as MRI: the physics rules contradict --from (warned before translating)
+    lines = []
+    translate_file(_phantom_nifti(tmp_path / "ct.nii.gz", test_subject.ct, spacing),
+                   tmp_path / "as-mri.nii.gz", source="mri", models=base, progress=False,
+                   log=lines.append)
+    assert any(line.startswith("warning: --from says MRI but physics: ") for line in lines)
+    # without a log: Python warnings
+    with pytest.warns(OutOfDistributionWarning) as record:
+        translate_file(big, tmp_path / "big-out2.nii.gz", source="mri", models=base,
+                       progress=False)
+    assert [str(w.message) for w in record] == [f"{big}: {line[len('warning: '):]}"
+                                                for line in warned]
