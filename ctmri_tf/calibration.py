@@ -72,7 +72,9 @@ def fit_temperature(logits, labels, *, bounds=TEMPERATURE_BOUNDS) -> float:
                                                                    math.exp(log_t)),
                              bounds=(low, high), method="bounded",
                              options={"xatol": 1e-6})
-    return float(math.exp(result.x))
+    # the bounded search never returns a bound exactly: the optimum is often T = 1 (no softening)
+    candidates = (math.exp(result.x), *bounds)
+    return float(min(candidates, key=lambda t: negative_log_likelihood(logits, labels, t)))
 
 
 def calibration_record(logits, labels, *, split: str | None) -> dict:

@@ -44,16 +44,19 @@ CLASSIFIER_FIELD_OF_VIEW = (0.6, 1.6)
 with the slice's minimum, the background), drawn independently for rows and columns: the
 anatomy appears at varied sizes, aspect ratios, spacings and fields of view."""
 CLASSIFIER_RESOLUTION = (1.0, 2.5)
-"""Classifier augmentation: the view is first resized to ``image_size / r`` (r drawn here), then
-to ``image_size``: coarser effective resolution (larger pixels, blur)."""
+"""Classifier augmentation: the view is resized to ``image_size / r`` (r drawn here) in physical
+units, normalised there by its own percentiles, then resized to ``image_size``: a coarser scan
+(larger pixels, partial volume) as ``ctmri translate`` feeds it, resized to the training size."""
 CLASSIFIER_MRI_GAMMA = (0.5, 2.0)
 """Classifier augmentation, MRI only: contrast gamma on the [0, 1] percentile scale (log-uniform),
 a stand-in for other weightings than the phantom's spin-echo T1."""
 CLASSIFIER_MRI_BIAS = 0.4
 """Classifier augmentation, MRI only: a smooth multiplicative bias field ``exp(a * ramp)``, the
 ramp in [-1, 1] along a random direction, ``|a| <= CLASSIFIER_MRI_BIAS``."""
-CLASSIFIER_NOISE = 0.06
-"""Classifier augmentation: Gaussian noise, sigma uniform in [0, this] in [-1, 1] model space."""
+CLASSIFIER_NOISE = 0.1
+"""Classifier augmentation: Gaussian noise, sigma uniform in [0, this] in [-1, 1] model space,
+added at the coarse resolution of :data:`CLASSIFIER_RESOLUTION` (the grain of a low-resolution
+scan resized up, not only white noise at the training resolution)."""
 
 
 # --------------------------------------------------------------------------------------- loading
@@ -365,9 +368,9 @@ def _classifier_augment(image: tf.Tensor, mask: tf.Tensor, is_mri: tf.Tensor,
 
     Returns:
         ``(x (H, W, 1) [-1, 1], mask (H, W, 1) float32 {0, 1})``: flips (rows, cols), a random
-        field of view (:data:`CLASSIFIER_FIELD_OF_VIEW`), MRI bias field and gamma, per-image
-        percentile normalisation (as in serving), coarser resolution
-        (:data:`CLASSIFIER_RESOLUTION`), Gaussian noise (:data:`CLASSIFIER_NOISE`).
+        field of view (:data:`CLASSIFIER_FIELD_OF_VIEW`), MRI bias field, coarser resolution
+        (:data:`CLASSIFIER_RESOLUTION`), per-image percentile normalisation (as in serving), MRI
+        gamma, Gaussian noise (:data:`CLASSIFIER_NOISE`), back to ``size``.
     """
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 11)
     u = lambda k, shape=(), low=0.0, high=1.0: tf.random.stateless_uniform(
@@ -396,16 +399,18 @@ def _classifier_augment(image: tf.Tensor, mask: tf.Tensor, is_mri: tf.Tensor,
     ramp = (tf.cos(angle) * rows + tf.sin(angle) * cols) / 1.4142135
     field = tf.exp(u(6, (), -CLASSIFIER_MRI_BIAS, CLASSIFIER_MRI_BIAS) * ramp)
     x = tf.where(is_mri, x * field, x)
+    # a coarser scan (resolution / r), normalised by its own percentiles as a served image is
+    coarse = tf.cast(tf.round(tf.constant(size, tf.float32) / u(8, (), *CLASSIFIER_RESOLUTION)),
+                     tf.int32)
+    x = tf.image.resize(x[..., tf.newaxis], tf.maximum(coarse, 2), method="bilinear",
+                        antialias=True)[..., 0]
     unit = intensity.percentile_to_unit(x)
     gamma = tf.exp(u(7, (), *[math.log(v) for v in CLASSIFIER_MRI_GAMMA]))
     unit = tf.where(is_mri, 2.0 * tf.pow((unit + 1.0) / 2.0, gamma) - 1.0, unit)
-    coarse = tf.cast(tf.round(tf.constant(size, tf.float32) / u(8, (), *CLASSIFIER_RESOLUTION)),
-                     tf.int32)
-    unit = tf.image.resize(unit[..., tf.newaxis], tf.maximum(coarse, 2), method="bilinear",
-                           antialias=True)
-    unit = tf.image.resize(unit, size, method="bilinear")
-    noise = tf.random.stateless_normal(tf.shape(unit), seeds[9]) * u(10) * CLASSIFIER_NOISE
-    unit = tf.clip_by_value(unit + noise, -1.0, 1.0)
+    # noise at the coarse resolution: white at r = 1, grainy like a low-resolution scan above
+    unit = unit + tf.random.stateless_normal(tf.shape(unit), seeds[9]) * u(10) * CLASSIFIER_NOISE
+    unit = tf.image.resize(unit[..., tf.newaxis], size, method="bilinear")
+    unit = tf.clip_by_value(unit, -1.0, 1.0)
     moved_mask = tf.cast(tf.image.resize(moved_mask, size, method="nearest") > 0.5, tf.float32)
     return unit, moved_mask
 
