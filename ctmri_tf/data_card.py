@@ -313,7 +313,9 @@ def compare(card: DataCard, data: np.ndarray, mask: np.ndarray, modality: str, *
         tolerance = INTENSITY_TOLERANCE[modality]
         if found is not None and any(abs(found[k] - trained[k]) > tolerance for k in trained):
             digits = 0 if modality == "ct" else 2
-            fmt = lambda d: "/".join(f"{d[str(q)]:.{digits}f}" for q in INTENSITY_PERCENTILES)
+
+            def fmt(values: dict) -> str:
+                return "/".join(f"{values[str(q)]:.{digits}f}" for q in INTENSITY_PERCENTILES)
             warnings.append(f"{modality.upper()} intensities inside the body (p25/p50/p75 "
                             f"{fmt(found)} {INTENSITY_UNITS[modality]}) are far from the "
                             f"trained {fmt(trained)} (tolerance {tolerance:g})"

@@ -730,7 +730,8 @@ def translate_file(input: str | os.PathLike, output: str | os.PathLike, *, to: s
         CtmriInputError: naming the file: unknown format, undecidable modality (a DICOM
             Modality other than CT/MR, no classifier, a classifier below ``min_confidence``),
             ``to`` equal to the source, an existing output, an output that is the input, a
-            wrong output name for the input's kind, a missing model folder or signature. Nothing is written then.
+            wrong output name for the input's kind, a missing model folder or signature.
+            Nothing is written then.
     """
     say = log or (lambda line: None)
     input_path, output = Path(input), Path(output)
