@@ -13,7 +13,10 @@ logged as ``validation/accuracy``, ``test/accuracy``, ... and written to ``<run_
 
 Inputs are normalised without the label's help: every slice, CT or MRI, by its own percentiles
 (``ctmri_tf.intensity.percentile_to_unit``, in ``modality_batches``), as the exported ``classify``
-signature does.
+signature does. With ``data.augment`` (every preset) each training slice is a new random view
+(field of view, size, resolution, noise; MRI bias field and contrast gamma) every time it is
+drawn. After training, ``python -m train.classifier`` fits a temperature on the validation split
+(:func:`classifier_logits`, ``ctmri_tf.calibration``) that the export builds in.
 
 The evaluation uses the classifier to tell whether translated slices look like the target
 modality (``ctmri_tf.evaluate.evaluate(..., classifier=...)``); :func:`load_classifier` gives it
