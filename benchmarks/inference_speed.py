@@ -199,8 +199,11 @@ def measure_translate_file(base: Path, volume_path: Path, out_dir: Path, runs: i
     num_slices, image_size = read_nifti(volume_path).shape[:2]
 
     def run(index: int, log=None) -> None:
+        # min_confidence 0: a timing, whose classifier may be untrained (its vote near 0.5
+        # would make translate_file abstain)
         translate_file(volume_path, out_dir / f"translated_{index}.nii.gz", source=source,
-                       models=models, batch_size=TRANSLATE_BATCH, progress=False, log=log)
+                       models=models, batch_size=TRANSLATE_BATCH, progress=False, log=log,
+                       min_confidence=0.0)
 
     start = time.perf_counter()
     run(0, log=decisions.append)                     # loads and traces the models
@@ -226,7 +229,7 @@ def measure_cli(base: Path, volume_path: Path, out_dir: Path, runs: int, num_sli
     for index in range(runs):
         command = [sys.executable, "-m", "ctmri_tf.cli", "translate", str(volume_path),
                    str(out_dir / f"cli_{index}.nii.gz"), "--models", str(base),
-                   "--batch-size", str(TRANSLATE_BATCH)]
+                   "--batch-size", str(TRANSLATE_BATCH), "--min-confidence", "0"]
         if source:
             command += ["--from", source]
         began = time.perf_counter()

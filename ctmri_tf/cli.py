@@ -243,7 +243,10 @@ def _translate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="target modality (default: the other one)")
     parser.add_argument("--from", dest="source", choices=("ct", "mri"),
                         help="INPUT's modality, when neither a DICOM Modality tag nor the "
-                             "exported classifier should decide it")
+                             "physics rules and the exported classifier should decide it")
+    parser.add_argument("--min-confidence", type=float, default=None, metavar="P",
+                        help="refuse the classifier's vote below this calibrated confidence "
+                             "and ask for --from (default: 0.9)")
     parser.add_argument("--models", type=Path, default=Path("exports"), metavar="DIR",
                         help="export base folder (stargan/, cyclegan_*/, segmentation/, "
                              "classifier/ as written by python -m export.saved_model) or a "
@@ -271,16 +274,22 @@ def _translate(args: argparse.Namespace) -> int:
     modality with the exported StarGAN (or CycleGAN) and write OUTPUT in the same format: NIfTI
     with the input's affine and header, a DICOM series with new UIDs and the target Modality, or
     16-bit PNG (CT as HU + 1024, MRI scaled to 0..65535). The modality comes from --from, else
-    the DICOM Modality tag, else the exported classifier (majority vote over slices). Outside
+    the DICOM Modality tag (other than CT/MR: refused), else physics (values below -200 are CT),
+    else the exported classifier (majority vote over slices, refused below --min-confidence).
+    The models' data card (what they were trained on) is printed, with a warning for each way
+    INPUT is far from it. Outside
     the body (the exported segmentation model, else thresholds) the output is air: -1000 HU for
     CT, 0 for MRI. The output appears only when complete; INPUT is never modified."""
-    from ctmri_tf.translate import ModelSet, translate_file
+    from ctmri_tf.translate import MIN_CONFIDENCE, ModelSet, translate_file
 
     models = ModelSet(args.models, image_size=args.image_size,
                       use_segmenter=args.body_mask == "model")
+    min_confidence = MIN_CONFIDENCE if args.min_confidence is None else args.min_confidence
+    if not 0.0 <= min_confidence <= 1.0:
+        raise CtmriInputError(None, f"--min-confidence must be in [0, 1], got {min_confidence}")
     translate_file(args.input, args.output, to=args.to, source=args.source, models=models,
                    overwrite=args.overwrite, batch_size=args.batch_size, log=print,
-                   series=args.series)
+                   series=args.series, min_confidence=min_confidence)
     return 0
 
 

@@ -423,14 +423,18 @@ def _segmentation(preset: str) -> SegmentationConfig:
 
 
 def _classifier(preset: str) -> ClassifierConfig:
+    # augment: every preset trains on random views (fields of view, sizes, resolutions, noise,
+    # MRI bias fields and contrasts: ctmri_tf.data.modality_batches), so that the classifier
+    # does not learn the phantom's one grid and contrast
     if preset == "smoke":
-        return ClassifierConfig(preset=preset, data=_SMOKE_DATA, schedule=_smoke_schedule(),
-                                model=ClassifierModelConfig(filters=4))
+        return ClassifierConfig(preset=preset, data=dataclasses.replace(_SMOKE_DATA, augment=True),
+                                schedule=_smoke_schedule(), model=ClassifierModelConfig(filters=4))
     if preset == "demo":
-        return ClassifierConfig(preset=preset, data=dataclasses.replace(_DEMO_DATA, batch_size=16),
+        return ClassifierConfig(preset=preset,
+                                data=dataclasses.replace(_DEMO_DATA, batch_size=16, augment=True),
                                 schedule=_demo_schedule(), model=ClassifierModelConfig(filters=8))
     return ClassifierConfig(
-        preset=preset, data=DataConfig(batch_size=32),
+        preset=preset, data=DataConfig(batch_size=32, augment=True),
         schedule=ScheduleConfig(steps=5_000, decay_steps=0, validation_every=500,
                                 checkpoint_every=500))
 

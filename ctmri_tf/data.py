@@ -28,6 +28,7 @@ keras-cv's layers draw from one stateful generator).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 from typing import Callable
@@ -48,6 +49,24 @@ SHUFFLE_BUFFER = 512
 ROTATION_DEGREES = 10.0
 ZOOM_FRACTION = 0.1
 FITS = ("resize", "crop")
+CLASSIFIER_FIELD_OF_VIEW = (0.6, 1.6)
+"""Classifier augmentation: each side of the view, relative to the slice's (< 1 crops, > 1 pads
+with the slice's minimum, the background), drawn independently for rows and columns: the
+anatomy appears at varied sizes, aspect ratios, spacings and fields of view."""
+CLASSIFIER_RESOLUTION = (1.0, 2.5)
+"""Classifier augmentation: the view is resized to ``image_size / r`` (r drawn here) in physical
+units, normalised there by its own percentiles, then resized to ``image_size``: a coarser scan
+(larger pixels, partial volume) as ``ctmri translate`` feeds it, resized to the training size."""
+CLASSIFIER_MRI_GAMMA = (0.5, 2.0)
+"""Classifier augmentation, MRI only: contrast gamma on the [0, 1] percentile scale (log-uniform),
+a stand-in for other weightings than the phantom's spin-echo T1."""
+CLASSIFIER_MRI_BIAS = 0.4
+"""Classifier augmentation, MRI only: a smooth multiplicative bias field ``exp(a * ramp)``, the
+ramp in [-1, 1] along a random direction, ``|a| <= CLASSIFIER_MRI_BIAS``."""
+CLASSIFIER_NOISE = 0.1
+"""Classifier augmentation: Gaussian noise, sigma uniform in [0, this] in [-1, 1] model space,
+added at the coarse resolution of :data:`CLASSIFIER_RESOLUTION` (the grain of a low-resolution
+scan resized up, not only white noise at the training resolution)."""
 
 
 # --------------------------------------------------------------------------------------- loading
@@ -405,6 +424,66 @@ def _unit_any(example) -> tf.Tensor:
                     _unit(image, "mri", value_range))
 
 
+def _classifier_augment(image: tf.Tensor, mask: tf.Tensor, is_mri: tf.Tensor,
+                        size: tuple[int, int], seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """One random view of a slice for the classifier (``modality_batches(augment=True)``).
+
+    Args:
+        image: (rows, cols) physical units (HU / MR signal).
+        mask: (rows, cols) body mask {0, 1}.
+        is_mri: scalar bool: MRI-only transforms (bias field, gamma) apply.
+        size: the model size.
+        seed: (2,) int64 stateless seed.
+
+    Returns:
+        ``(x (H, W, 1) [-1, 1], mask (H, W, 1) float32 {0, 1})``: flips (rows, cols), a random
+        field of view (:data:`CLASSIFIER_FIELD_OF_VIEW`), MRI bias field, coarser resolution
+        (:data:`CLASSIFIER_RESOLUTION`), per-image percentile normalisation (as in serving), MRI
+        gamma, Gaussian noise (:data:`CLASSIFIER_NOISE`), back to ``size``.
+    """
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 11)
+    u = lambda k, shape=(), low=0.0, high=1.0: tf.random.stateless_uniform(
+        shape, seeds[k], low, high)
+    image = tf.cast(image, tf.float32)
+    background = tf.reduce_min(tf.where(tf.math.is_finite(image), image, 0.0))
+    both = tf.stack([image - background, tf.cast(mask > 0, tf.float32)], axis=-1)  # pad = bg
+    both = tf.where(u(0) < 0.5, tf.reverse(both, [1]), both)
+    both = tf.where(u(1) < 0.5, tf.reverse(both, [0]), both)
+    shape = tf.shape(both)[:2]
+    scale = tf.exp(u(2, (2,), *[math.log(v) for v in CLASSIFIER_FIELD_OF_VIEW]))
+    view = tf.maximum(tf.cast(tf.round(tf.cast(shape, tf.float32) * scale), tf.int32), 4)
+    padded = tf.maximum(shape, view)
+    before = tf.cast(u(3, (2,)) * tf.cast(padded - shape + 1, tf.float32), tf.int32)
+    before = tf.minimum(before, padded - shape)
+    paddings = tf.concat([tf.stack([before, padded - shape - before], axis=1), [[0, 0]]], 0)
+    both = tf.pad(both, paddings)
+    start = tf.cast(u(4, (2,)) * tf.cast(padded - view + 1, tf.float32), tf.int32)
+    start = tf.minimum(start, padded - view)
+    both = tf.slice(both, tf.concat([start, [0]], 0), tf.concat([view, [2]], 0))
+    x, moved_mask = both[..., 0] + background, both[..., 1:]
+    # MRI bias field: exp(a * ramp), the ramp along a random direction, in [-1, 1]
+    angle = u(5, (), 0.0, 6.283185)
+    rows = tf.linspace(-1.0, 1.0, view[0])[:, None]
+    cols = tf.linspace(-1.0, 1.0, view[1])[None, :]
+    ramp = (tf.cos(angle) * rows + tf.sin(angle) * cols) / 1.4142135
+    field = tf.exp(u(6, (), -CLASSIFIER_MRI_BIAS, CLASSIFIER_MRI_BIAS) * ramp)
+    x = tf.where(is_mri, x * field, x)
+    # a coarser scan (resolution / r), normalised by its own percentiles as a served image is
+    coarse = tf.cast(tf.round(tf.constant(size, tf.float32) / u(8, (), *CLASSIFIER_RESOLUTION)),
+                     tf.int32)
+    x = tf.image.resize(x[..., tf.newaxis], tf.maximum(coarse, 2), method="bilinear",
+                        antialias=True)[..., 0]
+    unit = intensity.percentile_to_unit(x)
+    gamma = tf.exp(u(7, (), *[math.log(v) for v in CLASSIFIER_MRI_GAMMA]))
+    unit = tf.where(is_mri, 2.0 * tf.pow((unit + 1.0) / 2.0, gamma) - 1.0, unit)
+    # noise at the coarse resolution: white at r = 1, grainy like a low-resolution scan above
+    unit = unit + tf.random.stateless_normal(tf.shape(unit), seeds[9]) * u(10) * CLASSIFIER_NOISE
+    unit = tf.image.resize(unit[..., tf.newaxis], size, method="bilinear")
+    unit = tf.clip_by_value(unit, -1.0, 1.0)
+    moved_mask = tf.cast(tf.image.resize(moved_mask, size, method="nearest") > 0.5, tf.float32)
+    return unit, moved_mask
+
+
 def modality_batches(split: str, batch_size: int, image_size, *, mask_inputs: bool = False,
                      augment: bool = False, seed: int = 0, shuffle: bool = True,
                      repeat: bool = False, fit: str = "resize",
@@ -422,7 +501,12 @@ def modality_batches(split: str, batch_size: int, image_size, *, mask_inputs: bo
     Args:
         mask_inputs: set the background to -1 (off by default: the classifier sees what a user
             would give it).
-        augment: random flip / rotation / zoom.
+        augment: a new random view of every slice each time it is drawn
+            (:func:`_classifier_augment`: flips, field of view / size / spacing, resolution,
+            noise; MRI bias field and contrast gamma), seeded by ``seed`` and the example's
+            position in the (shuffled, repeated) stream, so the pipeline stays deterministic
+            and two epochs differ. Not the keras-cv flip / rotation / zoom of the other
+            pipelines.
         Other arguments as in :func:`unpaired_batches`.
 
     Returns:
@@ -438,12 +522,26 @@ def modality_batches(split: str, batch_size: int, image_size, *, mask_inputs: bo
             x = _background_to_minus_one(x, _fit_mask(example["mask"], size, fit))
         return x, tf.cast(example["modality"], tf.int32)
 
+    def augmented(index, example):
+        x, mask = _classifier_augment(example["image"], example["mask"],
+                                      tf.equal(example["modality"], 1), size,
+                                      tf.stack([tf.constant(seed, tf.int64), index]))
+        if mask_inputs:
+            x = _background_to_minus_one(x, mask)
+        return x, tf.cast(example["modality"], tf.int32)
+
     ds = load(split, config=config, data_dir=data_dir, shuffle_files=shuffle, seed=seed,
               decode_counterpart=False)
-    ds = ds.map(to_model, num_parallel_calls=AUTOTUNE, deterministic=True)
-    ds = _batched(ds, batch_size, shuffle=shuffle, shuffle_buffer=shuffle_buffer, seed=seed,
-                  repeat=repeat, drop_remainder=drop_remainder)
-    if augment:
-        augmenter = _augmenter(seed, with_masks=False)
-        ds = ds.map(lambda x, label: (augmenter(x), label))
+    if not augment:
+        ds = ds.map(to_model, num_parallel_calls=AUTOTUNE, deterministic=True)
+        ds = _batched(ds, batch_size, shuffle=shuffle, shuffle_buffer=shuffle_buffer, seed=seed,
+                      repeat=repeat, drop_remainder=drop_remainder)
+        return ds.prefetch(AUTOTUNE)
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.enumerate().map(augmented, num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE,
+                  deterministic=True)
     return ds.prefetch(AUTOTUNE)

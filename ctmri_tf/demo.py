@@ -291,24 +291,34 @@ def evaluate_models(run: DemoRun) -> None:
 def export_models(run: DemoRun) -> None:
     """SavedModels of every trained model in ``<out>/exports/`` (version 1) + ``models.config``;
     the folder is built beside and renamed into place, its ``models.config`` naming the final
-    path."""
+    path. Each export carries the data card of its run (``ctmri_tf.data_card``: the demo models
+    are trained on synthetic head phantoms only); the classifier its calibration temperature."""
     from ctmri_tf.atomic import atomic_output
+    from ctmri_tf.calibration import read_temperature
+    from ctmri_tf.data_card import build_data_card
     from export import saved_model
 
     final = run.exports
     serving_base = str(final.resolve())
     with atomic_output(final, directory=True, overwrite=True) as tmp:
+        stargan = run.results["stargan"]
         saved_model.export_stargan(
-            run.results["stargan"]["generator"], tmp, version=1, serving_base=serving_base,
-            training_image_size=run.results["stargan"]["config"].data.image_size,
-            training_pixel_spacing_mm=run.results["stargan"]["config"].data.pixel_spacing_mm)
+            stargan["generator"], tmp, version=1, serving_base=serving_base,
+            training_image_size=stargan["config"].data.image_size,
+            training_pixel_spacing_mm=stargan["config"].data.pixel_spacing_mm,
+            data_card=build_data_card(stargan["config"]))
         segmentation = run.results["segmentation"]
         saved_model.export_segmentation(
             segmentation["model"], tmp, version=1, serving_base=serving_base,
             training_image_size=segmentation["config"].data.image_size,
-            training_pixel_spacing_mm=segmentation["config"].data.pixel_spacing_mm)
-        saved_model.export_classifier(run.results["classifier"]["model"], tmp, version=1,
-                                      serving_base=serving_base)
+            training_pixel_spacing_mm=segmentation["config"].data.pixel_spacing_mm,
+            data_card=build_data_card(segmentation["config"]))
+        classifier = run.results["classifier"]
+        saved_model.export_classifier(classifier["model"], tmp, version=1,
+                                      serving_base=serving_base,
+                                      temperature=read_temperature(classifier["run_dir"]),
+                                      training_image_size=classifier["config"].data.image_size,
+                                      data_card=build_data_card(classifier["config"]))
     names = saved_model.served_models(final)
     print(f"[export] {', '.join(names)} in {final}; TF Serving: tensorflow_model_server "
           f"--model_config_file={final.resolve() / saved_model.MODELS_CONFIG}", flush=True)

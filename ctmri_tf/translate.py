@@ -9,9 +9,14 @@ Pipeline (:func:`translate_file`; :func:`translate_volume` is steps 3-6 on an in
    volume, or PNG/JPEG/TIFF image(s) (one slice, or a folder of slices in natural name order).
    A DICOM folder of several series gives its largest axial CT/MR series (localizers skipped,
    everything skipped named in a warning) or the one ``series`` (``--series UID``) names;
-2. decide the source modality: ``source`` (``--from``) when given, else the DICOM Modality tag,
-   else the exported classifier's majority vote over the slices (:func:`classify_modality`),
-   else an error asking for ``--from``. The target is the other modality unless ``to`` is given;
+2. decide the source modality: ``source`` (``--from``) when given, else the DICOM Modality tag
+   (a tag other than CT/MR is refused, :func:`ctmri_tf.modality_rules.check_dicom_modality`),
+   else the physics rules of :mod:`ctmri_tf.modality_rules` (air below -200 -> CT; no negative
+   value weighs towards MRI), else the exported classifier's majority vote over the slices
+   (:func:`classify_modality`, calibrated probabilities); a vote whose confidence is below
+   ``min_confidence`` (:data:`MIN_CONFIDENCE`) is refused, as is having no classifier, with an
+   error asking for ``--from``. The rule that decided is logged once. The target is the other
+   modality unless ``to`` is given;
 3. body mask of the source: the exported ``segmentation`` model (``segment_with_range``; slices
    resampled to the pixel spacing it was trained at and tiled at the size it was exported for
    when its export records the spacing (as in step 5), else resized to that size; probabilities
@@ -85,12 +90,15 @@ from tqdm.auto import tqdm
 from ctmri_tf import intensity, tiling
 from ctmri_tf.atomic import atomic_output, check_output_path
 from ctmri_tf.body_mask import body_mask
+from ctmri_tf.data_card import DataCard, OutOfDistributionWarning, compare, describe
 from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.io import (MODALITIES, Volume, read_volume, write_dicom_series, write_nifti,
                          write_png)
 from ctmri_tf.io.image2d import CT_16BIT_OFFSET_HU
 from ctmri_tf.io.nifti import is_nifti_path
 from ctmri_tf.io.volume import check_finite
+from ctmri_tf.modality_rules import (NO_EVIDENCE, PhysicsEvidence, check_dicom_modality, combine,
+                                     physics_evidence)
 
 AIR_HU = -1000.0
 """CT output outside the body, in HU."""
@@ -106,6 +114,9 @@ GENERATOR_MULTIPLE = 4
 TILE_OVERLAP = 0.25
 """Neighbouring tiles of a slice larger than the model's field of view share at least this
 fraction of a tile (:func:`ctmri_tf.tiling.predict_tiled`)."""
+MIN_CONFIDENCE = 0.9
+"""The classifier's (calibrated, physics-weighted) confidence below which ``translate_file``
+abstains and asks for ``--from`` (``ctmri translate --min-confidence``)."""
 RUN_CONFIG = "config.json"
 STARGAN_EXPORT = "stargan"
 SEGMENTATION_EXPORT = "segmentation"
@@ -364,6 +375,25 @@ class ModelSet:
             return f"{self.run_config.experiment} run {self.folder} (newest checkpoint)"
         return str(_latest_version(self._export_dir(source, target)))
 
+    def data_card(self, source: str, target: str) -> DataCard | None:
+        """What the ``source`` -> ``target`` translator was trained on: the ``"data_card"`` of
+        its export info, or for a run folder the card of the run's config
+        (``ctmri_tf.data_card.build_data_card``); None for an export made before data cards."""
+        key = f"card:{source}->{target}"
+        if key not in self._cache:
+            from ctmri_tf.data_card import build_data_card, card_from_dict
+            from export.saved_model import EXPORT_INFO, read_export_info
+
+            if self.is_run:
+                card = build_data_card(self.run_config)
+            else:
+                version_dir = _latest_version(self._export_dir(source, target))
+                values = read_export_info(version_dir).get("data_card")
+                card = (None if values is None
+                        else card_from_dict(values, version_dir / EXPORT_INFO))
+            self._cache[key] = card
+        return self._cache[key]
+
     def describe_body_mask(self) -> str:
         if self.has_segmenter:
             return f"segmentation model {self._segmenter[0]}"
@@ -485,13 +515,27 @@ class ModelSet:
                                     images.shape[1:3], antialias=False)
         return (np.argmax(probabilities, axis=-1) != 0).astype(np.uint8)
 
+    @cached_property
+    def _classifier_size(self) -> tuple[int, int] | None:
+        """The ``training_image_size`` recorded with the classifier export (None: older
+        exports; the slices are then classified at their own size)."""
+        from export.saved_model import read_export_info
+
+        size = read_export_info(self.classifier_dir).get("training_image_size")
+        return None if size is None else _pair(size)
+
     def classify(self, images: np.ndarray) -> np.ndarray:
-        """``(B, 2)`` probabilities (0 = ct, 1 = mri) of ``images`` ``(B, H, W)`` (any units:
-        the export scales each image by its own percentiles)."""
+        """``(B, 2)`` probabilities (0 = ct, 1 = mri; calibrated when the export holds a
+        temperature) of ``images`` ``(B, H, W)`` (any units: the export scales each image by its
+        own percentiles), resized (bilinear, antialiased) to the classifier's training size when
+        the export records it."""
         import tensorflow as tf
 
         _, _, function = self._classifier
-        out = function(image=tf.constant(np.asarray(images, np.float32)[..., None]))
+        images = np.asarray(images, np.float32)[..., None]
+        if self._classifier_size is not None:
+            images = _resize(images, self._classifier_size, antialias=True)
+        out = function(image=tf.constant(images))
         return out["probabilities"].numpy()
 
 
@@ -503,25 +547,40 @@ class ModalityVote:
 
     Attributes:
         modality: ``"ct"`` or ``"mri"``: the majority of the slices' labels (ties: the larger
-            mean probability).
+            mean probability); with physics evidence, the larger combined probability.
         votes: slices labelled ``{"ct": n, "mri": m}``.
-        confidence: mean probability of ``modality`` over all slices, in [0, 1].
+        confidence: probability of ``modality``, in [0, 1]: the mean over all slices, combined
+            with the physics evidence when there is some (``modality_rules.combine``).
         classifier: the export that voted.
+        classifier_confidence: the classifier's own mean probability of ``modality``.
+        physics: the physics rule that weighed in (``""``: none).
     """
 
     modality: str
     votes: dict
     confidence: float
     classifier: Path
+    classifier_confidence: float | None = None
+    physics: str = ""
 
     def describe(self) -> str:
         n = sum(self.votes.values())
-        return (f"classifier {self.classifier}: {self.votes[self.modality]} of {n} slices, "
-                f"mean probability {self.confidence:.3f}")
+        text = f"classifier {self.classifier}: {self.votes[self.modality]} of {n} slices, "
+        if not self.physics:
+            return text + f"mean probability {self.confidence:.3f}"
+        own = self.confidence if self.classifier_confidence is None else \
+            self.classifier_confidence
+        return text + (f"probability {self.confidence:.3f} with the physics evidence "
+                       f"(classifier alone {own:.3f}; {self.physics})")
 
 
-def classify_modality(volume: Volume, models: ModelSet, *, batch_size: int = 8) -> ModalityVote:
+def classify_modality(volume: Volume, models: ModelSet, *, batch_size: int = 8,
+                      evidence: PhysicsEvidence = NO_EVIDENCE) -> ModalityVote:
     """Decide ``volume``'s modality with the exported classifier (majority vote over slices).
+
+    Args:
+        evidence: what the voxel values say (``modality_rules.physics_evidence``); its
+            likelihood ratio is combined with the classifier's mean MRI probability.
 
     Raises:
         CtmriInputError: naming the volume's file when ``models`` has no classifier.
@@ -535,8 +594,15 @@ def classify_modality(volume: Volume, models: ModelSet, *, batch_size: int = 8) 
     labels = np.argmax(probabilities, axis=1)
     votes = {m: int(np.sum(labels == i)) for i, m in enumerate(MODALITIES)}
     means = probabilities.mean(axis=0)
-    winner = max(range(len(MODALITIES)), key=lambda i: (votes[MODALITIES[i]], means[i]))
-    return ModalityVote(MODALITIES[winner], votes, float(means[winner]), models.classifier_dir)
+    if evidence.mri_likelihood_ratio == 1.0:
+        winner = max(range(len(MODALITIES)), key=lambda i: (votes[MODALITIES[i]], means[i]))
+        return ModalityVote(MODALITIES[winner], votes, float(means[winner]),
+                            models.classifier_dir, float(means[winner]))
+    # with physics evidence the combined probability decides (the votes are still reported)
+    p_mri = combine(float(means[1]), evidence.mri_likelihood_ratio)
+    winner = 1 if p_mri > 0.5 else 0
+    return ModalityVote(MODALITIES[winner], votes, p_mri if winner else 1.0 - p_mri,
+                        models.classifier_dir, float(means[winner]), evidence.rule)
 
 
 # ----------------------------------------------------------------------------- translation
@@ -734,10 +800,37 @@ def _write(kind: str, translated: Volume, volume: Volume, output: Path, overwrit
                 write_png(tmp / name, png_values(image, target))
 
 
+def _physics(volume: Volume, kind: str) -> PhysicsEvidence:
+    """The physics evidence of a volume in physical units (not of image files, whose values
+    become HU only once the modality is known)."""
+    if kind in ("image", "images"):
+        return dataclasses.replace(NO_EVIDENCE, rule="physics: not applicable (image files "
+                                                     "store no physical units)")
+    return physics_evidence(volume.data)
+
+
+def _decide_modality(volume: Volume, kind: str, models: ModelSet, *, batch_size: int,
+                     min_confidence: float) -> tuple[str, str, ModalityVote | None]:
+    """``(modality, how it was decided, the vote or None)`` of a volume without a modality:
+    physics rules, then the classifier, abstaining below ``min_confidence``."""
+    evidence = _physics(volume, kind)
+    if evidence.modality is not None:
+        return evidence.modality, evidence.rule, None
+    vote = classify_modality(volume, models, batch_size=batch_size, evidence=evidence)
+    if vote.confidence < min_confidence:
+        raise CtmriInputError(volume.source or None,
+                              f"cannot decide its modality with confidence: {vote.describe()}, "
+                              f"confidence {vote.confidence:.3f} < {min_confidence:g}; the "
+                              f"classifier may never have seen scans like this one; pass "
+                              f"--from ct|mri")
+    return vote.modality, vote.describe(), vote
+
+
 def translate_file(input: str | os.PathLike, output: str | os.PathLike, *, to: str | None = None,
                    source: str | None = None, models: ModelSet | str | os.PathLike,
                    overwrite: bool = False, batch_size: int = 8, progress: bool = True,
-                   log: Callable[[str], None] | None = None, series: str | None = None) -> Path:
+                   log: Callable[[str], None] | None = None, series: str | None = None,
+                   min_confidence: float = MIN_CONFIDENCE) -> Path:
     """Translate the scan ``input`` and write it to ``output`` in the same format (module
     docstring).
 
@@ -759,14 +852,22 @@ def translate_file(input: str | os.PathLike, output: str | os.PathLike, *, to: s
             (``--series``); ``None`` reads the largest axial CT/MR series, skipping localizers
             (:func:`ctmri_tf.io.read_dicom`, which warns naming what it skipped). A DICOM output
             keeps every input slice's ImagePositionPatient exactly (uneven spacing, gantry tilt).
+        min_confidence: the classifier's confidence (in [0, 1]) below which its vote is refused.
+
+    The translator's data card (:mod:`ctmri_tf.data_card`) is logged before translating; each
+    way the input is far from it (pixel spacing, body extent in mm, body intensities, a low
+    classifier confidence, ``--from`` contradicting the physics rules) is one ``warning: ...``
+    line of ``log`` (without ``log``: an :class:`~ctmri_tf.data_card.OutOfDistributionWarning`).
 
     Returns:
         ``output`` as a :class:`~pathlib.Path`.
 
     Raises:
-        CtmriInputError: naming the file: unknown format, undecidable modality, ``to`` equal to
-            the source, an existing output, an output that is the input, a wrong output name
-            for the input's kind, a missing model folder or signature. Nothing is written then.
+        CtmriInputError: naming the file: unknown format, undecidable modality (a DICOM
+            Modality other than CT/MR, no classifier, a classifier below ``min_confidence``),
+            ``to`` equal to the source, an existing output, an output that is the input, a
+            wrong output name for the input's kind, a missing model folder or signature.
+            Nothing is written then.
     """
     say = log or (lambda line: None)
     input_path, output = Path(input), Path(output)
@@ -783,17 +884,28 @@ def translate_file(input: str | os.PathLike, output: str | os.PathLike, *, to: s
     volume = read_volume(input_path, modality=source, series_uid=series)
     kind = _input_kind(volume)
     _check_output_kind(kind, input_path, output)
-    if source is not None:
-        how = "--from"
-    elif volume.modality is not None:
-        how = "DICOM Modality tag"
-    else:
-        vote = classify_modality(volume, models, batch_size=batch_size)
-        how = vote.describe()
-        if kind in ("image", "images"):   # the stored values -> HU depend on the modality
-            volume = read_volume(input_path, modality=vote.modality, series_uid=series)
+    if kind == "dicom":
+        check_dicom_modality(volume.meta["header"].get("Modality"), input_path, source=source)
+
+    def warn(line: str) -> None:
+        if log is None:
+            warnings.warn(f"{input_path}: {line}", OutOfDistributionWarning, stacklevel=3)
         else:
-            volume.modality = vote.modality
+            say(f"warning: {line}")
+
+    vote = None
+    if source is not None or volume.modality is not None:
+        how = "--from" if source is not None else "DICOM Modality tag"
+        evidence = _physics(volume, kind)
+        if evidence.modality not in (None, volume.modality):
+            warn(f"{how} says {volume.modality.upper()} but {evidence.rule}")
+    else:
+        modality, how, vote = _decide_modality(volume, kind, models, batch_size=batch_size,
+                                               min_confidence=min_confidence)
+        if kind in ("image", "images"):   # the stored values -> HU depend on the modality
+            volume = read_volume(input_path, modality=modality, series_uid=series)
+        else:
+            volume.modality = modality
     target = _check_target(volume.modality, to, input_path)
     series_read = volume.meta.get("series_instance_uid")
     say(f"{input_path}: {volume.modality.upper()} ({how}), {volume.shape[0]} slice(s) of "
@@ -803,8 +915,19 @@ def translate_file(input: str | os.PathLike, output: str | os.PathLike, *, to: s
         f"{models.describe_translator(volume.modality, target)} at "
         "{} x {} px; body mask: {}".format(*models.image_size(volume.shape[1:]),
                                            models.describe_body_mask()))
+    card = models.data_card(volume.modality, target)
+    for line in (describe(card) if card is not None else
+                 ["data card: none (an export made before data cards): what the model was "
+                  "trained on is unknown"]):
+        say(line)
     translated = translate_volume(volume, to=target, models=models, batch_size=batch_size,
                                   progress=progress)
+    if card is not None:
+        spacing = None if kind in ("image", "images") else volume.spacing[1:]
+        for line in compare(card, volume.data, translated.meta["body_mask"], volume.modality,
+                            pixel_spacing_mm=spacing,
+                            confidence=None if vote is None else vote.confidence):
+            warn(line)
     _write(kind, translated, volume, output, overwrite)
     say(f"wrote {output} ({target.upper()}, {'HU' if target == 'ct' else 'MRI scaled [0, 1]'})")
     return output

@@ -150,7 +150,7 @@ def read_export_info(version_dir: str | os.PathLike) -> dict:
 
 def export_module(module, base: str | os.PathLike, name: str, version: int | None = None, *,
                   overwrite: bool = False, serving_base: str | None = None,
-                  info: dict | None = None) -> Path:
+                  info: dict | None = None, data_card=None) -> Path:
     """Save a serving ``tf.Module`` of :mod:`export.signatures` as ``<base>/<name>/<version>/``.
 
     Args:
@@ -165,6 +165,8 @@ def export_module(module, base: str | os.PathLike, name: str, version: int | Non
         info: JSON-serialisable facts written to ``<version>/assets.extra/ctmri_export.json``
             (TF Serving ignores that folder; :func:`read_export_info` reads it back), beside
             the module's ``signature_units()`` (``"signatures"``) when it has them.
+        data_card: what the model was trained on (a ``ctmri_tf.data_card.DataCard`` or its
+            dict), recorded there under ``"data_card"``; every ``export_*`` passes it on.
 
     Returns:
         The version folder.
@@ -188,6 +190,9 @@ def export_module(module, base: str | os.PathLike, name: str, version: int | Non
         raise CtmriInputError(target, f"version {version} of model {name!r} already exists; "
                                       f"omit the version to export the next free one "
                                       f"({next_version(model_dir)}) or pass overwrite")
+    if data_card is not None:
+        from ctmri_tf.data_card import card_dict
+        info = {**(info or {}), "data_card": card_dict(data_card)}
     with atomic_output(target, directory=True, overwrite=overwrite) as tmp:
         tf.saved_model.save(module, str(tmp), signatures=module.signatures())
         facts = dict(info or {})
@@ -264,11 +269,20 @@ def export_segmentation(model, base: str | os.PathLike, name: str = "segmentatio
 
 
 def export_classifier(model, base: str | os.PathLike, name: str = "classifier",
-                      version: int | None = None, **kwargs) -> Path:
+                      version: int | None = None, *, temperature: float = 1.0,
+                      training_image_size=None, **kwargs) -> Path:
     """Export the CT/MRI classifier (``ctmri_tf.models.modality_classifier``); see
-    :class:`export.signatures.Classifier`. Returns the version folder."""
+    :class:`export.signatures.Classifier`. ``temperature`` (``ctmri_tf.calibration``) is built
+    into the graph (calibrated ``probabilities``) and, with ``training_image_size`` (pixels; ``ctmri
+    translate`` resizes slices to it before classifying), recorded in
+    ``assets.extra/ctmri_export.json``. Returns the version folder."""
     from export.signatures import Classifier
-    return export_module(Classifier(model), base, name, version, **kwargs)
+    try:
+        module = Classifier(model, temperature)
+    except ValueError as err:
+        raise CtmriInputError(None, str(err)) from None
+    info = {**(_size_info(training_image_size) or {}), "temperature": float(temperature)}
+    return export_module(module, base, name, version, info=info, **kwargs)
 
 
 # ----------------------------------------------------------------------------- training runs
@@ -303,7 +317,11 @@ def export_run(kind: str, run_dir: str | os.PathLike, base: str | os.PathLike, *
     The model is loaded with its trainer's own loader, which restores the run's newest
     checkpoint (``ctmri_tf.training.stargan.load_stargan_generator``,
     ``cyclegan.load_cyclegan_generators``, ``segmentation.load_segmentation_model``,
-    ``classifier.load_classifier``); the run folder is only read.
+    ``classifier.load_classifier``); the run folder is only read. Every export carries the data
+    card of the run's training data (``ctmri_tf.data_card.build_data_card``: statistics over the
+    built ``train`` split when it is found where the run's config says) under ``"data_card"`` in
+    its :data:`EXPORT_INFO`; a classifier export also carries the run's calibration temperature
+    (``ctmri_tf.calibration.read_temperature``) and training image size.
 
     Args:
         kind: ``stargan``, ``cyclegan``, ``segmentation`` or ``classifier``: the run's
@@ -334,7 +352,10 @@ def export_run(kind: str, run_dir: str | os.PathLike, base: str | os.PathLike, *
     if config.experiment != kind:
         raise CtmriInputError(run.config_path, f"is a {config.experiment!r} run, not a {kind} "
                                                f"run; pass --kind {config.experiment}")
-    options = dict(version=version, serving_base=serving_base)
+    from ctmri_tf.data_card import build_data_card
+
+    options = dict(version=version, serving_base=serving_base,
+                   data_card=build_data_card(config))   # what it was trained on
     spacing = config.data.pixel_spacing_mm or None     # empty: a run from before it was recorded
     if kind == "stargan":
         return [export_stargan(load_stargan_generator(run_dir), base,
@@ -360,10 +381,13 @@ def export_run(kind: str, run_dir: str | os.PathLike, base: str | os.PathLike, *
                                     name or DEFAULT_NAMES["segmentation"],
                                     training_image_size=config.data.image_size,
                                     training_pixel_spacing_mm=spacing, **options)]
+    from ctmri_tf.calibration import read_temperature
     from ctmri_tf.training.classifier import load_classifier
 
     return [export_classifier(load_classifier(run_dir), base,
-                              name or DEFAULT_NAMES["classifier"], **options)]
+                              name or DEFAULT_NAMES["classifier"],
+                              temperature=read_temperature(run_dir),
+                              training_image_size=config.data.image_size, **options)]
 
 
 def _parser() -> argparse.ArgumentParser:

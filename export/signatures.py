@@ -591,25 +591,35 @@ class Classifier(ServingModule):
             99.5 % percentiles whatever it is, with
             :func:`ctmri_tf.intensity.percentile_to_unit`, the normalisation of training in
             ``ctmri_tf.data.modality_batches``) -> ``probabilities`` float32 (B, 2) (index 0 =
-            ct, 1 = mri) and ``label`` string (B,) ``"ct"`` or ``"mri"``.
+            ct, 1 = mri), calibrated: ``softmax(logits / temperature)``, and ``label`` string
+            (B,) ``"ct"`` or ``"mri"``.
         ``classify_unit``: ``image`` already in model space [-1, 1], normalised as in training
             (``percentile_to_unit``).
+
+    Args:
+        model: the Keras classifier (logits).
+        temperature: the temperature-scaling ``T > 0`` fitted on the validation split
+            (``ctmri_tf.calibration``; 1 = the raw softmax), a constant of the graph.
     """
 
     DEFAULT_SIGNATURE = "classify"
     UNITS = {
         "image": "physical units, any modality (HU or MR signal; classify_unit: model space "
                  "[-1, 1] as in training); (batch, height, width, 1)",
-        "probabilities": "softmax, float32 in [0, 1]; (batch, 2): index 0 = ct, 1 = mri",
+        "probabilities": "calibrated softmax(logits / temperature), float32 in [0, 1]; "
+                         "(batch, 2): index 0 = ct, 1 = mri",
         "label": "string per image: 'ct' or 'mri' (the argmax)",
     }
 
-    def __init__(self, model):
+    def __init__(self, model, temperature: float = 1.0):
+        if not float(temperature) > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature = float(temperature)
         super().__init__(model, "modality_classifier", core=_inner(self._core, _IMAGES))
 
     def _core(self, unit4):
         logits = self.hidden.model(unit4, training=False)
-        probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        probabilities = tf.nn.softmax(tf.cast(logits, tf.float32) / self.temperature, axis=-1)
         label = tf.gather(tf.constant(MODALITY_NAMES), tf.argmax(probabilities, axis=-1))
         return {"probabilities": probabilities, "label": label}
 

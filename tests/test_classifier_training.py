@@ -1,6 +1,7 @@
 """CT/MRI classifier training end to end: the CLI on a tiny built tfds dataset (4 phantom
 subjects x 6 slices x 32 px: 24 train, 12 validation and 12 test slices), its run folder,
-TensorBoard output, final metrics, resume and mixed precision.
+TensorBoard output, final metrics, resume and mixed precision; the augmented training pipeline,
+temperature scaling and the calibrated, data-carded export.
 """
 import json
 import os
@@ -11,12 +12,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ctmri_tf import configs, data
+from ctmri_tf import calibration, configs, data, intensity
+from ctmri_tf.data_card import SYNTHETIC_NOTE
 from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.training import loop, run_dir as run_dirs
-from ctmri_tf.training.classifier import ModalityClassifier, load_classifier
+from ctmri_tf.training.classifier import ModalityClassifier, classifier_logits, load_classifier
 from ctmri_tf.training.strategy import make_strategy
 from dataset_fixtures import tiny_dataset  # noqa: F401  (pytest fixture)
+from export import saved_model
 from train import classifier as classifier_cli
 
 
@@ -50,8 +53,9 @@ def run(tiny_dataset, tmp_path_factory):
 
 def test_cli_run_writes_config_checkpoints_tensorboard_samples_and_metrics(run):
     root, name, data_dir = run
-    assert sorted(p.name for p in root.iterdir()) == ["checkpoints", "config.json", "logs",
-                                                      "metrics.json", "samples"]
+    assert sorted(p.name for p in root.iterdir()) == ["calibration.json", "checkpoints",
+                                                      "config.json", "logs", "metrics.json",
+                                                      "samples"]
     config = configs.from_json((root / "config.json").read_text())
     assert (config.seed, config.schedule.steps, config.data.dataset_config) == (3, 4, name)
     assert sorted(p.name for p in (root / "checkpoints").glob("*.index")) == ["ckpt-2.index",
@@ -181,3 +185,92 @@ def test_loading_a_run_that_is_not_a_classifier_run_names_the_file(tmp_path):
         load_classifier(tmp_path)
     assert str(tmp_path / "config.json") in str(err.value)
     assert "not a classifier run" in str(err.value)
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+def test_training_pipeline_gives_new_random_views_every_epoch(tiny_dataset):
+    name, data_dir = tiny_dataset
+    config = configs.get_config("classifier", "smoke")
+    assert config.data.augment                              # every preset augments
+
+    def batches(seed):
+        ds = data.modality_batches("train", 8, 32, augment=True, shuffle=False, repeat=True,
+                                   seed=seed, config=name, data_dir=data_dir)
+        return [(x.numpy(), y.numpy()) for x, y in ds.take(6)]
+
+    first = batches(0)
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(first, batches(0)))  # seeded
+    for (x, y), (x2, y2) in zip(first[:3], first[3:]):     # 24 slices: epoch 2 = batches 3-5
+        assert x.shape == (8, 32, 32, 1) and x.min() >= -1.0 and x.max() <= 1.0
+        np.testing.assert_array_equal(y, y2)                # the same slices, in the same order
+        assert np.abs(x - x2).mean() > 0.05                 # ... seen differently
+    assert not np.array_equal(first[0][0], batches(1)[0][0])
+    # the anatomy's size in pixels varies (field of view / spacing / size augmentation)
+    body = np.concatenate([(x[..., 0] > -0.8).mean(axis=(1, 2)) for x, _ in first])
+    plain = data.modality_batches("train", 24, 32, shuffle=False, config=name,
+                                  data_dir=data_dir)
+    (images, _), = list(plain)
+    reference = (images.numpy()[..., 0] > -0.8).mean(axis=(1, 2))
+    assert body.max() - body.min() > 2 * (reference.max() - reference.min())
+
+
+# ----------------------------------------------------------------------------- calibration
+
+def test_temperature_scaling_recovers_a_known_optimum():
+    # every slice has logits (0, 6) and 80 % are MRI: the NLL is least where
+    # sigmoid(6 / T) = 0.8, i.e. T = 6 / ln 4
+    logits = np.tile([[0.0, 6.0]], (1000, 1))
+    labels = np.array([1] * 800 + [0] * 200)
+    temperature = calibration.fit_temperature(logits, labels)
+    assert temperature == pytest.approx(6 / np.log(4), rel=1e-4)
+    # never sharper than the raw softmax: logits (0, 1) with every label right wants T -> 0
+    assert calibration.fit_temperature([[0.0, 1.0]] * 10, [1] * 10) == pytest.approx(1.0,
+                                                                                    abs=1e-4)
+    assert (calibration.negative_log_likelihood(logits, labels, temperature)
+            < calibration.negative_log_likelihood(logits, labels))
+    with pytest.raises(CtmriInputError, match="temperature scaling needs"):
+        calibration.fit_temperature(np.zeros((0, 2)), np.zeros(0))
+
+
+def test_run_is_calibrated_on_validation_and_the_export_applies_it(run, tmp_path):
+    root, name, data_dir = run
+    record = json.loads((root / "calibration.json").read_text())
+    model = load_classifier(root)
+    logits, labels = [], []
+    for augment in (False, True):   # the slices as they are + one augmented view (seed + 1)
+        views = data.modality_batches("validation", 12, 32, shuffle=False, augment=augment,
+                                      seed=4, mask_inputs=True, config=name, data_dir=data_dir)
+        logits.append(classifier_logits(model, views)[0])
+        labels.append(classifier_logits(model, views)[1])
+    logits, labels = np.concatenate(logits), np.concatenate(labels)
+    assert record["split"] == "validation" and record["slices"] == 24
+    assert record["temperature"] == pytest.approx(calibration.fit_temperature(logits, labels),
+                                                  rel=1e-3)
+    assert record["nll_after"] <= record["nll_before"] + 1e-9
+    assert calibration.read_temperature(root) == record["temperature"]
+    assert calibration.read_temperature(tmp_path) == 1.0        # no calibration.json: T = 1
+
+    # export_run builds T into the SavedModel and records it with the size and the data card
+    version, = saved_model.export_run("classifier", root, tmp_path / "exports")
+    info = saved_model.read_export_info(version)
+    assert info["temperature"] == record["temperature"]
+    assert info["training_image_size"] == [32, 32]
+    card = info["data_card"]
+    assert card["dataset"] == f"ctmri/{name}" and card["note"] == SYNTHETIC_NOTE
+    assert card["anatomy"].startswith("head (synthetic phantom")
+    assert card["modalities"] == ["ct", "mri"] and "T1-weighted" in card["mri_contrasts"][0]
+    assert card["slices_sampled"] == 24 and card["pixel_spacing_mm"] == [7.5, 7.5]
+    assert card["intensity"]["ct"]["50"] < 200 and card["body_extent_mm"]["rows"][1] > 100
+
+    images = np.random.default_rng(0).uniform(-1000, 1500, (3, 32, 32)).astype(np.float32)
+    loaded = tf.saved_model.load(str(version))
+    for temperature, served in [(record["temperature"], loaded),
+                                (2.5, tf.saved_model.load(str(saved_model.export_classifier(
+                                    model, tmp_path / "t", temperature=2.5))))]:
+        out = served.signatures["classify"](image=tf.constant(images))
+        raw = model(intensity.percentile_to_unit(images)[..., None]).numpy()
+        np.testing.assert_allclose(out["probabilities"].numpy(),
+                                   tf.nn.softmax(raw / temperature).numpy(), atol=1e-5)
+    with pytest.raises(CtmriInputError, match="temperature must be positive"):
+        saved_model.export_classifier(model, tmp_path / "bad", temperature=0.0)

@@ -693,7 +693,9 @@ def test_exports_record_the_training_image_size_for_translate(stargan, cyclegan,
     from ctmri_tf.translate import ModelSet
 
     size = configs.get_config("stargan", "smoke").data.image_size
-    assert sm.read_export_info(stargan[1])["training_image_size"] == [size, size]
+    info = sm.read_export_info(stargan[1])
+    assert set(info) == {"training_image_size", "data_card", "signatures"}
+    assert info["training_image_size"] == [size, size]
     assert sm.read_export_info(cyclegan[1])["training_image_size"] == [size, size]
     alone = tmp_path / "exports"
     shutil.copytree(stargan[1], alone / "stargan" / "1")   # no segmentation export beside it

@@ -19,14 +19,18 @@ import tensorflow as tf
 
 from ctmri_tf import cli, configs, intensity, phantom, tiling
 from ctmri_tf.body_mask import body_mask
+from ctmri_tf.data_card import (SYNTHETIC_NOTE, OutOfDistributionWarning, build_data_card,
+                                card_dict)
 from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.io import Volume, read_image, read_volume
+from ctmri_tf.modality_rules import NO_NEGATIVE_MRI_LIKELIHOOD_RATIO, combine, physics_evidence
 from ctmri_tf.models import modality_classifier, stargan_generator
 from ctmri_tf.training.checkpointing import TrainingCheckpoint
 from ctmri_tf.training.run_dir import create_run_dir
 from ctmri_tf.training.stargan import StarGAN
 from ctmri_tf.translate import (AIR_HU, TILE_OVERLAP, TRANSLATED_MRI_RANGE, ModelSet,
                                 classify_modality, png_values, translate_file, translate_volume)
+from dataset_fixtures import TINY, tiny_dataset  # noqa: F401  (pytest fixture)
 from export.saved_model import (export_classifier, export_run, export_segmentation,
                                 export_stargan, read_export_info)
 from export.signatures import MRI_OUTPUT_RANGE
@@ -497,3 +501,150 @@ def test_existing_output_needs_overwrite_and_dicom_output_stays_outside_the_inpu
         translate_file(tmp_path / "ct", tmp_path / "x", source="mri", models=exports,
                        progress=False)
     assert not (tmp_path / "x").exists()
+
+
+# ----------------------------------------------------------------------------- modality rules
+
+@pytest.fixture(scope="module")
+def unsure_exports(tmp_path_factory, exports):
+    """StarGAN + a classifier that says 0.5 / 0.5 for every image."""
+    base = tmp_path_factory.mktemp("exports") / "unsure"
+    shutil.copytree(exports, base)
+    export_classifier(_classifier([0.0, 0.0]), base)
+    return base
+
+
+def test_physics_decides_a_ct_before_the_classifier(tmp_path, subject, exports,
+                                                    mri_classifier_exports):
+    # a constant-air CT and a phantom CT are CT by the air rule alone
+    air = physics_evidence(np.full((2, 16, 16), -1000.0, np.float32))
+    assert air.modality == "ct" and air.fraction_below_air == 1.0 and "-200" in air.rule
+    ct = physics_evidence(subject.ct)
+    assert ct.modality == "ct" and ct.fraction_below_air > 0.5
+    mri = physics_evidence(subject.mri)                     # magnitude signal: no negatives
+    assert mri.modality is None and mri.mri_likelihood_ratio == NO_NEGATIVE_MRI_LIKELIHOOD_RATIO
+    noisy = physics_evidence(subject.mri - 1.0)             # negatives, no air: no evidence
+    assert noisy.modality is None and noisy.mri_likelihood_ratio == 1.0
+    assert combine(0.5, 4.0) == pytest.approx(0.8) and combine(1.0, 4.0) == 1.0
+
+    path = write_nifti(tmp_path / "ct.nii.gz", subject.ct)
+    for models in (exports, mri_classifier_exports):        # no classifier / one that says MRI
+        lines = []
+        translate_file(path, tmp_path / f"{models.name}.nii.gz", models=models, progress=False,
+                       log=lines.append)
+        assert lines[0].startswith(f"{path}: CT (physics: ") and "classifier" not in lines[0]
+        assert read_volume(tmp_path / f"{models.name}.nii.gz").modality is None   # NIfTI
+
+
+def test_unsure_classifier_abstains_and_asks_for_from(mri_nifti, unsure_exports, tmp_path,
+                                                      capsys):
+    out = tmp_path / "ct.nii.gz"
+    # classifier 0.5, no negative value (MRI odds x 4): 0.8 < 0.9
+    with raises_naming(mri_nifti, r"cannot decide its modality with confidence: .*, "
+                                  r"probability 0\.800 with the physics evidence \(classifier "
+                                  r"alone 0\.500; physics: no value below 0.*confidence 0\.800 "
+                                  r"< 0\.9.*pass --from ct\|mri"):
+        translate_file(mri_nifti, out, models=unsure_exports, progress=False)
+    assert not out.exists()
+    assert cli.main(["translate", str(mri_nifti), str(out), "--models",
+                     str(unsure_exports)]) == 2
+    assert "pass --from ct|mri" in capsys.readouterr().err and not out.exists()
+    # a lower threshold, or --from, translates
+    assert cli.main(["translate", str(mri_nifti), str(out), "--models", str(unsure_exports),
+                     "--min-confidence", "0.75"]) == 0
+    printed = capsys.readouterr().out
+    assert "MRI (classifier" in printed and "classifier alone 0.500" in printed
+    assert cli.main(["translate", str(mri_nifti), str(out), "--models", str(unsure_exports),
+                     "--from", "mri", "--overwrite"]) == 0
+    # without the physics evidence (values below 0, no air) the classifier's 0.5 stands
+    shifted = write_nifti(tmp_path / "shifted.nii.gz", read_volume(mri_nifti).data - 1.0)
+    vote = classify_modality(read_volume(shifted), ModelSet(unsure_exports))
+    assert vote.confidence == pytest.approx(0.5)
+    with raises_naming(shifted, r"confidence 0\.500 < 0\.9"):
+        translate_file(shifted, tmp_path / "x.nii.gz", models=unsure_exports, progress=False)
+
+
+def test_dicom_modality_other_than_ct_or_mr_is_refused(tmp_path, subject, exports):
+    write_dicom_series(tmp_path / "us", np.rint(subject.mri * 50), modality="MR", Modality="US")
+    for source in (None, "mri"):
+        with raises_naming(tmp_path / "us", "DICOM Modality is 'US', neither CT nor MR.*not "
+                                            "even with --from"):
+            translate_file(tmp_path / "us", tmp_path / "out", source=source, models=exports,
+                           progress=False)
+    write_dicom_series(tmp_path / "ot", np.rint(subject.mri * 50), modality="MR", Modality="OT")
+    with raises_naming(tmp_path / "ot", "DICOM Modality is 'OT', which does not say.*pass "
+                                        "--from ct\\|mri"):
+        translate_file(tmp_path / "ot", tmp_path / "out", models=exports, progress=False)
+    translate_file(tmp_path / "ot", tmp_path / "out", source="mri", models=exports,
+                   progress=False)
+    assert read_volume(tmp_path / "out").modality == "ct"
+
+
+# ----------------------------------------------------------------------------- data card
+
+@pytest.fixture(scope="module")
+def carded_exports(tmp_path_factory, generator, tiny_dataset):
+    """StarGAN exported with the data card of the tiny phantom dataset (4 x 6 x 32 px)."""
+    name, data_dir = tiny_dataset
+    config = configs.override(configs.get_config("stargan", "smoke"),
+                              {"data.dataset_config": name, "data.data_dir": str(data_dir)})
+    card = build_data_card(config)
+    base = tmp_path_factory.mktemp("exports") / "carded"
+    export_stargan(generator, base, training_image_size=32, data_card=card)
+    return base, card
+
+
+def _phantom_nifti(path, volume, spacing_mm):
+    """A NIfTI volume of ``(slice, row, col)`` spacing ``spacing_mm``."""
+    affine = np.diag([spacing_mm[2], spacing_mm[1], spacing_mm[0], 1.0])
+    return write_nifti(path, volume, affine)
+
+
+def test_translate_prints_the_data_card_and_warns_far_from_it(tmp_path, carded_exports):
+    base, card = carded_exports
+    assert read_export_info(base / "stargan" / "1")["data_card"] == card_dict(card)
+    assert card.slices_sampled == 24 and card.note == SYNTHETIC_NOTE   # 2 subjects x 2 x 6
+
+    test_subject = phantom.make_subject(3, image_size=TINY["image_size"],
+                                        num_slices=TINY["num_slices"])   # a test subject
+    spacing = test_subject.spacing                                     # 24 x 7.5 x 7.5 mm
+    for modality, data in (("mri", test_subject.mri), ("ct", test_subject.ct)):
+        lines = []
+        translate_file(_phantom_nifti(tmp_path / f"{modality}.nii.gz", data, spacing),
+                       tmp_path / f"{modality}-out.nii.gz", source=modality, models=base,
+                       progress=False, log=lines.append)
+        assert any(line.startswith("data card: trained on ctmri/synthetic_4x6x32 at 32 px: head "
+                                   "(synthetic phantom") for line in lines), lines
+        assert f"data card: {SYNTHETIC_NOTE}" in lines
+        assert "data card: pixel spacing 7.50 mm, body extent" in "\n".join(lines)
+        assert not [line for line in lines if line.startswith("warning")], lines
+
+    # the same head 3x larger (3x the spacing): spacing and body extent are far from the card
+    big = _phantom_nifti(tmp_path / "big.nii.gz", test_subject.mri, [3 * s for s in spacing])
+    lines = []
+    translate_file(big, tmp_path / "big-out.nii.gz", source="mri", models=base, progress=False,
+                   log=lines.append)
+    warned = [line for line in lines if line.startswith("warning: ")]
+    assert len(warned) == 2, lines
+    assert warned[0].startswith("warning: pixel spacing 22.50 x 22.50 mm is outside the trained "
+                                "7.50-7.50 mm")
+    assert "warning: body extent" in warned[1] and "outside the trained" in warned[1]
+    # a CT stored without its rescale intercept (HU + 1024): intensities far from the card
+    lines = []
+    translate_file(_phantom_nifti(tmp_path / "raw.nii.gz", test_subject.ct + 1024.0, spacing),
+                   tmp_path / "raw-out.nii.gz", source="ct", models=base, progress=False,
+                   log=lines.append)
+    assert any(line.startswith("warning: CT intensities inside the body (p25/p50/p75 ")
+               and "rescale intercept" in line for line in lines), lines
+    # a CT given as MRI: the physics rules contradict --from (warned before translating)
+    lines = []
+    translate_file(_phantom_nifti(tmp_path / "ct.nii.gz", test_subject.ct, spacing),
+                   tmp_path / "as-mri.nii.gz", source="mri", models=base, progress=False,
+                   log=lines.append)
+    assert any(line.startswith("warning: --from says MRI but physics: ") for line in lines)
+    # without a log: Python warnings
+    with pytest.warns(OutOfDistributionWarning) as record:
+        translate_file(big, tmp_path / "big-out2.nii.gz", source="mri", models=base,
+                       progress=False)
+    assert [str(w.message) for w in record] == [f"{big}: {line[len('warning: '):]}"
+                                                for line in warned]

@@ -6,7 +6,11 @@
 
 The run folder holds ``config.json``, ``checkpoints/``, ``logs/`` (``tensorboard --logdir``),
 ``samples/`` (PNG rows of slices titled true -> predicted modality) and, at the end,
-``metrics.json``: accuracy of the whole ``validation`` and ``test`` splits (also in TensorBoard).
+``metrics.json``: accuracy of the whole ``validation`` and ``test`` splits (also in TensorBoard),
+and ``calibration.json``: the temperature ``T`` fitted on the validation split
+(``ctmri_tf.calibration``; every slice as it is plus, with ``data.augment``, one augmented view
+of it, so that T also reflects inputs unlike the phantom's grid), which
+``python -m export.saved_model`` builds into the export.
 Training batches: slices of both modalities of the ``train`` split labelled 0 = CT, 1 = MRI
 (shuffled with ``--seed``; background set to -1 when ``data.mask_inputs``); every
 ``schedule.validation_every`` steps the cross-entropy and accuracy of ``data.validation_batches``
@@ -16,9 +20,12 @@ from __future__ import annotations
 
 import sys
 
-from ctmri_tf import data
+import numpy as np
+
+from ctmri_tf import calibration, data
 from ctmri_tf.configs import ClassifierConfig
-from ctmri_tf.training.classifier import ModalityClassifier, evaluate_classifier
+from ctmri_tf.training.classifier import (ModalityClassifier, classifier_logits,
+                                          evaluate_classifier)
 from ctmri_tf.training.run_dir import write_final_metrics
 from train import common
 
@@ -55,6 +62,26 @@ def main(argv: list[str] | None = None) -> int:
     for split, metrics in results.items():
         print(f"{split}: accuracy {metrics['accuracy']:.4f} ({metrics['slices']} slices)",
               file=sys.stderr)
+    if "validation" in evaluation:
+        logits, labels = classifier_logits(task.model, evaluation["validation"])
+        if config.data.augment:
+            d = config.data
+            views = data.modality_batches("validation", d.validation_batch_size, d.image_size,
+                                          augment=True, shuffle=False, seed=config.seed + 1,
+                                          mask_inputs=d.mask_inputs, config=d.dataset_config,
+                                          data_dir=d.data_dir)
+            more_logits, more_labels = classifier_logits(task.model, views)
+            logits, labels = (np.concatenate([logits, more_logits]),
+                              np.concatenate([labels, more_labels]))
+        record = calibration.calibration_record(logits, labels, split="validation")
+    else:
+        record = calibration.calibration_record([], [], split=None)
+    written = calibration.write_calibration(prepared.run.root, record,
+                                            enabled=strategy.extended.should_checkpoint)
+    print(f"calibration: temperature {record['temperature']:.3f} on "
+          f"{record['split'] or 'no validation split (T = 1)'}"
+          + (f", NLL {record['nll_before']:.4f} -> {record['nll_after']:.4f} nats"
+             if record["split"] else "") + f" ({written})", file=sys.stderr)
     print(common.done_message(result, config, f", metrics {path}"), file=sys.stderr)
     return 0
 

@@ -13,7 +13,10 @@ logged as ``validation/accuracy``, ``test/accuracy``, ... and written to ``<run_
 
 Inputs are normalised without the label's help: every slice, CT or MRI, by its own percentiles
 (``ctmri_tf.intensity.percentile_to_unit``, in ``modality_batches``), as the exported ``classify``
-signature does.
+signature does. With ``data.augment`` (every preset) each training slice is a new random view
+(field of view, size, resolution, noise; MRI bias field and contrast gamma) every time it is
+drawn. After training, ``python -m train.classifier`` fits a temperature on the validation split
+(:func:`classifier_logits`, ``ctmri_tf.calibration``) that the export builds in.
 
 The evaluation uses the classifier to tell whether translated slices look like the target
 modality (``ctmri_tf.evaluate.evaluate(..., classifier=...)``); :func:`load_classifier` gives it
@@ -108,6 +111,21 @@ class ModalityClassifier:
         return [[np.asarray(image) for image in images]], titles
 
 
+def classifier_logits(model: keras.Model, dataset: tf.data.Dataset
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits (N, 2) float32, labels (N,) int64)`` of every ``(image, label)`` batch of a
+    finite dataset (N = 0 when it is empty); inference mode, in a ``tf.function``."""
+    logits_of = tf.function(lambda images: model(images, training=False),
+                            input_signature=[tf.TensorSpec(model.input_shape, tf.float32)])
+    labels, logits = [], []
+    for images, batch_labels in dataset:
+        logits.append(logits_of(tf.cast(images, tf.float32)).numpy())
+        labels.append(np.asarray(batch_labels, np.int64))
+    if not labels:
+        return np.zeros((0, len(MODALITIES)), np.float32), np.zeros((0,), np.int64)
+    return np.concatenate(logits), np.concatenate(labels)
+
+
 def evaluate_classifier(model: keras.Model, datasets: Mapping[str, tf.data.Dataset]
                         ) -> dict[str, dict]:
     """Accuracy of ``model`` on each dataset of ``(image, label)`` batches.
@@ -124,17 +142,11 @@ def evaluate_classifier(model: keras.Model, datasets: Mapping[str, tf.data.Datas
     Raises:
         CtmriInputError: a dataset is empty (naming the split).
     """
-    logits_of = tf.function(lambda images: model(images, training=False),
-                            input_signature=[tf.TensorSpec(model.input_shape, tf.float32)])
     results = {}
     for split, dataset in datasets.items():
-        labels, logits = [], []
-        for images, batch_labels in dataset:
-            logits.append(logits_of(tf.cast(images, tf.float32)).numpy())
-            labels.append(np.asarray(batch_labels, np.int64))
-        if not labels:
+        logits, labels = classifier_logits(model, dataset)
+        if not len(labels):
             raise CtmriInputError(None, f"the {split} dataset holds no image to evaluate")
-        labels, logits = np.concatenate(labels), np.concatenate(logits)
         predicted = logits.argmax(axis=-1)
         confusion = np.zeros((len(MODALITIES), len(MODALITIES)), np.int64)
         np.add.at(confusion, (labels, predicted), 1)
