@@ -590,7 +590,8 @@ def carded_exports(tmp_path_factory, generator, tiny_dataset):
                               {"data.dataset_config": name, "data.data_dir": str(data_dir)})
     card = build_data_card(config)
     base = tmp_path_factory.mktemp("exports") / "carded"
-    export_stargan(generator, base, training_image_size=32, data_card=card)
+    export_stargan(generator, base, training_image_size=32, training_pixel_spacing_mm=(7.5, 7.5),
+                   data_card=card)
     return base, card
 
 

@@ -21,6 +21,10 @@ def identity_models(tmp_path, monkeypatch):
     (base / "stargan").mkdir(parents=True)
     monkeypatch.setattr(ModelSet, "translate_unit", lambda self, images, source, target: images)
     monkeypatch.setattr(ModelSet, "describe_translator", lambda self, source, target: "identity")
+    # what an export records beside the model: no data card, trained at the input's own spacing
+    monkeypatch.setattr(ModelSet, "data_card", lambda self, source, target: None)
+    monkeypatch.setattr(ModelSet, "pixel_spacing", lambda self: None)
+    monkeypatch.setattr(ModelSet, "warn_matrix_resize", lambda self, size: None)
     return base
 
 
