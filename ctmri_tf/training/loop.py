@@ -3,7 +3,9 @@
 An algorithm (StarGAN, CycleGAN, a segmenter) implements :class:`TrainingTask`: it owns its
 models and optimizers and defines one replica's train step. :func:`train` does the rest:
 
-* distributes the input with ``strategy.experimental_distribute_dataset`` and runs each step
+* distributes the input with ``strategy.experimental_distribute_dataset`` (auto-shard policy
+  ``DATA``: each worker of a multi-worker run takes its replicas' slices of every global batch of
+  the same deterministic stream) and runs each step
   as ``strategy.run`` inside a ``tf.function``, summing the replicas' losses with
   ``strategy.reduce`` (each replica's loss is already divided by the *global* batch size);
 * draws each step's random seed from a checkpointed ``tf.random.Generator`` in cross-replica
@@ -72,7 +74,8 @@ class TrainingResult:
         history: ``(step, losses)`` every ``log_every`` steps (and at the last step); ``losses``
             holds the values of that step's losses only (float).
         validation: ``(step, metrics)`` each time validation ran (means over the validation set).
-        checkpoint: prefix of the last checkpoint written.
+        checkpoint: prefix of the last checkpoint written (``None`` on a non-chief worker of a
+            multi-worker run: the chief writes the run's checkpoints).
         seconds_per_step: mean wall time of a step, excluding each step kind's first
             (tracing) call; ``nan`` if too few steps ran.
     """
@@ -183,7 +186,7 @@ def _train(task: TrainingTask, *, strategy: tf.distribute.Strategy,
     if sample_batch is None:
         sample_batch = next(iter(train_dataset.take(1)))
     dataset = train_dataset.skip(start) if start else train_dataset
-    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    iterator = iter(strategy.experimental_distribute_dataset(_shard_by_data(dataset)))
 
     # ``kind`` is a Python string: one trace per kind (StarGAN: critic only / critic + generator).
     @tf.function
@@ -243,9 +246,22 @@ def _train(task: TrainingTask, *, strategy: tf.distribute.Strategy,
     finally:
         bar.close()
         writer.close()
+        checkpoint.close()
+    if not chief:          # its checkpoints were scratch copies, deleted by close()
+        last_checkpoint = None
     return TrainingResult(start_step=start, step=int(step.numpy()), history=history,
                           validation=validation, checkpoint=last_checkpoint,
                           seconds_per_step=float(np.mean(durations)) if durations else float("nan"))
+
+
+def _shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """``dataset`` with the ``DATA`` auto-shard policy: with several workers each one runs the
+    whole (deterministic) pipeline and keeps its replicas' slices of every global batch, so the
+    all-reduced update equals one process's on the same global batch (``AUTO`` would shard the
+    tfds files between the workers: other batches, and an error with fewer files than workers)."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def _write_samples(task: TrainingTask, batch, writer: SummaryWriter, run_dir: RunDir,
