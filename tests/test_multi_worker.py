@@ -170,7 +170,7 @@ def test_only_the_chief_writes_the_shared_run_folder(runs):
     assert (run / "checkpoints" / f"ckpt-{STEPS}.index").is_file()
     assert (run / "samples" / f"step_{STEPS:07d}.png").is_file()
     # one TensorBoard event file, the chief's (the file name holds the writer's pid)
-    events = list((run / "logs").glob("events.out.tfevents.*"))
+    events = list(run.glob("events.out.tfevents.*"))
     assert len(events) == 1 and f".{pids['worker0']}." in events[0].name, events
     # the non-chief's scratch checkpoints (collective saves) went to its temp folder, deleted
     assert not list((tmp / "worker1_tmp").glob("ctmri-ckpt-*"))

@@ -39,7 +39,12 @@ from ctmri_tf.training.summaries import SummaryWriter
 
 class TrainingTask(Protocol):
     """What :func:`train` needs from an algorithm. Models and optimizers must have been built
-    under the strategy's scope (optimizers with ``optimizer.build(model.trainable_variables)``)."""
+    under the strategy's scope (optimizers with ``optimizer.build(model.trainable_variables)``).
+
+    Optional: ``validation_tags()`` -> ``{metric: (tag, description)}`` (how the validation
+    metrics are tagged under ``validation/``, see ``SummaryWriter.scalars``) and
+    ``hparam_metrics()`` -> ``[(tag under validation/, display name)]`` (declared to the
+    HParams dashboard)."""
 
     def checkpoint_objects(self) -> dict[str, Any]:
         """Models, optimizers and other trackables to checkpoint, by name."""
@@ -61,7 +66,8 @@ class TrainingTask(Protocol):
         """Per-example metric vectors ``(B,)`` on one validation batch (cross-replica context)."""
 
     def sample_rows(self, batch: Any) -> tuple[list[list[np.ndarray]], list[str]]:
-        """Rows of 2-D images in [-1, 1] and the column titles for an image grid."""
+        """Rows of 2-D images in [-1, 1] and the column titles for an image grid (optionally a
+        third item: a label for each row)."""
 
 
 @dataclasses.dataclass
@@ -178,7 +184,10 @@ def _train(task: TrainingTask, *, strategy: tf.distribute.Strategy,
     until = total if stop_at is None else max(start, min(int(stop_at), total))
     writer = SummaryWriter(run_dir.logs, enabled=strategy.extended.should_save_summary)
     if hparams:
-        writer.hparams(hparams, trial_id=run_dir.root.name)
+        writer.hparams(hparams, trial_id=run_dir.root.name,
+                       metrics=[(f"validation/{tag}", name) for tag, name
+                                in getattr(task, "hparam_metrics", lambda: ())()])
+    tags = getattr(task, "validation_tags", dict)()
 
     sample_batch = None
     if validation_dataset is not None:
@@ -237,7 +246,7 @@ def _train(task: TrainingTask, *, strategy: tf.distribute.Strategy,
             if validation_dataset is not None and _due(done, schedule.validation_every, total):
                 metrics = _evaluate(metrics_fn, validation_dataset)
                 validation.append((done, metrics))
-                writer.scalars(done, metrics, prefix="validation/")
+                writer.scalars(done, metrics, prefix="validation/", tags=tags)
             if _due(done, schedule.sample_every, total):
                 _write_samples(task, sample_batch, writer, run_dir, done)
             if _due(done, schedule.checkpoint_every, total) or done == until:
@@ -266,9 +275,10 @@ def _shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
 
 def _write_samples(task: TrainingTask, batch, writer: SummaryWriter, run_dir: RunDir,
                    step: int) -> None:
-    rows, titles = task.sample_rows(batch)
-    grid = visualize.image_grid(rows, titles=titles)
+    rows, titles, *labels = task.sample_rows(batch)
+    kwargs = dict(titles=titles, row_labels=labels[0] if labels else None)
+    grid = visualize.image_grid(rows, **kwargs)
     writer.image(step, "samples", grid)
     if writer.enabled:
-        visualize.save_grid_png(run_dir.samples / f"step_{step:07d}.png", rows, titles=titles,
-                                overwrite=True)
+        visualize.save_grid_png(run_dir.samples / f"step_{step:07d}.png", rows, overwrite=True,
+                                **kwargs)
