@@ -334,6 +334,10 @@ def test_cli_run_writes_config_checkpoints_tensorboard_and_samples(tmp_path, sli
     assert sorted(p.name for p in root.iterdir() if not p.name.startswith("events.out.")) == [
         "checkpoints", "config.json", "samples"]
     assert len(list(root.glob("events.out.tfevents.*"))) == 1
+    from tensorboard.backend.event_processing import plugin_event_multiplexer
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(tmp_path))       # as `tensorboard --logdir <parent>`
+    assert list(multiplexer.Runs()) == ["run"]              # the run folder's name, not run/logs
     assert (root / "checkpoints" / "ckpt-4.index").is_file()
     assert sorted(p.name for p in (root / "samples").iterdir()) == ["step_0000002.png",
                                                                     "step_0000004.png"]
