@@ -34,6 +34,8 @@ TITLE_HEIGHT_PX = 18
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _MAX_FONT_SCALE = 0.45
 _MIN_FONT_SCALE = 0.25
+ROW_LABEL_FONT_SCALE = 0.3
+"""Font scale of the row labels of :func:`image_grid` (small: cells may be 32 px high)."""
 
 
 def _as_2d(image) -> np.ndarray:
@@ -90,9 +92,26 @@ def _fit_title(text: str, width: int) -> tuple[str, float]:
     return text, scale
 
 
+def _label_width(labels: Sequence[str]) -> int:
+    """Width of the row-label band: the longest label at :data:`ROW_LABEL_FONT_SCALE`."""
+    widest = max(cv2.getTextSize(line, _FONT, ROW_LABEL_FONT_SCALE, 1)[0][0]
+                 for label in labels for line in str(label).split("\n"))
+    return widest + 6
+
+
+def _draw_label(grid: np.ndarray, label: str, y0: int, cell_h: int) -> None:
+    """``label``'s lines (split at newlines) left-aligned, centred on the row's height."""
+    lines = str(label).split("\n")
+    line_h = cv2.getTextSize("Ag", _FONT, ROW_LABEL_FONT_SCALE, 1)[0][1] + 4
+    y = y0 + (cell_h - len(lines) * line_h) // 2 + line_h - 2
+    for line in lines:
+        cv2.putText(grid, line, (3, y), _FONT, ROW_LABEL_FONT_SCALE, 255, 1, cv2.LINE_AA)
+        y += line_h
+
+
 def image_grid(rows: Sequence[Sequence], *, titles: Sequence[str] | None = None,
                value_ranges: Sequence[tuple[float, float] | str] | tuple[float, float] | str
-               | None = None) -> np.ndarray:
+               | None = None, row_labels: Sequence[str] | None = None) -> np.ndarray:
     """Tile 2-D images into one grayscale picture with thin separators.
 
     Args:
@@ -104,6 +123,9 @@ def image_grid(rows: Sequence[Sequence], *, titles: Sequence[str] | None = None,
         value_ranges: the display range of each column (a list, one per column), or one range for
             all columns; each is a ``(low, high)`` tuple in the column's units or :data:`MINMAX`.
             Default: model space ``(-1, 1)`` for every column.
+        row_labels: optional text for each row (e.g. the translation direction), drawn with
+            ``cv2.putText`` in a black band left of the cells, as wide as the longest label
+            (a ``"\\n"`` starts a second line).
 
     Returns:
         ``np.uint8`` array ``(H, W)``: cells separated by :data:`SEPARATOR_PX`-pixel gray lines.
@@ -125,6 +147,9 @@ def image_grid(rows: Sequence[Sequence], *, titles: Sequence[str] | None = None,
                                         f"{num_cols} columns")
     if titles is not None and len(titles) != num_cols:
         raise CtmriInputError(None, f"titles has {len(titles)} entries for {num_cols} columns")
+    if row_labels is not None and len(row_labels) != len(rows):
+        raise CtmriInputError(None, f"row_labels has {len(row_labels)} entries for {len(rows)} "
+                                    f"rows")
 
     cells = [[None if image is None else to_uint8(image, ranges[c]) for c, image in enumerate(row)]
              for row in rows]
@@ -135,15 +160,20 @@ def image_grid(rows: Sequence[Sequence], *, titles: Sequence[str] | None = None,
     cell_w = max(w for _, w in shapes)
     sep = SEPARATOR_PX
     top = TITLE_HEIGHT_PX + sep if titles is not None else 0
+    left = _label_width(row_labels) + sep if row_labels is not None else 0
     height = top + len(rows) * cell_h + (len(rows) - 1) * sep
-    width = num_cols * cell_w + (num_cols - 1) * sep
+    width = left + num_cols * cell_w + (num_cols - 1) * sep
     grid = np.full((height, width), SEPARATOR_GRAY, np.uint8)
     if titles is not None:
         grid[:TITLE_HEIGHT_PX] = 0
+    if row_labels is not None:
+        grid[:, :left - sep] = 0
     for r, row in enumerate(cells):
         y0 = top + r * (cell_h + sep)
+        if row_labels is not None:
+            _draw_label(grid, row_labels[r], y0, cell_h)
         for c in range(num_cols):
-            x0 = c * (cell_w + sep)
+            x0 = left + c * (cell_w + sep)
             grid[y0:y0 + cell_h, x0:x0 + cell_w] = 0
             cell = row[c] if c < len(row) else None
             if cell is None:
@@ -154,7 +184,7 @@ def image_grid(rows: Sequence[Sequence], *, titles: Sequence[str] | None = None,
         for c, title in enumerate(titles):
             text, scale = _fit_title(str(title), cell_w)
             (text_w, text_h), _ = cv2.getTextSize(text, _FONT, scale, 1)
-            x = c * (cell_w + sep) + max(0, (cell_w - text_w) // 2)
+            x = left + c * (cell_w + sep) + max(0, (cell_w - text_w) // 2)
             y = (TITLE_HEIGHT_PX + text_h) // 2
             cv2.putText(grid, text, (x, y), _FONT, scale, 255, 1, cv2.LINE_AA)
     return grid
@@ -168,7 +198,7 @@ def save_grid_png(path: str | os.PathLike, rows: Sequence[Sequence], *, overwrit
         path: the ``.png`` file to write.
         rows: see :func:`image_grid`.
         overwrite: replace an existing file (otherwise an existing ``path`` is an error).
-        **kwargs: ``titles`` and ``value_ranges`` of :func:`image_grid`.
+        **kwargs: ``titles``, ``value_ranges`` and ``row_labels`` of :func:`image_grid`.
 
     Returns:
         The path written.

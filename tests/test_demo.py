@@ -45,7 +45,7 @@ def test_demo_builds_the_dataset_and_writes_the_contact_sheet(tmp_path, capsys, 
     for experiment in ("stargan", "segmentation", "classifier"):
         run = out / "runs" / f"{experiment}-smoke"
         assert json.loads((run / "config.json").read_text())["schedule"]["steps"] == STEPS
-        assert list((run / "logs").glob("events.out.tfevents.*")), experiment
+        assert list(run.glob("events.out.tfevents.*")), experiment
         assert (run / "checkpoints" / f"ckpt-{STEPS}.index").is_file(), experiment
     for experiment in ("segmentation", "classifier"):           # final metrics of both splits
         metrics = json.loads((out / "runs" / f"{experiment}-smoke" / "metrics.json").read_text())

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ctmri_tf import configs, intensity
+from ctmri_tf import configs, intensity, visualize
 from ctmri_tf.phantom import make_subject
 from ctmri_tf.training import loop, run_dir as run_dirs
 from ctmri_tf.training.stargan import StarGAN, load_stargan_generator
@@ -330,13 +330,19 @@ def test_cli_run_writes_config_checkpoints_tensorboard_and_samples(tmp_path, sli
     config = configs.from_json((root / "config.json").read_text())
     assert config.model.ct_windows() == ((0.0, 80.0),)
     assert (config.schedule.steps, config.schedule.decay_steps, config.loss.n_critic) == (4, 2, 2)
-    assert sorted(p.name for p in root.iterdir()) == ["checkpoints", "config.json", "logs",
-                                                      "samples"]
+    # TensorBoard events in the run folder itself: `tensorboard --logdir runs/` names it "run"
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith("events.out.")) == [
+        "checkpoints", "config.json", "samples"]
+    assert len(list(root.glob("events.out.tfevents.*"))) == 1
+    from tensorboard.backend.event_processing import plugin_event_multiplexer
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(tmp_path))       # as `tensorboard --logdir <parent>`
+    assert list(multiplexer.Runs()) == ["run"]              # the run folder's name, not run/logs
     assert (root / "checkpoints" / "ckpt-4.index").is_file()
     assert sorted(p.name for p in (root / "samples").iterdir()) == ["step_0000002.png",
                                                                     "step_0000004.png"]
 
-    events = _events(root / "logs")
+    events = _events(root)
     for name in ("d_adv", "d_cls", "d_gp", "d_total", "g_adv", "g_cls", "g_rec", "g_total"):
         assert set(events[f"loss/{name}"]) == {2, 4}
     # learning rates after step 2 (hand-computed, 4 steps, decay over the last 2): the critic's
@@ -345,8 +351,25 @@ def test_cli_run_writes_config_checkpoints_tensorboard_and_samples(tmp_path, sli
           for name in ("discriminator", "generator")}
     assert lr["discriminator"] == pytest.approx(1e-4) and lr["generator"] == pytest.approx(5e-5)
     assert events["samples"][4].metadata.plugin_data.plugin_name == "images"
+    # the grid: 2 examples x 2 directions x (brain, bone window) rows of input | translated |
+    # reconstructed | ground truth, 32 px cells, a title band and a row-label band
+    grid = tf.image.decode_png(events["samples"][4].tensor.string_val[2]).numpy()
+    assert grid.shape[0] == 18 + 2 + 8 * 32 + 7 * 2
+    assert grid.shape[1] - (4 * 32 + 3 * 2) > 30              # labels, left of the cells
     hparams = events["_hparams_/session_start_info"][0].metadata.plugin_data
     assert hparams.plugin_name == "hparams" and b"model.generator_filters" in hparams.content
+    # the HParams dashboard is told which scalars are the run's metrics
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        events["_hparams_/experiment"][0].metadata.plugin_data.content).experiment
+    assert [m.name.tag for m in experiment.metric_infos] == [
+        "validation/mri_to_ct/psnr_db_hu_range", "validation/mri_to_ct/ssim_hu_range",
+        "validation/mri_to_ct/mae_hu", "validation/ct_to_mri/psnr_db_unit_range",
+        "validation/ct_to_mri/ssim_unit_range"]
+    assert experiment.metric_infos[0].display_name == "MRI->CT PSNR (dB, CT -1024..3000 HU)"
+    assert {h.name for h in experiment.hparam_infos} >= {"model.generator_filters", "strategy"}
+    for tag in (m.name.tag for m in experiment.metric_infos):
+        assert 4 in events[tag], tag                          # the final value, at the last step
 
     # the validation scalars equal PSNR/SSIM recomputed from the final checkpoint's generator
     task = StarGAN(config, make_strategy("default"))
@@ -354,13 +377,23 @@ def test_cli_run_writes_config_checkpoints_tensorboard_and_samples(tmp_path, sli
         str(root / "checkpoints" / "ckpt-4")).expect_partial()
     fake_ct = task.translate(mri[:2], 0).numpy()
     mse = np.mean(((np.clip(fake_ct, -1, 1) + 1) / 2 - (ct[:2] + 1) / 2) ** 2, axis=(1, 2, 3))
-    psnr = float(tf.make_ndarray(events["validation/psnr_mri_to_ct"][4].tensor))
-    assert psnr == pytest.approx(np.mean(10 * np.log10(1.0 / mse)), abs=1e-3)
-    for tag in ("ssim_mri_to_ct", "psnr_ct_to_mri", "ssim_ct_to_mri"):
+    psnr = events["validation/mri_to_ct/psnr_db_hu_range"][4]
+    assert float(tf.make_ndarray(psnr.tensor)) == pytest.approx(
+        np.mean(10 * np.log10(1.0 / mse)), abs=1e-3)
+    # the tag names direction and scale; its description says them in words
+    assert "-1024..3000 HU" in psnr.metadata.summary_description
+    mae = float(tf.make_ndarray(events["validation/mri_to_ct/mae_hu"][4].tensor))
+    assert mae == pytest.approx(np.mean(np.abs(np.clip(fake_ct, -1, 1) - ct[:2])) * 2012, rel=1e-4)
+    for tag in ("mri_to_ct/ssim_hu_range", "ct_to_mri/psnr_db_unit_range",
+                "ct_to_mri/ssim_unit_range"):
         assert 4 in events[f"validation/{tag}"]
+        assert "[0, 1]" in events[f"validation/{tag}"][4].metadata.summary_description
+    assert "MRI scale" in events["validation/ct_to_mri/ssim_unit_range"][4] \
+        .metadata.summary_description
     # the identity baseline beside it: the MRI itself scored against the CT
     identity_mse = np.mean(((mri[:2] + 1) / 2 - (ct[:2] + 1) / 2) ** 2, axis=(1, 2, 3))
-    identity = float(tf.make_ndarray(events["validation/identity_psnr_mri_to_ct"][4].tensor))
+    identity = float(tf.make_ndarray(
+        events["validation/mri_to_ct/identity_psnr_db_hu_range"][4].tensor))
     assert identity == pytest.approx(np.mean(10 * np.log10(1.0 / identity_mse)), abs=1e-3)
 
     # the any-size generator restored from the run keeps the brain-window input channel
@@ -369,6 +402,26 @@ def test_cli_run_writes_config_checkpoints_tensorboard_and_samples(tmp_path, sli
         [(float(intensity.ct_to_unit(0.0)), float(intensity.ct_to_unit(80.0)))])
     label = np.tile(np.float32([[1, 0]]), (2, 1))
     np.testing.assert_allclose(loaded([mri[:2], label]), fake_ct, atol=1e-5)
+
+
+def test_sample_grid_drops_the_reconstructed_column_without_the_cycle_term(slices):
+    ct, mri = slices
+    batch = next(iter(paired_validation(ct, mri)))
+    grids = {}
+    for lambda_rec in (10.0, 0.0):
+        task = StarGAN(smoke_config(**{"loss.lambda_rec": lambda_rec}), make_strategy("default"))
+        rows, titles, labels = task.sample_rows(batch)
+        grids[lambda_rec] = visualize.image_grid(rows, titles=titles, row_labels=labels)
+        assert len(rows) == len(labels) == 8                 # 2 examples x 2 directions x 2
+        assert labels[:2] == ["MRI->CT\nCT 0..80 HU", "MRI->CT\nCT -450..1050 HU"]
+        assert labels[4:6] == ["CT->MRI\nCT 0..80 HU", "CT->MRI\nCT -450..1050 HU"]
+        # bone-window rows show only the CT cells: MRI->CT translated and ground truth
+        assert [cell is None for cell in rows[1]] == (
+            [True, False, True, False] if lambda_rec else [True, False, False])
+        assert titles == (["input", "translated", "reconstructed", "ground truth"] if lambda_rec
+                          else ["input", "translated", "ground truth"])
+    assert grids[10.0].shape[0] == grids[0.0].shape[0]
+    assert grids[10.0].shape[1] - grids[0.0].shape[1] == SIZE + 2    # one column less
 
 
 def test_cli_without_built_dataset_says_how_to_build_it(tmp_path, capsys):
@@ -438,7 +491,8 @@ def test_mirrored_over_two_devices_matches_one_device(mirrored_process):
             assert got[name] == pytest.approx(want[name], rel=1e-5, abs=1e-6), (step, name)
     (step, want), = single["validation"]
     names = {"psnr_mri_to_ct", "ssim_mri_to_ct", "psnr_ct_to_mri", "ssim_ct_to_mri"}
-    assert step == 3 and set(want) == names | {f"identity_{n}" for n in names}
+    assert step == 3 and set(want) == names | {f"identity_{n}" for n in names} | {
+        "mae_hu_mri_to_ct"}
     assert mirrored["validation"][0][1] == pytest.approx(want, rel=1e-5)
     assert "data.batch_size=6 must be divisible by 2 x 2 replicas" in out["split_error"]
 

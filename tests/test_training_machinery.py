@@ -196,8 +196,9 @@ def test_fused_adam_follows_keras_adam_and_the_decay_schedule():
 def test_run_dir_layout_and_refusals(tmp_path):
     config = configs.get_config("stargan", "smoke")
     run = run_dirs.create_run_dir(tmp_path / "run", config)
-    assert sorted(p.name for p in run.root.iterdir()) == ["checkpoints", "config.json", "logs",
+    assert sorted(p.name for p in run.root.iterdir()) == ["checkpoints", "config.json",
                                                           "samples"]
+    assert run.logs == run.root     # TensorBoard names the run by its folder
     assert run.config_path.read_text() == configs.to_json(config)
     assert run_dirs.open_run_dir(run.root)[1] == config
     with pytest.raises(CtmriInputError, match="--resume") as err:
@@ -209,6 +210,9 @@ def test_run_dir_layout_and_refusals(tmp_path):
         run_dirs.open_run_dir(tmp_path / "missing")
     assert err.value.path == str(tmp_path / "missing")
     assert str(run_dirs.default_run_dir(config)) == "runs/stargan-smoke"
+    # a run folder of the earlier layout keeps its events in logs/ when resumed
+    (run.root / "logs").mkdir()
+    assert run_dirs.open_run_dir(run.root)[0].logs == run.root / "logs"
 
 
 # ------------------------------------------------------------------------------ checkpoints

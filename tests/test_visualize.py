@@ -84,6 +84,19 @@ def test_image_grid_checks_titles_and_ranges_against_columns():
         image_grid([[np.zeros((2, 2)), np.zeros((2, 2))]], value_ranges=[MINMAX] * 3)
 
 
+def test_image_grid_row_labels_in_a_band_left_of_the_cells():
+    rows = [[np.zeros((24, 10)), np.zeros((24, 10))], [np.zeros((24, 10)), None]]
+    plain = image_grid(rows)
+    labelled = image_grid(rows, row_labels=["MRI->CT\nCT 0..80 HU", "CT->MRI"])
+    band = labelled.shape[1] - plain.shape[1]
+    assert labelled.shape[0] == plain.shape[0] and band > 30
+    np.testing.assert_array_equal(labelled[:, band:], plain)     # cells unchanged, shifted
+    assert labelled[:24, :band - SEPARATOR_PX].max() > 128         # text drawn in row 1 ...
+    assert labelled[26:, :band - SEPARATOR_PX].max() > 128         # ... and in row 2
+    with pytest.raises(CtmriInputError, match="row_labels has 1 entries for 2 rows"):
+        image_grid(rows, row_labels=["one"])
+
+
 def test_save_grid_png_round_trip_and_refuses_to_overwrite(tmp_path):
     rng = np.random.default_rng(0)
     rows = [[rng.uniform(-1, 1, (8, 8)) for _ in range(3)] for _ in range(2)]

@@ -4,7 +4,7 @@
     python -m train.classifier --strategy mirrored --preset demo --data-dir DATA \\
         [--run-dir runs/classifier-demo] [--resume] [--set model.filters=16]
 
-The run folder holds ``config.json``, ``checkpoints/``, ``logs/`` (``tensorboard --logdir``),
+The run folder holds ``config.json``, ``checkpoints/``, TensorBoard events (``--logdir runs/``),
 ``samples/`` (PNG rows of slices titled true -> predicted modality) and, at the end,
 ``metrics.json``: accuracy of the whole ``validation`` and ``test`` splits (also in TensorBoard),
 and ``calibration.json``: the temperature ``T`` fitted on the validation split

@@ -175,10 +175,13 @@ def prepare(args: argparse.Namespace, experiment: str,
     base = configs.get_config(experiment, preset)
     config = configs.override(base, collect_overrides(args, base))
     root = Path(args.run_dir) if args.run_dir else run_dirs.default_run_dir(config)
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+    strategy = make_strategy(args.strategy)
+    # only the chief creates (so checks) the folder: a non-chief worker sharing it may see the
+    # chief's files already there
+    if strategy.extended.should_checkpoint and root.exists() and (
+            not root.is_dir() or any(root.iterdir())):
         raise CtmriInputError(root, "already exists and is not an empty folder; pass --resume "
                                     "to continue that run or choose another --run-dir")
-    strategy = make_strategy(args.strategy)
     configure_keras(config.seed, config.precision)       # tf.data shuffles use the global seed
     inputs = _make_inputs(make_inputs, config, args)
     config = data.resolve_pixel_spacing(config)           # config.json: data.pixel_spacing_mm
@@ -325,9 +328,11 @@ def train(task, prepared: Prepared, args: argparse.Namespace, title: str, *,
 
 
 def done_message(result, config: configs.ExperimentConfig, extra: str = "") -> str:
-    """``done: step N/M, S s/step, checkpoint PATH<extra>``."""
+    """``done: step N/M, S s/step, checkpoint PATH<extra>`` (a non-chief worker: ``checkpoint
+    written by the chief``)."""
+    checkpoint = result.checkpoint or "written by the chief"
     return (f"done: step {result.step}/{config.schedule.steps}, "
-            f"{result.seconds_per_step:.3f} s/step, checkpoint {result.checkpoint}{extra}")
+            f"{result.seconds_per_step:.3f} s/step, checkpoint {checkpoint}{extra}")
 
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:

@@ -6,8 +6,10 @@
 
 One run trains both generators (CT->MRI and MRI->CT); ``--direction`` (default mri2ct) records
 which one is the run's primary model for export and evaluation (``<run-dir>/direction.json``).
-The run folder holds ``config.json``, ``checkpoints/``, ``logs/`` (``tensorboard --logdir``) and
-``samples/`` (PNG grids: input | translated | reconstructed | ground truth).
+The run folder holds ``config.json``, ``checkpoints/``, the TensorBoard events
+(``tensorboard --logdir runs/`` shows the run by its folder name) and ``samples/`` (PNG grids,
+rows labelled MRI->CT / CT->MRI with CT in a brain and a bone window: input | translated |
+reconstructed | ground truth).
 Training batches: ``data.batch_size`` CT and as many MRI slices of the ``train`` split
 (unpaired, shuffled with ``--seed``); validation: paired MRI/CT slices of the ``validation``
 split (PSNR/SSIM of MRI->CT and CT->MRI).

@@ -4,7 +4,7 @@
     python -m train.segmentation --strategy mirrored --preset demo --data-dir DATA \\
         [--run-dir runs/segmentation-demo] [--resume] [--set model.width=32]
 
-The run folder holds ``config.json``, ``checkpoints/``, ``logs/`` (``tensorboard --logdir``),
+The run folder holds ``config.json``, ``checkpoints/``, TensorBoard events (``--logdir runs/``),
 ``samples/`` (PNG grids: image | predicted mask | true mask) and, at the end, ``metrics.json``:
 mean IoU and Dice of the whole ``validation`` and ``test`` splits (also in TensorBoard).
 Training batches: slices of both modalities of the ``train`` split with their body masks

@@ -4,8 +4,10 @@
     python -m train.stargan --strategy mirrored --preset demo --data-dir DATA \\
         [--run-dir runs/stargan-demo] [--resume] [--set loss.lambda_rec=5]
 
-The run folder holds ``config.json``, ``checkpoints/``, ``logs/`` (``tensorboard --logdir``) and
-``samples/`` (PNG grids: input | translated | reconstructed | ground truth).
+The run folder holds ``config.json``, ``checkpoints/``, the TensorBoard events
+(``tensorboard --logdir runs/`` shows the run by its folder name) and ``samples/`` (PNG grids,
+rows labelled MRI->CT / CT->MRI with CT in a brain and a bone window: input | translated |
+reconstructed, without it when ``loss.lambda_rec`` is 0 | ground truth).
 Training batches: ``data.batch_size / 2`` CT and as many MRI slices of the ``train`` split
 (unpaired, shuffled with ``--seed``; registered pairs with ``--set loss.lambda_paired=100``);
 validation: paired MRI/CT slices of the ``validation``

@@ -5,7 +5,7 @@ Modules, each holding one thing:
     runtime        ``configure_keras(seed, precision)``: seeds and the Keras dtype policy
     schedules      learning-rate schedules (linear decay to zero over the last steps) and the
                    Adam optimizer every trainer builds with one
-    run_dir        the run folder: ``config.json``, ``checkpoints/``, ``logs/``, ``samples/``,
+    run_dir        the run folder: ``config.json``, ``checkpoints/``, events, ``samples/``,
                    ``metrics.json``
     checkpointing  models, optimizers, step counter and RNG state in one ``tf.train.Checkpoint``
     restore        a trained model out of a run folder (the trainers' ``load_*`` functions)

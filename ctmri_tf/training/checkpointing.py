@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -39,7 +40,8 @@ class TrainingCheckpoint:
         rng: the generator of per-step random seeds.
         max_to_keep: checkpoints kept (older ones are deleted).
         write: ``False`` on non-chief workers of a multi-worker run: they still take part in
-            the (collective) save but write to a private temporary folder.
+            the (collective) save but write to a private temporary folder, deleted by
+            :meth:`close` (nothing of theirs lands in the run folder).
         **trackables: models, optimizers and other ``tf.train.Checkpoint``-able objects.
 
     Restoring reads only ``directory``; the ``tf.train.CheckpointManager`` that saves (and reads
@@ -53,13 +55,16 @@ class TrainingCheckpoint:
         self.step = step
         self.checkpoint = tf.train.Checkpoint(step=step, rng=rng, **trackables)
         self.restored: str | None = None
-        self._write_dir = self.directory if write else Path(tempfile.mkdtemp(prefix="ctmri-ckpt-"))
+        self.write = write
+        self._write_dir: Path | None = self.directory if write else None   # made at first save
         self._max_to_keep = max_to_keep
         self._manager: tf.train.CheckpointManager | None = None
 
     @property
     def manager(self) -> tf.train.CheckpointManager:
         if self._manager is None:
+            if self._write_dir is None:
+                self._write_dir = Path(tempfile.mkdtemp(prefix="ctmri-ckpt-"))
             self._manager = tf.train.CheckpointManager(self.checkpoint, str(self._write_dir),
                                                        max_to_keep=self._max_to_keep,
                                                        checkpoint_name=PREFIX)
@@ -77,6 +82,12 @@ class TrainingCheckpoint:
     def save(self) -> str:
         """Save now, numbered by the current step; return the checkpoint prefix."""
         return self.manager.save(checkpoint_number=int(self.step.numpy()))
+
+    def close(self) -> None:
+        """Delete the private folder of a non-chief worker (``write=False``); no-op otherwise."""
+        if not self.write and self._write_dir is not None:
+            shutil.rmtree(self._write_dir, ignore_errors=True)
+            self._write_dir, self._manager = None, None
 
     def restore_latest(self, *, repair_index: bool = False) -> int:
         """Restore the newest intact checkpoint in ``directory``; return the restored step.

@@ -174,14 +174,23 @@ class CycleGAN:
                 "g_total": g_total, "d_mri": d_mri, "d_ct": d_ct, "d_total": d_total}
 
     def validation_metrics(self, batch) -> dict:
-        """PSNR (dB) and SSIM of MRI->CT and CT->MRI on a paired batch, per example ``(B,)``
-        (``translation_validation.paired_psnr_ssim``)."""
+        """PSNR (dB) and SSIM of MRI->CT and CT->MRI and the MRI->CT MAE (HU) on a paired
+        batch, per example ``(B,)`` (``translation_validation.paired_psnr_ssim``)."""
         return translation_validation.paired_psnr_ssim(self.translate, batch)
 
     def sample_rows(self, batch, max_examples: int = 2):
-        """Image-grid rows in [-1, 1]: input | translated | reconstructed (| ground truth)
-        (``translation_validation.sample_rows``)."""
-        return translation_validation.sample_rows(self.translate, batch, max_examples)
+        """Labelled image-grid rows in [-1, 1]: input | translated | reconstructed (only with
+        the cycle term) (| ground truth) (``translation_validation.sample_rows``)."""
+        return translation_validation.sample_rows(self.translate, batch, max_examples,
+                                                  reconstruct=self.config.loss.lambda_cycle > 0)
+
+    def validation_tags(self) -> dict:
+        """TensorBoard tags and descriptions of :meth:`validation_metrics`
+        (``translation_validation.SUMMARY_TAGS``: direction and scale in the name)."""
+        return dict(translation_validation.SUMMARY_TAGS)
+
+    def hparam_metrics(self) -> tuple:
+        return translation_validation.HPARAM_METRICS
 
     # ------------------------------------------------------------------ helpers
     def translate(self, images, target: str) -> tf.Tensor:

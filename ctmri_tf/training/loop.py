@@ -3,7 +3,9 @@
 An algorithm (StarGAN, CycleGAN, a segmenter) implements :class:`TrainingTask`: it owns its
 models and optimizers and defines one replica's train step. :func:`train` does the rest:
 
-* distributes the input with ``strategy.experimental_distribute_dataset`` and runs each step
+* distributes the input with ``strategy.experimental_distribute_dataset`` (auto-shard policy
+  ``DATA``: each worker of a multi-worker run takes its replicas' slices of every global batch of
+  the same deterministic stream) and runs each step
   as ``strategy.run`` inside a ``tf.function``, summing the replicas' losses with
   ``strategy.reduce`` (each replica's loss is already divided by the *global* batch size);
 * draws each step's random seed from a checkpointed ``tf.random.Generator`` in cross-replica
@@ -37,7 +39,12 @@ from ctmri_tf.training.summaries import SummaryWriter
 
 class TrainingTask(Protocol):
     """What :func:`train` needs from an algorithm. Models and optimizers must have been built
-    under the strategy's scope (optimizers with ``optimizer.build(model.trainable_variables)``)."""
+    under the strategy's scope (optimizers with ``optimizer.build(model.trainable_variables)``).
+
+    Optional: ``validation_tags()`` -> ``{metric: (tag, description)}`` (how the validation
+    metrics are tagged under ``validation/``, see ``SummaryWriter.scalars``) and
+    ``hparam_metrics()`` -> ``[(tag under validation/, display name)]`` (declared to the
+    HParams dashboard)."""
 
     def checkpoint_objects(self) -> dict[str, Any]:
         """Models, optimizers and other trackables to checkpoint, by name."""
@@ -59,7 +66,8 @@ class TrainingTask(Protocol):
         """Per-example metric vectors ``(B,)`` on one validation batch (cross-replica context)."""
 
     def sample_rows(self, batch: Any) -> tuple[list[list[np.ndarray]], list[str]]:
-        """Rows of 2-D images in [-1, 1] and the column titles for an image grid."""
+        """Rows of 2-D images in [-1, 1] and the column titles for an image grid (optionally a
+        third item: a label for each row)."""
 
 
 @dataclasses.dataclass
@@ -72,7 +80,8 @@ class TrainingResult:
         history: ``(step, losses)`` every ``log_every`` steps (and at the last step); ``losses``
             holds the values of that step's losses only (float).
         validation: ``(step, metrics)`` each time validation ran (means over the validation set).
-        checkpoint: prefix of the last checkpoint written.
+        checkpoint: prefix of the last checkpoint written (``None`` on a non-chief worker of a
+            multi-worker run: the chief writes the run's checkpoints).
         seconds_per_step: mean wall time of a step, excluding each step kind's first
             (tracing) call; ``nan`` if too few steps ran.
     """
@@ -175,7 +184,10 @@ def _train(task: TrainingTask, *, strategy: tf.distribute.Strategy,
     until = total if stop_at is None else max(start, min(int(stop_at), total))
     writer = SummaryWriter(run_dir.logs, enabled=strategy.extended.should_save_summary)
     if hparams:
-        writer.hparams(hparams, trial_id=run_dir.root.name)
+        writer.hparams(hparams, trial_id=run_dir.root.name,
+                       metrics=[(f"validation/{tag}", name) for tag, name
+                                in getattr(task, "hparam_metrics", lambda: ())()])
+    tags = getattr(task, "validation_tags", dict)()
 
     sample_batch = None
     if validation_dataset is not None:
@@ -183,7 +195,7 @@ def _train(task: TrainingTask, *, strategy: tf.distribute.Strategy,
     if sample_batch is None:
         sample_batch = next(iter(train_dataset.take(1)))
     dataset = train_dataset.skip(start) if start else train_dataset
-    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    iterator = iter(strategy.experimental_distribute_dataset(_shard_by_data(dataset)))
 
     # ``kind`` is a Python string: one trace per kind (StarGAN: critic only / critic + generator).
     @tf.function
@@ -234,7 +246,7 @@ def _train(task: TrainingTask, *, strategy: tf.distribute.Strategy,
             if validation_dataset is not None and _due(done, schedule.validation_every, total):
                 metrics = _evaluate(metrics_fn, validation_dataset)
                 validation.append((done, metrics))
-                writer.scalars(done, metrics, prefix="validation/")
+                writer.scalars(done, metrics, prefix="validation/", tags=tags)
             if _due(done, schedule.sample_every, total):
                 _write_samples(task, sample_batch, writer, run_dir, done)
             if _due(done, schedule.checkpoint_every, total) or done == until:
@@ -243,16 +255,30 @@ def _train(task: TrainingTask, *, strategy: tf.distribute.Strategy,
     finally:
         bar.close()
         writer.close()
+        checkpoint.close()
+    if not chief:          # its checkpoints were scratch copies, deleted by close()
+        last_checkpoint = None
     return TrainingResult(start_step=start, step=int(step.numpy()), history=history,
                           validation=validation, checkpoint=last_checkpoint,
                           seconds_per_step=float(np.mean(durations)) if durations else float("nan"))
 
 
+def _shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """``dataset`` with the ``DATA`` auto-shard policy: with several workers each one runs the
+    whole (deterministic) pipeline and keeps its replicas' slices of every global batch, so the
+    all-reduced update equals one process's on the same global batch (``AUTO`` would shard the
+    tfds files between the workers: other batches, and an error with fewer files than workers)."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
 def _write_samples(task: TrainingTask, batch, writer: SummaryWriter, run_dir: RunDir,
                    step: int) -> None:
-    rows, titles = task.sample_rows(batch)
-    grid = visualize.image_grid(rows, titles=titles)
+    rows, titles, *labels = task.sample_rows(batch)
+    kwargs = dict(titles=titles, row_labels=labels[0] if labels else None)
+    grid = visualize.image_grid(rows, **kwargs)
     writer.image(step, "samples", grid)
     if writer.enabled:
-        visualize.save_grid_png(run_dir.samples / f"step_{step:07d}.png", rows, titles=titles,
-                                overwrite=True)
+        visualize.save_grid_png(run_dir.samples / f"step_{step:07d}.png", rows, overwrite=True,
+                                **kwargs)

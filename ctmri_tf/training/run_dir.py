@@ -4,7 +4,10 @@ Layout::
 
     <run_dir>/config.json     the resolved experiment config (``ctmri_tf.configs.to_json``)
     <run_dir>/checkpoints/    ``tf.train.CheckpointManager`` checkpoints (``ckpt-<step>``)
-    <run_dir>/logs/           TensorBoard event files
+    <run_dir>/events.out.tfevents.*   TensorBoard event files, in the run folder itself:
+                              ``tensorboard --logdir runs/`` names each run by its folder
+                              (``stargan-demo``), not ``stargan-demo/logs``. A run folder made
+                              before this layout keeps writing to its ``logs/`` (resume).
     <run_dir>/samples/        PNG image grids, ``step_<step>.png``
     <run_dir>/metrics.json    segmentation and classifier runs: the final validation/test
                               metrics (:func:`write_final_metrics`)
@@ -31,6 +34,8 @@ from ctmri_tf.errors import CtmriInputError
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 LOCK_FILE = "run.lock"
+LEGACY_LOGS = "logs"
+"""Where older run folders hold their TensorBoard events; a resumed one keeps using it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +53,11 @@ class RunDir:
 
     @property
     def logs(self) -> Path:
-        return self.root / "logs"
+        """The TensorBoard event folder: the run folder itself, or ``logs/`` in a run folder
+        made before events moved to the run folder (so a resumed run stays one TensorBoard
+        run)."""
+        legacy = self.root / LEGACY_LOGS
+        return legacy if legacy.is_dir() else self.root
 
     @property
     def samples(self) -> Path:
@@ -81,7 +90,7 @@ def create_run_dir(root: str | os.PathLike, config: configs.ExperimentConfig) ->
     with atomic_output(root, directory=True, overwrite=root.exists()) as tmp:
         (tmp / CONFIG_FILE).write_text(configs.to_json(config))
         run = RunDir(tmp)
-        for folder in (run.checkpoints, run.logs, run.samples):
+        for folder in (run.checkpoints, run.samples):
             folder.mkdir()
     return RunDir(root)
 
@@ -97,7 +106,7 @@ def open_run_dir(root: str | os.PathLike) -> tuple[RunDir, configs.ExperimentCon
         raise CtmriInputError(run.root, "run folder does not exist; nothing to resume "
                                         "(start without --resume)")
     config = _read_config(run)
-    for folder in (run.checkpoints, run.logs, run.samples):
+    for folder in (run.checkpoints, run.samples):
         folder.mkdir(exist_ok=True)
     return run, config
 
