@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the library logs and warnings hidden by default "
                              "(TensorFlow's start-up messages, deprecations)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, text in FORWARDED.items():   # listed in --help; main() runs them before parsing
+        subparsers.add_parser(name, help=text)
     for cmd in _COMMANDS.values():
         description = " ".join((cmd.run.__doc__ or cmd.help).split())  # argparse re-wraps it
         sub = subparsers.add_parser(cmd.name, help=cmd.help, description=description)
@@ -86,8 +88,54 @@ def run() -> int:
     return main()
 
 
+FORWARDED = {
+    "train": "train a model: ctmri train {stargan,cyclegan,segmentation,classifier} [flags] "
+             "(ctmri train stargan --help)",
+    "dataset": "build the tfds ctmri dataset: ctmri dataset build [--config NAME] "
+               "[--data-dir DIR] ... (ctmri dataset --help)",
+    "export": "export a training run as a TF Serving SavedModel: ctmri export --kind KIND "
+              "--run-dir RUN --base DIR (ctmri export --help)",
+}
+"""Commands whose flags are those of their own command line (``ctmri_tf.training.cli``,
+``ctmri_tf.datasets.ctmri.__main__``, ``ctmri_tf.export.saved_model``), forwarded as they are."""
+
+
+def _forward(name: str, rest: list[str]) -> int:
+    """Run a :data:`FORWARDED` command with its own flags."""
+    if name == "train":
+        from ctmri_tf import experiments
+        from ctmri_tf.training import cli as training_cli
+
+        if not rest or rest[0] in ("-h", "--help"):
+            print(f"usage: {PROG} train EXPERIMENT [flags]\n\nexperiments:", file=sys.stdout)
+            for entry in map(experiments.get, experiments.names()):
+                print(f"  {entry.name:14s}{entry.summary}", file=sys.stdout)
+            print(f"\n{PROG} train EXPERIMENT --help lists the flags.", file=sys.stdout)
+            return 0 if rest else INPUT_ERROR_STATUS
+        experiment, flags = rest[0], rest[1:]
+        return training_cli.run_cli(
+            lambda argv: training_cli.main(experiment, argv, prog=f"{PROG} train {experiment}"),
+            flags)
+    if name == "dataset":
+        from ctmri_tf.datasets.ctmri.__main__ import main as dataset_main
+        return dataset_main(rest, prog=f"{PROG} dataset")
+    from ctmri_tf.export.saved_model import main as export_main
+    return export_main(rest, prog=f"{PROG} export")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ctmri`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rest = [a for a in argv if a != "--verbose"]        # console.quiet() has read it already
+    if rest and rest[0] in FORWARDED:
+        try:
+            return _forward(rest[0], rest[1:])
+        except SystemExit as exit_:  # their --help or usage errors
+            return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None
+                                                                   else 1)
+        except CtmriInputError as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return INPUT_ERROR_STATUS
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -267,7 +267,7 @@ def test_run_is_calibrated_on_validation_and_the_export_applies_it(run, tmp_path
     for temperature, served in [(record["temperature"], loaded),
                                 (2.5, tf.saved_model.load(str(saved_model.export_classifier(
                                     model, tmp_path / "t", temperature=2.5))))]:
-        out = served.signatures["classify"](image=tf.constant(images))
+        out = served.signatures["classify"](image=tf.constant(images[..., None]))
         raw = model(intensity.percentile_to_unit(images)[..., None]).numpy()
         np.testing.assert_allclose(out["probabilities"].numpy(),
                                    tf.nn.softmax(raw / temperature).numpy(), atol=1e-5)

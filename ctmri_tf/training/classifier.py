@@ -180,3 +180,39 @@ def load_classifier(run_dir: str | os.PathLike) -> keras.Model:
     """
     _, config, task = restore_task(run_dir, "classifier", ModalityClassifier)
     return float32_copy(lambda: modality_classifier(filters=config.model.filters), task.model)
+
+
+def after_training(task: ModalityClassifier, prepared, result) -> list[str]:
+    """Accuracy on every slice of the validation and test splits (``metrics.json``), then the
+    calibration temperature fitted on the validation split (its slices as they are plus one
+    augmented view each when the config augments; ``ctmri_tf.calibration``), written to
+    ``calibration.json`` by the chief. Returns the lines to print."""
+    from ctmri_tf import calibration, data
+    from ctmri_tf.training.run_dir import write_final_metrics
+
+    config, evaluation = prepared.config, prepared.inputs.evaluation
+    enabled = prepared.strategy.extended.should_checkpoint
+    results = evaluate_classifier(task.model, evaluation)
+    path = write_final_metrics(prepared.run, result.step, results, enabled=enabled)
+    lines = [f"{split}: accuracy {m['accuracy']:.4f} ({m['slices']} slices)"
+             for split, m in results.items()]
+    if "validation" in evaluation:
+        logits, labels = classifier_logits(task.model, evaluation["validation"])
+        if config.data.augment:
+            d = config.data
+            views = data.modality_batches("validation", d.validation_batch_size, d.image_size,
+                                          augment=True, shuffle=False, seed=config.seed + 1,
+                                          mask_inputs=d.mask_inputs, config=d.dataset_config,
+                                          data_dir=d.data_dir)
+            more_logits, more_labels = classifier_logits(task.model, views)
+            logits, labels = (np.concatenate([logits, more_logits]),
+                              np.concatenate([labels, more_labels]))
+        record = calibration.calibration_record(logits, labels, split="validation")
+    else:
+        record = calibration.calibration_record([], [], split=None)
+    written = calibration.write_calibration(prepared.run.root, record, enabled=enabled)
+    lines.append(f"calibration: temperature {record['temperature']:.3f} on "
+                 f"{record['split'] or 'no validation split (T = 1)'}"
+                 + (f", NLL {record['nll_before']:.4f} -> {record['nll_after']:.4f} nats"
+                    if record["split"] else "") + f" ({written})")
+    return lines + [f"metrics: {path}"]

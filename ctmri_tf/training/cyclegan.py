@@ -289,3 +289,21 @@ def load_primary_generator(run_dir: str | os.PathLike) -> tuple[str, keras.Model
     :func:`load_cyclegan_generators`, :func:`read_primary_direction`)."""
     direction = read_primary_direction(run_dir)
     return direction, load_cyclegan_generators(run_dir)[GENERATOR_KEYS[direction]]
+
+
+# ----------------------------------------------------------------------------- command line
+def add_arguments(parser) -> None:
+    """CycleGAN's own flag (``ctmri train cyclegan``, ``python -m train.cyclegan``)."""
+    parser.add_argument("--direction", choices=DIRECTIONS, default=None,
+                        help="the run's primary generator, for export and evaluation "
+                             "(default: mri2ct; a resumed run keeps its own unless given)")
+
+
+def before_training(prepared, args) -> dict:
+    """Record the run's primary direction (``--direction``, else the default for a new run;
+    a resumed run keeps its own) and announce it."""
+    run = prepared.run
+    if prepared.strategy.extended.should_checkpoint and (args.direction or not prepared.resume):
+        write_primary_direction(run, args.direction or DEFAULT_DIRECTION)
+    direction = read_primary_direction(run.root)
+    return {"hparams": {"direction": direction}, "note": f", primary direction {direction}"}

@@ -228,3 +228,17 @@ def load_segmentation_model(run_dir: str | os.PathLike, image_size=None, *,
                                                     blocks=config.model.blocks), task.model)
     except ValueError as err:
         raise CtmriInputError(None, str(err)) from None
+
+
+def after_training(task: Segmentation, prepared, result) -> list[str]:
+    """Mean IoU and Dice on every slice of the validation and test splits, written to
+    ``metrics.json`` (and TensorBoard) by the chief; returns the lines to print."""
+    from ctmri_tf.training.run_dir import write_final_metrics
+
+    config = prepared.config
+    results = evaluate_segmentation(task.model, prepared.inputs.evaluation,
+                                    config.model.num_classes)
+    path = write_final_metrics(prepared.run, result.step, results,
+                               enabled=prepared.strategy.extended.should_checkpoint)
+    return [f"{split}: mean IoU {m['mean_iou']:.4f}, Dice {m['dice']:.4f} ({m['slices']} slices)"
+            for split, m in results.items()] + [f"metrics: {path}"]
