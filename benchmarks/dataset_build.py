@@ -100,8 +100,8 @@ class BuildSpec:
 
 def measure_build(values: dict) -> dict:
     """Time one build of ``BuildSpec(**values)``; return the result row."""
-    from datasets.ctmri import synthetic_config
-    from datasets.ctmri.ctmri_dataset_builder import build
+    from ctmri_tf.datasets.ctmri import synthetic_config
+    from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import build
 
     spec = BuildSpec(**values)
     work = Path(spec.work)

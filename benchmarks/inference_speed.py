@@ -77,7 +77,7 @@ def export_untrained(base: Path, image_size: int, preset: str = "paper",
     from ctmri_tf import configs
     from ctmri_tf.models import deeplab_v3_plus, modality_classifier
     from ctmri_tf.training.stargan import generator_from_config
-    from export.saved_model import export_classifier, export_segmentation, export_stargan
+    from ctmri_tf.export.saved_model import export_classifier, export_segmentation, export_stargan
 
     keras.mixed_precision.set_global_policy("float32")
     keras.utils.set_random_seed(0)
@@ -100,7 +100,7 @@ def latest_version(base: Path, name: str) -> Path:
     Raises:
         CtmriInputError: naming the folder when there is none.
     """
-    from export.saved_model import model_versions
+    from ctmri_tf.export.saved_model import model_versions
 
     folder = Path(base) / name
     versions = [v for v in model_versions(folder) if (folder / str(v) / "saved_model.pb").is_file()]

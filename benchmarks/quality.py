@@ -99,7 +99,7 @@ def native_dataset(config) -> str:
     d = config.data
     if d.dataset_config != "synthetic" or d.image_size == SYNTHETIC_IMAGE_SIZE:
         return d.dataset_config
-    from datasets.ctmri import synthetic_config
+    from ctmri_tf.datasets.ctmri import synthetic_config
     return synthetic_config(num_subjects=SYNTHETIC_SUBJECTS, num_slices=SYNTHETIC_SLICES,
                             image_size=d.image_size).name
 
@@ -171,7 +171,7 @@ def noise_floor(subjects, dataset_config: str) -> dict | None:
     import numpy as np
 
     from ctmri_tf import phantom
-    from datasets.ctmri.ctmri_dataset_builder import SOURCE_SYNTHETIC, known_config
+    from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import SOURCE_SYNTHETIC, known_config
 
     try:
         config = known_config(dataset_config)
@@ -359,7 +359,7 @@ def _main(argv: list[str] | None) -> int:
     previous = common.previous_results(args)
     machine = common.machine_info()
 
-    from train.common import parse_set
+    from ctmri_tf.training.cli import parse_set
     overrides = parse_set(args.overrides)
     work = Path(tempfile.mkdtemp(prefix="ctmri-quality-"))
     try:
@@ -370,7 +370,7 @@ def _main(argv: list[str] | None) -> int:
                                            overrides=overrides)
                     for model in models}
         dataset = next(iter(configs_.values())).data.dataset_config
-        from datasets.ctmri.ctmri_dataset_builder import build
+        from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import build
         print(f"[{NAME}] dataset ctmri/{dataset} in {data_dir} ...", file=sys.stderr, flush=True)
         report = build(dataset, data_dir=data_dir)
         print(report.summary(), file=sys.stderr)

@@ -39,8 +39,8 @@ import tensorflow_datasets as tfds
 
 from ctmri_tf import intensity
 from ctmri_tf.errors import CtmriInputError, DatasetNotBuiltError
-from datasets.ctmri import CtmriConfig
-from datasets.ctmri.ctmri_dataset_builder import (FIELD_OF_VIEW_METADATA, GEOMETRY_SPLIT,
+from ctmri_tf.datasets.ctmri import CtmriConfig
+from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import (FIELD_OF_VIEW_METADATA, GEOMETRY_SPLIT,
                                                   PIXEL_SPACING_METADATA)
 
 AUTOTUNE = tf.data.AUTOTUNE

@@ -94,7 +94,7 @@ class DataCard:
 def _describe_config(name: str) -> tuple[str, tuple[str, ...], str]:
     """``(anatomy, mri_contrasts, note)`` of a ctmri config name."""
     from ctmri_tf import phantom
-    from datasets.ctmri.ctmri_dataset_builder import SOURCE_SYNTHETIC, known_config
+    from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import SOURCE_SYNTHETIC, known_config
 
     try:
         source = known_config(name).source

@@ -59,11 +59,11 @@ from typing import Callable
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ctmri_tf import data, visualize
+from ctmri_tf import data, experiments, visualize
 from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.flags import FlagParser
-from datasets.ctmri import CtmriConfig
-from datasets.ctmri.ctmri_dataset_builder import build, resolve_config
+from ctmri_tf.datasets.ctmri import CtmriConfig
+from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import build, resolve_config
 
 CONTACT_SHEET_ROWS = 6
 DEMO_DATASET = "synthetic_40x32x128"
@@ -187,11 +187,11 @@ def train_stargan(run: DemoRun) -> None:
     from ctmri_tf.training.runtime import configure_keras
     from ctmri_tf.training.stargan import StarGAN, load_stargan_generator
     from ctmri_tf.training.summaries import flatten_hparams
-    from train.stargan import build_datasets
 
     config = run.trainer_config("stargan")
     configure_keras(config.seed, config.precision)   # before the datasets: tf.data seeds
-    train_data, validation = build_datasets(config)
+    inputs = experiments.get("stargan").inputs(config)
+    train_data, validation = inputs.train, inputs.validation
     config = data.resolve_pixel_spacing(config)      # config.json: what the trainer records
     task = StarGAN(config, tf.distribute.get_strategy())
     run_dir = create_run_dir(_run_root(run, config), config)
@@ -216,22 +216,24 @@ def train_stargan(run: DemoRun) -> None:
     run.results["stargan"] = summary
 
 
-def _train_by_cli(run: DemoRun, experiment: str, main: Callable[[list[str]], int]):
-    """Run a trainer's ``main`` in this process (``python -m train.<experiment>``: training, then
-    the final metrics of the validation and test splits in ``<run>/metrics.json``) in a fresh
-    ``<out>/runs/<experiment>-<preset>/``; returns ``(run folder, config, metrics)``."""
+def _train_by_cli(run: DemoRun, experiment: str):
+    """Run ``ctmri train <experiment>`` in this process (:func:`ctmri_tf.training.cli.main`:
+    training, then the final metrics of the validation and test splits, printed once and
+    written to ``<run>/metrics.json``) in a fresh ``<out>/runs/<experiment>-<preset>/``;
+    returns ``(run folder, config, metrics)``."""
     import json
 
     from ctmri_tf import configs
+    from ctmri_tf.training import cli
 
     config = run.trainer_config(experiment)
     root = _run_root(run, config)
     argv = ["--preset", config.preset, "--run-dir", str(root), "--data-dir", str(run.data_dir),
             "--dataset-config", run.config_name, "--steps", str(config.schedule.steps),
             "--seed", str(config.seed)]
-    print(f"[{experiment}] python -m train.{experiment} {' '.join(argv)}", flush=True)
+    print(f"[{experiment}] ctmri train {experiment} {' '.join(argv)}", flush=True)
     started = time.monotonic()
-    if main(argv) != 0:
+    if cli.main(experiment, argv) != 0:
         raise CtmriInputError(root, f"the {experiment} trainer failed (see its message above)")
     config = configs.from_json((root / "config.json").read_text())
     metrics = json.loads((root / "metrics.json").read_text())
@@ -245,12 +247,8 @@ def train_segmentation(run: DemoRun) -> None:
     """Train the DeepLabV3+ body segmentation; print the mean IoU and Dice of the validation and
     test splits (also in the run's ``metrics.json`` and TensorBoard)."""
     from ctmri_tf.training.segmentation import load_segmentation_model
-    from train.segmentation import main
 
-    root, config, metrics = _train_by_cli(run, "segmentation", main)
-    for split, values in metrics.items():
-        print(f"[segmentation] {split}: mean IoU {values['mean_iou']:.4f}, Dice "
-              f"{values['dice']:.4f} ({values['slices']} slices)", flush=True)
+    root, config, metrics = _train_by_cli(run, "segmentation")
     run.results["segmentation"] = {"run_dir": root, "config": config, "metrics": metrics,
                                    "model": load_segmentation_model(root, any_size=True)}
 
@@ -258,12 +256,8 @@ def train_segmentation(run: DemoRun) -> None:
 def train_classifier(run: DemoRun) -> None:
     """Train the CT/MRI classifier; print its accuracy on the validation and test splits."""
     from ctmri_tf.training.classifier import load_classifier
-    from train.classifier import main
 
-    root, config, metrics = _train_by_cli(run, "classifier", main)
-    for split, values in metrics.items():
-        print(f"[classifier] {split}: accuracy {values['accuracy']:.4f} "
-              f"({values['slices']} slices)", flush=True)
+    root, config, metrics = _train_by_cli(run, "classifier")
     run.results["classifier"] = {"run_dir": root, "config": config, "metrics": metrics,
                                  "model": load_classifier(root)}   # any image size
 
@@ -296,7 +290,7 @@ def export_models(run: DemoRun) -> None:
     from ctmri_tf.atomic import atomic_output
     from ctmri_tf.calibration import read_temperature
     from ctmri_tf.data_card import build_data_card
-    from export import saved_model
+    from ctmri_tf.export import saved_model
 
     final = run.exports
     serving_base = str(final.resolve())
@@ -344,7 +338,7 @@ def translate_test_volume(run: DemoRun) -> None:
     from ctmri_tf import metrics, phantom
     from ctmri_tf.io import Volume, read_nifti, write_nifti
     from ctmri_tf.translate import ModelSet, translate_file
-    from datasets.ctmri.ctmri_dataset_builder import known_config
+    from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import known_config
 
     dataset = run.config if isinstance(run.config, CtmriConfig) else known_config(run.config)
     index = dataset.num_subjects - 1                       # the last subject is a test subject

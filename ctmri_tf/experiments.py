@@ -48,7 +48,9 @@ class Experiment:
         inputs_path: ``module:function`` ``(config) -> Inputs``.
         load_path: ``module:function`` ``(run_dir) -> model(s)`` for inference: float32, any
             image size, the global dtype policy left at float32.
-        export_kind: the kind ``ctmri_tf.export.saved_model.export_run`` exports.
+        export_path: ``module:function`` ``(run_dir, base, load, sizes, *, name, direction,
+            **options) -> [version folders]``: how ``ctmri_tf.export.saved_model.export_run``
+            exports the run (``load()`` gives :meth:`load`'s model(s)).
         add_arguments_path: optional ``module:function`` ``(parser)``: the experiment's own
             command-line flags (CycleGAN's ``--direction``).
         before_training_path: optional ``module:function`` ``(prepared, args) -> dict``: run
@@ -65,7 +67,7 @@ class Experiment:
     task_path: str
     inputs_path: str
     load_path: str
-    export_kind: str
+    export_path: str
     add_arguments_path: str | None = None
     before_training_path: str | None = None
     after_training_path: str | None = None
@@ -96,7 +98,7 @@ class Experiment:
         folders."""
         from ctmri_tf.export.saved_model import export_run
 
-        return export_run(self.export_kind, run_dir, base, **kwargs)
+        return export_run(self.name, run_dir, base, **kwargs)
 
     def add_arguments(self, parser) -> None:
         if self.add_arguments_path:
@@ -114,6 +116,7 @@ class Experiment:
 
 
 _TRAINING = "ctmri_tf.training"
+_EXPORT = "ctmri_tf.export.saved_model"
 _REGISTRY: dict[str, Experiment] = {e.name: e for e in (
     Experiment(
         name="stargan", title="StarGAN",
@@ -121,14 +124,14 @@ _REGISTRY: dict[str, Experiment] = {e.name: e for e in (
         task_path=f"{_TRAINING}.stargan:StarGAN",
         inputs_path=f"{_TRAINING}.inputs:stargan_inputs",
         load_path=f"{_TRAINING}.stargan:load_stargan_generator",
-        export_kind="stargan"),
+        export_path=f"{_EXPORT}:export_stargan_run"),
     Experiment(
         name="cyclegan", title="CycleGAN",
         summary="CycleGAN MRI -> CT and CT -> MRI, both generators in one run (Zhu et al. 2017)",
         task_path=f"{_TRAINING}.cyclegan:CycleGAN",
         inputs_path=f"{_TRAINING}.inputs:cyclegan_inputs",
         load_path=f"{_TRAINING}.cyclegan:load_cyclegan_generators",
-        export_kind="cyclegan",
+        export_path=f"{_EXPORT}:export_cyclegan_run",
         add_arguments_path=f"{_TRAINING}.cyclegan:add_arguments",
         before_training_path=f"{_TRAINING}.cyclegan:before_training"),
     Experiment(
@@ -136,8 +139,8 @@ _REGISTRY: dict[str, Experiment] = {e.name: e for e in (
         summary="DeepLabV3+ body segmentation of CT and MRI slices (Chen et al. 2018)",
         task_path=f"{_TRAINING}.segmentation:Segmentation",
         inputs_path=f"{_TRAINING}.inputs:segmentation_inputs",
-        load_path=f"{_TRAINING}.segmentation:load_segmentation_model",
-        export_kind="segmentation",
+        load_path=f"{_TRAINING}.segmentation:load_any_size_model",
+        export_path=f"{_EXPORT}:export_segmentation_run",
         after_training_path=f"{_TRAINING}.segmentation:after_training"),
     Experiment(
         name="classifier", title="CT/MRI classifier",
@@ -145,7 +148,7 @@ _REGISTRY: dict[str, Experiment] = {e.name: e for e in (
         task_path=f"{_TRAINING}.classifier:ModalityClassifier",
         inputs_path=f"{_TRAINING}.inputs:classifier_inputs",
         load_path=f"{_TRAINING}.classifier:load_classifier",
-        export_kind="classifier",
+        export_path=f"{_EXPORT}:export_classifier_run",
         after_training_path=f"{_TRAINING}.classifier:after_training"),
 )}
 

@@ -54,9 +54,9 @@ Pipeline (:func:`translate_file`; :func:`translate_volume` is steps 3-6 on an in
 
 Model lookup (:class:`ModelSet`), ``models`` being:
 
-* a training run folder (it holds ``config.json``): a StarGAN run (newest checkpoint, through
-  ``export.saved_model.load_stargan_generator``) or a CycleGAN run (both generators, through
-  ``ctmri_tf.training.cyclegan.load_cyclegan_generators``), run at the run's
+* a training run folder (it holds ``config.json``): a StarGAN run or a CycleGAN run (both
+  generators), its newest checkpoint loaded through the experiment registry
+  (``ctmri_tf.experiments.get(...).load``), run at the run's
   ``data.image_size``; no segmentation model or classifier then;
 * an export base folder (``python -m export.saved_model``, TF Serving's layout
   ``<base>/<name>/<version>/``, the highest version is used): the translator is ``stargan``
@@ -167,7 +167,7 @@ def _resize(images: np.ndarray, size: tuple[int, int], *, antialias: bool) -> np
 # ----------------------------------------------------------------------------- models
 
 def _latest_version(model_dir: Path) -> Path:
-    from export.saved_model import model_versions
+    from ctmri_tf.export.saved_model import model_versions
 
     versions = [v for v in model_versions(model_dir)
                 if (model_dir / str(v) / "saved_model.pb").is_file()]
@@ -331,7 +331,7 @@ class ModelSet:
     def _exported_training_value(self, key: str):
         """``key`` of the export info of the first translation export (StarGAN, else CycleGAN
         MRI->CT, else CT->MRI) that records it, or None."""
-        from export.saved_model import read_export_info
+        from ctmri_tf.export.saved_model import read_export_info
 
         cache_key = f"export info:{key}"
         if cache_key not in self._cache:                # read once per folder
@@ -382,7 +382,7 @@ class ModelSet:
         key = f"card:{source}->{target}"
         if key not in self._cache:
             from ctmri_tf.data_card import build_data_card, card_from_dict
-            from export.saved_model import EXPORT_INFO, read_export_info
+            from ctmri_tf.export.saved_model import EXPORT_INFO, read_export_info
 
             if self.is_run:
                 card = build_data_card(self.run_config)
@@ -411,10 +411,12 @@ class ModelSet:
     def _run_translator(self, source: str, target: str):
         import tensorflow as tf
 
-        if self.run_config.experiment == "stargan":
-            if "stargan" not in self._cache:
-                from export.saved_model import load_stargan_generator
-                self._cache["stargan"] = load_stargan_generator(self.folder)
+        from ctmri_tf import experiments
+
+        experiment = self.run_config.experiment
+        if experiment not in self._cache:             # the trained model(s), loaded once
+            self._cache[experiment] = experiments.get(experiment).load(self.folder)
+        if experiment == "stargan":
             generator = self._cache["stargan"]
             domain = MODALITIES.index(target)       # StarGAN's one-hot order: 0 = ct, 1 = mri
 
@@ -422,9 +424,6 @@ class ModelSet:
                 labels = tf.one_hot(tf.fill([unit.shape[0]], domain), len(MODALITIES))
                 return np.asarray(generator([tf.constant(unit), labels], training=False))
             return translate
-        if "cyclegan" not in self._cache:
-            from ctmri_tf.training.cyclegan import load_cyclegan_generators
-            self._cache["cyclegan"] = load_cyclegan_generators(self.folder)
         generator = self._cache["cyclegan"][f"{source}->{target}"]
         return lambda unit: np.asarray(generator(tf.constant(unit), training=False))
 
@@ -450,7 +449,7 @@ class ModelSet:
     @cached_property
     def _segmenter(self):
         """``(version folder, (rows, cols), signature function, loaded SavedModel)``."""
-        from export.saved_model import read_export_info
+        from ctmri_tf.export.saved_model import read_export_info
 
         version_dir, loaded, function = _load_saved_model(self.folder / SEGMENTATION_EXPORT,
                                                           SEGMENT_SIGNATURE)
@@ -462,7 +461,7 @@ class ModelSet:
     def segmentation_pixel_spacing(self) -> tuple[float, float] | None:
         """mm ``(row, col)`` the segmentation export was trained at (its export info), or
         None (an older export: slices are resized to its size instead)."""
-        from export.saved_model import read_export_info
+        from ctmri_tf.export.saved_model import read_export_info
 
         version_dir = self._segmenter[0]
         recorded = read_export_info(version_dir).get("training_pixel_spacing_mm")
@@ -519,7 +518,7 @@ class ModelSet:
     def _classifier_size(self) -> tuple[int, int] | None:
         """The ``training_image_size`` recorded with the classifier export (None: older
         exports; the slices are then classified at their own size)."""
-        from export.saved_model import read_export_info
+        from ctmri_tf.export.saved_model import read_export_info
 
         size = read_export_info(self.classifier_dir).get("training_image_size")
         return None if size is None else _pair(size)

@@ -1,8 +1,7 @@
-"""Export trained ctmri-tf models for TF Serving.
+"""Export trained models for TF Serving, from the checkout: ``python -m export.saved_model``.
+The code is ``ctmri_tf.export`` (``ctmri export`` anywhere).
 
-    saved_model  ``python -m export.saved_model``; ``export_stargan``, ``export_cyclegan``,
-                 ``export_segmentation``, ``export_classifier``; versions and ``models.config``
-    signatures   the ``tf.Module`` wrappers whose methods become the serving signatures
-                 (physical units in and out, normalisation inside the graph)
+Imports ctmri_tf first, so that ``python -m export.saved_model`` silences TensorFlow's
+start-up noise before TensorFlow loads (``ctmri_tf.console``).
 """
-import ctmri_tf  # noqa: F401  (first: lets ``python -m export.saved_model`` silence TensorFlow's noise)
+import ctmri_tf  # noqa: F401

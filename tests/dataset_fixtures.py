@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from datasets.ctmri import synthetic_config
-from datasets.ctmri.ctmri_dataset_builder import build
+from ctmri_tf.datasets.ctmri import synthetic_config
+from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import build
 
 TINY = dict(num_subjects=4, num_slices=6, image_size=32)
 

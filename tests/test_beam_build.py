@@ -15,8 +15,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from ctmri_tf.errors import CtmriInputError
-from datasets.ctmri import Builder
-from datasets.ctmri.ctmri_dataset_builder import build, synthetic_config
+from ctmri_tf.datasets.ctmri import Builder
+from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import build, synthetic_config
 
 HAS_BEAM = importlib.util.find_spec("apache_beam") is not None
 needs_beam = pytest.mark.skipif(not HAS_BEAM, reason="apache-beam is not installed "

@@ -19,7 +19,7 @@ from ctmri_tf.training import loop, run_dir as run_dirs
 from ctmri_tf.training.classifier import ModalityClassifier, classifier_logits, load_classifier
 from ctmri_tf.training.strategy import make_strategy
 from dataset_fixtures import tiny_dataset  # noqa: F401  (pytest fixture)
-from export import saved_model
+from ctmri_tf.export import saved_model
 from train import classifier as classifier_cli
 
 

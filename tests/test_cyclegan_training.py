@@ -25,7 +25,9 @@ from ctmri_tf.phantom import make_subject
 from ctmri_tf.training.cyclegan import (CycleGAN, load_cyclegan_generators,
                                         load_primary_generator, read_primary_direction)
 from ctmri_tf.training.image_pool import ImagePool, query_history
-from train import common
+from ctmri_tf.training import cli as common
+from ctmri_tf.training import inputs as training_inputs
+from ctmri_tf.training.inputs import Inputs
 from train import cyclegan as cyclegan_cli
 
 SIZE = 32
@@ -182,7 +184,7 @@ def runs(tmp_path_factory):
     root = tmp / "reference"
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(cyclegan_cli, "build_datasets", lambda c: (
+            patch.setattr(training_inputs, "cyclegan_inputs", lambda c: Inputs(
                 unpaired(ct, mri, c.data.batch_size, seed=c.seed), validation))
             code = cyclegan_cli.main(FLAGS + ["--strategy", "mirrored", "--direction", "ct2mri",
                                               "--run-dir", str(root)])
@@ -269,7 +271,7 @@ def test_resume_continues_at_the_saved_step_like_the_uninterrupted_run(runs, tmp
         'model_checkpoint_path: "ckpt-3"\nall_model_checkpoint_paths: "ckpt-3"\n')
     ct, mri = runs["ct"], runs["mri"]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cyclegan_cli, "build_datasets", lambda c: (
+        patch.setattr(training_inputs, "cyclegan_inputs", lambda c: Inputs(
             unpaired(ct, mri, c.data.batch_size, seed=c.seed), runs["validation"]))
         assert cyclegan_cli.main(["--resume", "--run-dir", str(root)]) == 0
     assert read_primary_direction(root) == "ct2mri"            # kept without --direction

@@ -234,7 +234,7 @@ def test_the_pixel_spacing_a_model_sees_is_recorded_and_resolved(tiny_dataset, t
     import tensorflow_datasets as tfds_module
 
     from ctmri_tf import configs
-    from datasets.ctmri.ctmri_dataset_builder import Builder
+    from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import Builder
 
     config, data_dir = tiny_dataset
     metadata = Builder(config=config, data_dir=data_dir).info.metadata
@@ -269,7 +269,7 @@ def test_the_pixel_spacing_a_model_sees_is_recorded_and_resolved(tiny_dataset, t
 def test_a_new_or_resumed_run_records_the_pixel_spacing_in_config_json(tiny_dataset, tmp_path):
     import json
 
-    from train import common
+    from ctmri_tf.training import cli as common
 
     config, data_dir = tiny_dataset
     parser = common.build_parser("stargan", "test")

@@ -32,7 +32,7 @@ from ctmri_tf.training.cyclegan import CycleGAN, write_primary_direction
 from ctmri_tf.training.run_dir import RunDir, create_run_dir
 from ctmri_tf.training.segmentation import Segmentation, load_segmentation_model
 from ctmri_tf.training.stargan import StarGAN
-from export import saved_model as sm
+from ctmri_tf.export import saved_model as sm
 
 SIZE = 32
 UNIT_ATOL = 1e-5              # model space [-1, 1]

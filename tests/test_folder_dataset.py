@@ -15,8 +15,8 @@ from medical_fixtures import raises_naming
 from ctmri_tf import data
 from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.io import read_dicom
-from datasets.ctmri import Builder, folder_layout
-from datasets.ctmri.ctmri_dataset_builder import build
+from ctmri_tf.datasets.ctmri import Builder, folder_layout
+from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import build
 
 SIZE = 32
 CT_SPACING = (2.0, 0.6, 0.5)                     # mm (slice, row, col)
@@ -99,7 +99,7 @@ def test_splits_are_by_sorted_subject(built):
 
 def test_the_metadata_records_the_train_slices_geometry(built):
     """p01's CT and MRI (the train split) have 0.6 x 0.5 mm pixels, 32 x 32 of them."""
-    from datasets.ctmri.ctmri_dataset_builder import Builder
+    from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import Builder
 
     _, _, data_dir = built
     metadata = Builder(config="folder", data_dir=data_dir).info.metadata
@@ -162,7 +162,7 @@ def test_keys_are_modality_subject_slice():
         subject_id="p9", modality="ct", image=np.zeros((2, 3, 3), np.float32),
         mask=np.ones((2, 3, 3), np.uint8), pixel_spacing=(1.0, 1.0),
         intensity_range=CT_WINDOW, source=Path("x"), mask_source="test")
-    from datasets.ctmri.ctmri_dataset_builder import subject_examples
+    from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import subject_examples
     assert [key for key, _ in subject_examples({"ct": volume}, pair=True)] == [
         "ct/p9/0000", "ct/p9/0001"]
 

@@ -29,7 +29,8 @@ RUNNER = """
 import sys
 import numpy as np
 from ctmri_tf.training import loop
-from train import common, stargan
+from ctmri_tf.training import cli as common
+from train import stargan
 
 dump, argv = sys.argv[1], sys.argv[2:]
 train = loop.train

@@ -21,7 +21,9 @@ from ctmri_tf.phantom import make_subject
 from ctmri_tf.training import loop, run_dir as run_dirs
 from ctmri_tf.training.stargan import StarGAN, load_stargan_generator
 from ctmri_tf.training.strategy import make_strategy
-from train import common
+from ctmri_tf.training import cli as common
+from ctmri_tf.training import inputs as training_inputs
+from ctmri_tf.training.inputs import Inputs
 from train import stargan as stargan_cli
 
 from dataset_fixtures import tiny_dataset  # noqa: F401  (session fixture)
@@ -318,7 +320,7 @@ def test_cli_run_writes_config_checkpoints_tensorboard_and_samples(tmp_path, sli
                                                                    monkeypatch):
     ct, mri = slices
     validation = paired_validation(ct, mri)
-    monkeypatch.setattr(stargan_cli, "build_datasets", lambda config: (
+    monkeypatch.setattr(training_inputs, "stargan_inputs", lambda config: Inputs(
         unpaired(ct, mri, config.data.batch_size, seed=config.seed), validation))
     root = tmp_path / "run"
     code = stargan_cli.main(["--preset", "smoke", "--strategy", "mirrored", "--run-dir",
@@ -439,7 +441,7 @@ def test_cli_without_built_dataset_says_how_to_build_it(tmp_path, capsys):
 def test_build_dataset_builds_the_presets_dataset_then_trains(tmp_path, monkeypatch):
     """``--build-dataset`` builds the config the preset names (here a tiny one, through
     ``--dataset_config``: the tfds spelling is accepted too) and the run trains on it."""
-    from datasets.ctmri import ctmri_dataset_builder
+    from ctmri_tf.datasets.ctmri import ctmri_dataset_builder
 
     built = []
     real = ctmri_dataset_builder.build

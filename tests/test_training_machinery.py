@@ -19,7 +19,7 @@ from ctmri_tf.training.runtime import configure_keras
 from ctmri_tf.training.schedules import LinearDecayToZero
 from ctmri_tf.training.strategy import make_strategy
 from ctmri_tf.training.summaries import SummaryWriter, flatten_hparams
-from train import common
+from ctmri_tf.training import cli as common
 
 
 # ------------------------------------------------------------------------------------ configs

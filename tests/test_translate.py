@@ -31,9 +31,9 @@ from ctmri_tf.training.stargan import StarGAN
 from ctmri_tf.translate import (AIR_HU, TILE_OVERLAP, TRANSLATED_MRI_RANGE, ModelSet,
                                 classify_modality, png_values, translate_file, translate_volume)
 from dataset_fixtures import TINY, tiny_dataset  # noqa: F401  (pytest fixture)
-from export.saved_model import (export_classifier, export_run, export_segmentation,
+from ctmri_tf.export.saved_model import (export_classifier, export_run, export_segmentation,
                                 export_stargan, read_export_info)
-from export.signatures import MRI_OUTPUT_RANGE
+from ctmri_tf.export.signatures import MRI_OUTPUT_RANGE
 from medical_fixtures import (file_states, raises_naming, write_dicom_series, write_nifti,
                               write_png_slices)
 

@@ -242,3 +242,9 @@ def after_training(task: Segmentation, prepared, result) -> list[str]:
                                enabled=prepared.strategy.extended.should_checkpoint)
     return [f"{split}: mean IoU {m['mean_iou']:.4f}, Dice {m['dice']:.4f} ({m['slices']} slices)"
             for split, m in results.items()] + [f"metrics: {path}"]
+
+
+def load_any_size_model(run_dir: str | os.PathLike) -> keras.Model:
+    """The trained DeepLabV3+ of a run folder built for any image size (multiples of 32):
+    the experiment registry's inference model (``load_segmentation_model(any_size=True)``)."""
+    return load_segmentation_model(run_dir, any_size=True)

@@ -1,9 +1,6 @@
-"""The tfds ``ctmri`` dataset (CT and MRI slices, body masks, registered counterparts).
-
-Importing this package registers the builder, so ``tfds.builder("ctmri/synthetic_small")`` and
-``tfds.load("ctmri", ...)`` work. Build it with ``python -m datasets.ctmri build``.
-"""
-# Relative import: `tfds build datasets/ctmri` imports this folder as the package `ctmri`.
-from .ctmri_dataset_builder import Builder, CtmriConfig, synthetic_config
-
-__all__ = ["Builder", "CtmriConfig", "synthetic_config"]
+"""The ``ctmri`` tfds builder, from the checkout: ``python -m datasets.ctmri build``,
+``tfds build ctmri --imports datasets.ctmri``. The code is ``ctmri_tf.datasets.ctmri`` (what
+``pip install`` installs; ``ctmri dataset build`` and ``--imports ctmri_tf.datasets.ctmri``
+work anywhere)."""
+from ctmri_tf.datasets.ctmri import *  # noqa: F401,F403
+from ctmri_tf.datasets.ctmri import Builder, CtmriConfig, synthetic_config  # noqa: F401

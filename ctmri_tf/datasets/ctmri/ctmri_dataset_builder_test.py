@@ -17,7 +17,7 @@ pytest.importorskip("dill", reason="tfds.testing.DatasetBuilderTestCase needs di
 
 import tensorflow_datasets as tfds  # noqa: E402
 
-from datasets.ctmri import ctmri_dataset_builder  # noqa: E402
+from ctmri_tf.datasets.ctmri import ctmri_dataset_builder  # noqa: E402
 
 
 class CtmriFolderTest(tfds.testing.DatasetBuilderTestCase):
