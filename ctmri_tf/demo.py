@@ -203,7 +203,7 @@ def train_stargan(run: DemoRun) -> None:
                         schedule=config.schedule, run_dir=run_dir, seed=config.seed,
                         validation_dataset=validation, hparams=flatten_hparams(config))
     print(f"[stargan] {result.step} steps in {time.monotonic() - started:.0f} s "
-          f"({result.seconds_per_step:.2f} s/step)", flush=True)
+          f"({result.wall_seconds_per_step:.2f} s/step)", flush=True)
     summary = {"run_dir": run_dir.root, "config": config, "result": result}
     if result.validation:      # means over the validation batches, identity_* = no translation
         step, metrics = result.validation[-1]

@@ -6,6 +6,7 @@ temperature scaling and the calibrated, data-carded export.
 import json
 import os
 import shutil
+import time
 
 import keras
 import numpy as np
@@ -167,14 +168,19 @@ def test_mixed_bfloat16_computes_in_bfloat16_with_float32_logits_and_loss(tmp_pa
         assert task.model.get_layer("stage1_down_conv").compute_dtype == "bfloat16"
         assert task.model.get_layer("logits").compute_dtype == "float32"
         assert all(w.dtype == "float32" for w in task.model.trainable_weights)
+        run = run_dirs.create_run_dir(tmp_path / "run", config)
+        began = time.perf_counter()
         result = loop.train(task, strategy=strategy, train_dataset=batches,
-                            schedule=config.schedule,
-                            run_dir=run_dirs.create_run_dir(tmp_path / "run", config),
-                            progress=False)
+                            schedule=config.schedule, run_dir=run, progress=False)
+        elapsed = time.perf_counter() - began
     finally:
         keras.mixed_precision.set_global_policy("float32")
     (step, losses), = [h for h in result.history if h[0] == 2]
     assert np.isfinite(losses["cross_entropy"]) and losses["cross_entropy"] > 0
+    # the reported wall time per step is the loop's whole time over its steps (what the
+    # progress bar shows), not the step call alone
+    steps = result.step - result.start_step
+    assert 0.5 * elapsed <= result.wall_seconds_per_step * steps <= elapsed
 
 
 def test_loading_a_run_that_is_not_a_classifier_run_names_the_file(tmp_path):

@@ -279,11 +279,12 @@ def train(task, prepared: Prepared, args: argparse.Namespace, title: str, *,
 
 
 def done_message(result, config: configs.ExperimentConfig, extra: str = "") -> str:
-    """``done: step N/M, S s/step, checkpoint PATH<extra>`` (a non-chief worker: ``checkpoint
-    written by the chief``)."""
+    """``done: step N/M, S s/step (wall), checkpoint PATH<extra>`` (a non-chief worker:
+    ``checkpoint written by the chief``). S is the wall time of the whole loop per step
+    (validation, summaries and checkpoints included), the rate the progress bar shows."""
     checkpoint = result.checkpoint or "written by the chief"
     return (f"done: step {result.step}/{config.schedule.steps}, "
-            f"{result.seconds_per_step:.3f} s/step, checkpoint {checkpoint}{extra}")
+            f"{result.wall_seconds_per_step:.3f} s/step (wall), checkpoint {checkpoint}{extra}")
 
 
 def main(experiment: str, argv: list[str] | None = None, *, prog: str | None = None) -> int:

@@ -82,8 +82,11 @@ class TrainingResult:
         validation: ``(step, metrics)`` each time validation ran (means over the validation set).
         checkpoint: prefix of the last checkpoint written (``None`` on a non-chief worker of a
             multi-worker run: the chief writes the run's checkpoints).
-        seconds_per_step: mean wall time of a step, excluding each step kind's first
-            (tracing) call; ``nan`` if too few steps ran.
+        seconds_per_step: mean time of the training step call alone, excluding each step
+            kind's first (tracing) call; ``nan`` if too few steps ran (benchmarks).
+        wall_seconds_per_step: wall time of the whole loop (steps, validation, summaries,
+            samples, checkpoints; what the progress bar shows) divided by the steps it ran;
+            ``nan`` if none ran.
     """
     start_step: int
     step: int
@@ -91,6 +94,7 @@ class TrainingResult:
     validation: list[tuple[int, dict[str, float]]]
     checkpoint: str | None
     seconds_per_step: float
+    wall_seconds_per_step: float = float("nan")
 
 
 def _due(done: int, every: int, total: int) -> bool:
@@ -218,6 +222,7 @@ def _train(task: TrainingTask, *, strategy: tf.distribute.Strategy,
     bar = tqdm(total=total, initial=start, unit="step", disable=not progress, dynamic_ncols=True,
                desc=run_dir.root.name)
     summary_time, summary_step = time.perf_counter(), start
+    loop_started = summary_time
     try:
         for index in range(start, until):
             kind = task.step_kind(index)
@@ -256,11 +261,13 @@ def _train(task: TrainingTask, *, strategy: tf.distribute.Strategy,
         bar.close()
         writer.close()
         checkpoint.close()
+    wall = (time.perf_counter() - loop_started) / max(until - start, 1)
     if not chief:          # its checkpoints were scratch copies, deleted by close()
         last_checkpoint = None
     return TrainingResult(start_step=start, step=int(step.numpy()), history=history,
                           validation=validation, checkpoint=last_checkpoint,
-                          seconds_per_step=float(np.mean(durations)) if durations else float("nan"))
+                          seconds_per_step=float(np.mean(durations)) if durations else float("nan"),
+                          wall_seconds_per_step=wall if until > start else float("nan"))
 
 
 def _shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
