@@ -244,22 +244,17 @@ def _train_by_cli(run: DemoRun, experiment: str):
 
 
 def train_segmentation(run: DemoRun) -> None:
-    """Train the DeepLabV3+ body segmentation; print the mean IoU and Dice of the validation and
-    test splits (also in the run's ``metrics.json`` and TensorBoard)."""
-    from ctmri_tf.training.segmentation import load_segmentation_model
-
+    """Train the DeepLabV3+ body segmentation (``ctmri train segmentation``: it prints the mean
+    IoU and Dice of the validation and test splits, also in the run's ``metrics.json``)."""
     root, config, metrics = _train_by_cli(run, "segmentation")
-    run.results["segmentation"] = {"run_dir": root, "config": config, "metrics": metrics,
-                                   "model": load_segmentation_model(root, any_size=True)}
+    run.results["segmentation"] = {"run_dir": root, "config": config, "metrics": metrics}
 
 
 def train_classifier(run: DemoRun) -> None:
-    """Train the CT/MRI classifier; print its accuracy on the validation and test splits."""
-    from ctmri_tf.training.classifier import load_classifier
-
+    """Train the CT/MRI classifier (``ctmri train classifier``: it prints its accuracy on the
+    validation and test splits and its calibration)."""
     root, config, metrics = _train_by_cli(run, "classifier")
-    run.results["classifier"] = {"run_dir": root, "config": config, "metrics": metrics,
-                                 "model": load_classifier(root)}   # any image size
+    run.results["classifier"] = {"run_dir": root, "config": config, "metrics": metrics}
 
 
 def evaluate_models(run: DemoRun) -> None:
@@ -285,34 +280,20 @@ def evaluate_models(run: DemoRun) -> None:
 def export_models(run: DemoRun) -> None:
     """SavedModels of every trained model in ``<out>/exports/`` (version 1) + ``models.config``;
     the folder is built beside and renamed into place, its ``models.config`` naming the final
-    path. Each export carries the data card of its run (``ctmri_tf.data_card``: the demo models
-    are trained on synthetic head phantoms only); the classifier its calibration temperature."""
+    path. Each model is exported from its run folder through the experiment registry
+    (``ctmri_tf.experiments``: the same export as ``ctmri export``), so each carries the data card
+    of its run (``ctmri_tf.data_card``: the demo models are trained on synthetic head phantoms
+    only), its training size and pixel spacing, and the classifier its calibration
+    temperature."""
     from ctmri_tf.atomic import atomic_output
-    from ctmri_tf.calibration import read_temperature
-    from ctmri_tf.data_card import build_data_card
     from ctmri_tf.export import saved_model
 
     final = run.exports
     serving_base = str(final.resolve())
     with atomic_output(final, directory=True, overwrite=True) as tmp:
-        stargan = run.results["stargan"]
-        saved_model.export_stargan(
-            stargan["generator"], tmp, version=1, serving_base=serving_base,
-            training_image_size=stargan["config"].data.image_size,
-            training_pixel_spacing_mm=stargan["config"].data.pixel_spacing_mm,
-            data_card=build_data_card(stargan["config"]))
-        segmentation = run.results["segmentation"]
-        saved_model.export_segmentation(
-            segmentation["model"], tmp, version=1, serving_base=serving_base,
-            training_image_size=segmentation["config"].data.image_size,
-            training_pixel_spacing_mm=segmentation["config"].data.pixel_spacing_mm,
-            data_card=build_data_card(segmentation["config"]))
-        classifier = run.results["classifier"]
-        saved_model.export_classifier(classifier["model"], tmp, version=1,
-                                      serving_base=serving_base,
-                                      temperature=read_temperature(classifier["run_dir"]),
-                                      training_image_size=classifier["config"].data.image_size,
-                                      data_card=build_data_card(classifier["config"]))
+        for name in ("stargan", "segmentation", "classifier"):
+            experiments.get(name).export(run.results[name]["run_dir"], tmp, version=1,
+                                         serving_base=serving_base)
     names = saved_model.served_models(final)
     print(f"[export] {', '.join(names)} in {final}; TF Serving: tensorflow_model_server "
           f"--model_config_file={final.resolve() / saved_model.MODELS_CONFIG}", flush=True)

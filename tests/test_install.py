@@ -88,3 +88,25 @@ def test_the_ctmri_command_works_from_a_folder_with_its_own_train_py(venv, tmp_p
                for name in ("stargan", "cyclegan", "segmentation", "classifier"))
     result = _run(venv / "bin" / "ctmri", "dataset", "build", "--help", cwd=tmp_path, env=env)
     assert "--data-dir" in result.stdout or "--data_dir" in result.stdout
+
+
+def test_the_dataset_builder_does_not_import_labelme_or_onnxruntime():
+    """labelme (and through it onnxruntime, which writes into ~/.cache) is imported only where
+    Labelme files are read or converted."""
+    code = ("import sys, ctmri_tf.datasets.ctmri, ctmri_tf.translate\n"
+            "print(sorted(m for m in ('labelme', 'onnxruntime', 'imgviz') if m in sys.modules))")
+    out = _run(sys.executable, "-c", code, cwd=ROOT, timeout=120)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("command", [["-m", "train.stargan", "--help"],
+                                     ["-m", "ctmri_tf.cli", "train", "cyclegan", "--help"],
+                                     ["-m", "export.saved_model", "--help"]])
+def test_help_is_printed_before_tensorflow_is_imported(command):
+    """The trainers and export parse their flags first: ``--help`` (and a usage error) never
+    waits for TensorFlow to load."""
+    result = _run(sys.executable, "-X", "importtime", *command, cwd=ROOT, timeout=120)
+    assert "usage:" in result.stdout
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "tensorflow" not in imported and "keras" not in imported

@@ -5,6 +5,8 @@ import os
 import socket
 import subprocess
 import sys
+import warnings
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -13,13 +15,13 @@ import tensorflow as tf
 
 from ctmri_tf import configs
 from ctmri_tf.errors import CtmriInputError
+from ctmri_tf.training import cli as common
 from ctmri_tf.training import run_dir as run_dirs
 from ctmri_tf.training.checkpointing import TrainingCheckpoint
 from ctmri_tf.training.runtime import configure_keras
 from ctmri_tf.training.schedules import LinearDecayToZero
 from ctmri_tf.training.strategy import make_strategy
 from ctmri_tf.training.summaries import SummaryWriter, flatten_hparams
-from ctmri_tf.training import cli as common
 
 
 # ------------------------------------------------------------------------------------ configs
@@ -305,6 +307,19 @@ def _restore(directory, **kwargs):
     restored = ckpt.restore_latest(**kwargs)
     assert float(model.layers[0].kernel.numpy()[0, 0]) == restored   # all of that checkpoint
     return restored, ckpt
+
+
+def test_a_relative_or_moved_run_folder_restores_its_newest_checkpoint_quietly(tmp_path,
+                                                                            monkeypatch):
+    """The default run folder (``runs/<experiment>-<preset>``) is relative, and a run folder may
+    be moved: the index names checkpoints of its own folder either way, with no warning."""
+    monkeypatch.chdir(tmp_path)
+    _saved_checkpoints(Path("runs") / "x" / "checkpoints")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _restore(Path("runs") / "x" / "checkpoints")[0] == 3
+        (tmp_path / "runs" / "x").rename(tmp_path / "moved")
+        assert _restore(tmp_path / "moved" / "checkpoints")[0] == 3
 
 
 @pytest.mark.parametrize("index_text", ["", 'model_checkpoint_path: "ckpt-3"\nall_model_check',

@@ -166,9 +166,10 @@ class TrainingCheckpoint:
             return None, f"the checkpoint index is unreadable ({_first_line(err)})"
         if state is None or not state.model_checkpoint_path:
             return None, "the checkpoint index is empty or garbled"
-        named = state.model_checkpoint_path
-        if not os.path.isabs(named):
-            named = str(self.directory / named)
+        # The checkpoints live in this folder: take the name the index gives, whether TF returns
+        # it joined with the folder (a relative folder gives a relative path), absolute, or as
+        # recorded before the run folder was moved.
+        named = str(self.directory / Path(state.model_checkpoint_path).name)
         if _missing_files(named):
             return None, (f"the checkpoint index names {Path(named).name}, whose files are "
                           f"missing")
