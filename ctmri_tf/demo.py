@@ -318,7 +318,7 @@ def translate_test_volume(run: DemoRun) -> None:
     """
     from ctmri_tf import metrics, phantom
     from ctmri_tf.io import Volume, read_nifti, write_nifti
-    from ctmri_tf.translate import ModelSet, translate_file
+    from ctmri_tf.translate import AIR_HU, ModelSet, translate_file
     from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import known_config
 
     dataset = run.config if isinstance(run.config, CtmriConfig) else known_config(run.config)
@@ -355,9 +355,37 @@ def translate_test_volume(run: DemoRun) -> None:
         + (" --from mri" if given else "") + ("" if use_segmenter else " --body-mask threshold"))
     translate_file(source, output, models=models, source=given, overwrite=True, log=say)
     synthetic = read_nifti(output).data
-    error = metrics.mae(synthetic, subject.ct, subject.mask, value_range=metrics.CT_RANGE_HU)
+    body = subject.mask.astype(bool)
+    error = metrics.mae(synthetic, subject.ct, body, value_range=metrics.CT_RANGE_HU)
     say(f"synthetic CT vs the phantom's true CT: MAE {error:.1f} HU inside the body")
+    # Why this differs from the evaluation table: the table is the mean over the test subjects,
+    # with the true body mask; ctmri translate finds the body itself and writes air outside it.
+    missed = body & (synthetic == AIR_HU)           # body voxels outside translate's body mask
+    if missed.any() and (~missed & body).any():
+        inside = metrics.mae(synthetic, subject.ct, body & ~missed,
+                             value_range=metrics.CT_RANGE_HU)
+        say(f"  of which {error - inside:.1f} HU from the {100 * missed.sum() / body.sum():.1f} % "
+            f"of body voxels outside translate's body mask (written as air); "
+            f"{inside:.1f} HU where both masks agree")
+    evaluated = _subject_mae(run.results.get("evaluation"), subject.subject_id)
+    if evaluated is not None:
+        say(f"  the evaluation (true body mask) scores this subject {evaluated:.1f} HU; its table "
+            f"is the mean over the test subjects")
     run.results["translate"] = output
+
+
+def _subject_mae(results: Path | None, subject_id: str) -> float | None:
+    """StarGAN's MRI->CT MAE (HU, body) of one subject in an evaluation's ``metrics.json``."""
+    import json
+
+    if results is None or not (Path(results) / "metrics.json").is_file():
+        return None
+    table = json.loads((Path(results) / "metrics.json").read_text())
+    rows = [dict(zip(table["columns"], row)) if isinstance(row, list) else row
+            for row in table.get("rows", [])]
+    found = [r["mae"] for r in rows if r.get("model") == "StarGAN" and r.get("region") == "body"
+             and r.get("subject_id") == subject_id and str(r.get("direction")).startswith("mri")]
+    return float(found[0]) if found else None
 
 
 STEPS: list[tuple[str, Callable[[DemoRun], None]]] = [

@@ -132,7 +132,7 @@ _REGISTRY: dict[str, Experiment] = {e.name: e for e in (
         inputs_path=f"{_TRAINING}.inputs:cyclegan_inputs",
         load_path=f"{_TRAINING}.cyclegan:load_cyclegan_generators",
         export_path=f"{_EXPORT}:export_cyclegan_run",
-        add_arguments_path=f"{_TRAINING}.cyclegan:add_arguments",
+        add_arguments_path=f"{_TRAINING}.cyclegan_options:add_arguments",
         before_training_path=f"{_TRAINING}.cyclegan:before_training"),
     Experiment(
         name="segmentation", title="DeepLabV3+",

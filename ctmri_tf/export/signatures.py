@@ -59,6 +59,7 @@ import keras
 import tensorflow as tf
 
 from ctmri_tf import intensity, metrics
+from ctmri_tf.training.cyclegan_options import DIRECTIONS
 
 MODALITY_NAMES = ("ct", "mri")
 """Domain / class index -> name (StarGAN's one-hot order and the classifier's logits)."""
@@ -461,7 +462,8 @@ class StarGANTranslator(_Translator):
         return self._evaluation(image, reference, self._domain(target_domain), mask)
 
 
-CYCLEGAN_DIRECTIONS = ("mri2ct", "ct2mri")
+CYCLEGAN_DIRECTIONS = DIRECTIONS
+"""``mri2ct``, ``ct2mri``: a CycleGAN export translates one direction."""
 
 
 class CycleGANTranslator(_Translator):

@@ -42,13 +42,11 @@ from ctmri_tf.models.cyclegan import patchgan_discriminator, resnet_generator
 from ctmri_tf.training import translation_validation
 from ctmri_tf.training.image_pool import ImagePool
 from ctmri_tf.training.restore import float32_copy, restore_task
+from ctmri_tf.training.cyclegan_options import DEFAULT_DIRECTION, DIRECTIONS  # noqa: F401
 from ctmri_tf.training.run_dir import RunDir
 from ctmri_tf.training.runtime import prepare_task
 from ctmri_tf.training.schedules import linear_decay_adam
 
-DIRECTIONS = ("mri2ct", "ct2mri")
-"""Primary-direction names, as ``export.signatures.CYCLEGAN_DIRECTIONS``."""
-DEFAULT_DIRECTION = "mri2ct"
 DIRECTION_FILE = "direction.json"
 GENERATOR_KEYS = {"ct2mri": "ct->mri", "mri2ct": "mri->ct"}
 """Direction name -> key of the dict returned by :func:`load_cyclegan_generators` (the keys of
@@ -292,13 +290,6 @@ def load_primary_generator(run_dir: str | os.PathLike) -> tuple[str, keras.Model
 
 
 # ----------------------------------------------------------------------------- command line
-def add_arguments(parser) -> None:
-    """CycleGAN's own flag (``ctmri train cyclegan``, ``python -m train.cyclegan``)."""
-    parser.add_argument("--direction", choices=DIRECTIONS, default=None,
-                        help="the run's primary generator, for export and evaluation "
-                             "(default: mri2ct; a resumed run keeps its own unless given)")
-
-
 def before_training(prepared, args) -> dict:
     """Record the run's primary direction (``--direction``, else the default for a new run;
     a resumed run keeps its own) and announce it."""
