@@ -23,7 +23,12 @@ def test_demo_builds_the_dataset_and_writes_the_contact_sheet(tmp_path, capsys, 
             "--num-subjects", str(SUBJECTS), "--num-slices", str(SLICES),
             "--image-size", str(SIZE), "--preset", "smoke", "--steps", str(STEPS)]
     assert demo.main(argv) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    console = captured.out + captured.err
+    # every result printed once: the trainers print their final metrics, the demo does not repeat
+    for result in ("test: mean IoU", "validation: mean IoU", "test: accuracy", "calibration: "):
+        assert console.count(result) == 1, result
     assert "slices/s" in printed and "contact_sheet.png" in printed
     assert (tmp_path / "tfds" / "ctmri" / f"synthetic_{SUBJECTS}x{SLICES}x{SIZE}" /
             "1.0.0" / "dataset_info.json").is_file()
@@ -76,6 +81,8 @@ def test_demo_builds_the_dataset_and_writes_the_contact_sheet(tmp_path, capsys, 
     ct = read_nifti(translated).data
     assert ct.shape == (SLICES, SIZE, SIZE) and (ct == -1000.0).any()
     assert "MAE" in printed and f"tensorboard --logdir {(out / 'runs').resolve()}" in printed
+    # and how its MAE relates to the evaluation's: the subject's own score there
+    assert printed.count("the evaluation (true body mask) scores this subject") == 1
 
     # a rerun of the first steps reuses the data and replaces the contact sheet
     monkeypatch.setattr(demo, "STEPS", demo.STEPS[:2])
