@@ -233,25 +233,17 @@ def train_model(config, run_root: Path, progress: bool):
     seconds)``."""
     import tensorflow as tf
 
-    from ctmri_tf import data
     from ctmri_tf.training import loop
     from ctmri_tf.training.run_dir import create_run_dir
     from ctmri_tf.training.runtime import configure_keras
 
     strategy = tf.distribute.get_strategy()
     configure_keras(config.seed, config.precision)   # tf.data shuffles use the global seed
-    d = config.data
-    if config.experiment == "stargan":
-        from ctmri_tf.training.stargan import StarGAN, training_batches
-        train_data = training_batches(config)
-        task = StarGAN(config, strategy)
-    else:
-        train_data = data.unpaired_batches("train", d.batch_size, d.image_size,
-                                           mask_inputs=d.mask_inputs, augment=d.augment,
-                                           seed=config.seed, repeat=True, drop_remainder=True,
-                                           config=d.dataset_config, data_dir=d.data_dir)
-        from ctmri_tf.training.cyclegan import CycleGAN
-        task = CycleGAN(config, strategy)
+    from ctmri_tf import experiments
+
+    entry = experiments.get(config.experiment)       # the trainers' own inputs and task
+    train_data = entry.inputs(config).train
+    task = entry.task(config, strategy)
     run = create_run_dir(run_root, config)
     start = time.perf_counter()
     result = loop.train(task, strategy=strategy, train_dataset=train_data,

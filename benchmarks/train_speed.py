@@ -164,17 +164,11 @@ def cycle_length(config) -> int:
 # ----------------------------------------------------------------------------- tasks and inputs
 
 def make_task(config, strategy):
-    """The trainer of ``config`` (a ``ctmri_tf.training.loop.TrainingTask``)."""
-    if config.experiment == "stargan":
-        from ctmri_tf.training.stargan import StarGAN
-        return StarGAN(config, strategy)
-    if config.experiment == "cyclegan":
-        from ctmri_tf.training.cyclegan import CycleGAN
-        return CycleGAN(config, strategy)
-    if config.experiment == "segmentation":
-        from ctmri_tf.training.segmentation import Segmentation
-        return Segmentation(config, strategy)
-    raise CtmriInputError(None, f"no trainer for {config.experiment!r}")
+    """The trainer of ``config`` (a ``ctmri_tf.training.loop.TrainingTask``), from the
+    experiment registry."""
+    from ctmri_tf import experiments
+
+    return experiments.get(config.experiment).task(config, strategy)
 
 
 def tfds_batches(config):

@@ -47,7 +47,6 @@ name is removed). The dataset is reused when it is already built.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import shutil

@@ -843,8 +843,3 @@ def comparison_markdown(results: dict) -> str:
         lines += _table(results, "image", columns)
     return "\n".join(lines) + "\n"
 
-
-if __name__ == "__main__":
-    from ctmri_tf.cli import main
-
-    sys.exit(main(["evaluate", *sys.argv[1:]]))

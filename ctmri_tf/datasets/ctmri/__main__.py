@@ -17,7 +17,6 @@ the dataset went, its splits, its size and the generation throughput in slices p
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 from ctmri_tf.errors import CtmriInputError
