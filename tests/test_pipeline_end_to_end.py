@@ -1,0 +1,82 @@
+"""``ctmri pipeline run`` with the real components on the tiny session dataset (smoke StarGAN,
+1 training step): evaluated and not pushed (it does not beat histogram matching), a rerun fully
+cached, then with the baseline condition dropped: blessed, pushed as version 1 of the serving
+base with models.config, and ``ctmri pipeline lineage`` back to the dataset."""
+import dataclasses
+import json
+from pathlib import Path
+
+import tensorflow as tf
+
+from ctmri_tf import cli
+from ctmri_tf.export.saved_model import model_versions, read_export_info
+from ctmri_tf.pipeline.components import run_pipeline
+from ctmri_tf.pipeline.config import (DatasetSpec, EvaluatorSpec, PipelineConfig, PusherSpec,
+                                      TrainerSpec)
+from dataset_fixtures import tiny_dataset  # noqa: F401  (session fixture)
+
+COMPONENTS = ["ExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Trainer",
+              "Evaluator", "Pusher"]
+
+
+def states(result):
+    return {r.component: r.state for r in result.executions}
+
+
+def timings(result):
+    return ", ".join(f"{r.component} {r.state} {r.seconds:.2f} s" for r in result.executions)
+
+
+def test_a_one_step_model_is_evaluated_not_pushed_cached_on_rerun_and_pushed_when_blessed(
+        tiny_dataset, tmp_path, capsys):
+    config_name, data_dir = tiny_dataset
+    serving = tmp_path / "serving"
+    config = PipelineConfig(
+        name="e2e", pipeline_root=str(tmp_path / "root"),
+        dataset=DatasetSpec(config=config_name, data_dir=str(data_dir)),
+        trainer=TrainerSpec(experiment="stargan", preset="smoke", steps=1,
+                            overrides={"data.validation_batches": 0}),
+        evaluator=EvaluatorSpec(batch_size=8, grid_subjects=1),
+        pusher=PusherSpec(serving_base=str(serving)))
+
+    first = run_pipeline(config)
+    assert [r.component for r in first.executions] == COMPONENTS
+    assert set(states(first).values()) == {"COMPLETE"}, timings(first)
+    records = first.by_component()
+    blessing = records["Evaluator"].outputs["blessing"]
+    assert blessing.properties["blessed"] is False
+    assert "is not below histogram matching's" in blessing.properties["failed"][0]
+    assert records["Pusher"].outputs == {}
+    assert records["Pusher"].note.startswith("not pushed: MAE ")
+    assert "histogram matching" in records["Pusher"].note
+    evaluation = records["Evaluator"].outputs["evaluation"]
+    table = json.loads((Path(evaluation.uri) / "metrics.json").read_text())
+    assert set(table["models"]) == {"identity", "histogram matching", "StarGAN"}
+    assert not serving.exists()
+
+    again = run_pipeline(config)
+    assert set(states(again).values()) == {"CACHED"}, timings(again)
+    assert again.seconds < 5, f"cached rerun took {again.seconds:.2f} s: {timings(again)}"
+
+    lenient = dataclasses.replace(config, evaluator=dataclasses.replace(
+        config.evaluator, beat_baselines=()))
+    pushed = run_pipeline(lenient)
+    assert states(pushed) == {**{c: "CACHED" for c in COMPONENTS[:5]},
+                              "Evaluator": "COMPLETE", "Pusher": "COMPLETE"}, timings(pushed)
+    export = serving / "stargan" / "1"
+    assert pushed.by_component()["Pusher"].outputs["pushed_model"].uri == str(export)
+    assert model_versions(serving / "stargan") == [1]
+    assert f'base_path: "{serving / "stargan"}"' in (serving / "models.config").read_text()
+    assert read_export_info(export)["data_card"]["dataset"] == f"ctmri/{config_name}"
+    assert "serving_default" in tf.saved_model.load(str(export)).signatures
+    # its own push is not the bar a rerun must beat: still fully cached
+    assert set(states(run_pipeline(lenient)).values()) == {"CACHED"}
+
+    capsys.readouterr()
+    assert cli.main(["pipeline", "lineage", str(export)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" <- ")[1].split(" #")[0] for line in lines] == [
+        "Pusher", "Trainer", "ExampleGen", "ExampleValidator", "StatisticsGen", "SchemaGen",
+        "Evaluator"]
+    assert lines[0].startswith(f"PushedModel {export} <- Pusher #")
+    assert '"steps":1' in lines[1] and lines[2].lstrip().startswith("Examples ")
