@@ -10,9 +10,10 @@ import tensorflow as tf
 
 from ctmri_tf import cli
 from ctmri_tf.export.saved_model import model_versions, read_export_info
+from ctmri_tf.pipeline import config as pipeline_config
+from ctmri_tf.pipeline import runner
 from ctmri_tf.pipeline.components import run_pipeline
-from ctmri_tf.pipeline.config import (DatasetSpec, EvaluatorSpec, PipelineConfig, PusherSpec,
-                                      TrainerSpec)
+from ctmri_tf.pipeline.metadata import MetadataStore
 from dataset_fixtures import tiny_dataset  # noqa: F401  (session fixture)
 
 COMPONENTS = ["ExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Trainer",
@@ -31,15 +32,32 @@ def test_a_one_step_model_is_evaluated_not_pushed_cached_on_rerun_and_pushed_whe
         tiny_dataset, tmp_path, capsys):
     config_name, data_dir = tiny_dataset
     serving = tmp_path / "serving"
-    config = PipelineConfig(
-        name="e2e", pipeline_root=str(tmp_path / "root"),
-        dataset=DatasetSpec(config=config_name, data_dir=str(data_dir)),
-        trainer=TrainerSpec(experiment="stargan", preset="smoke", steps=1,
-                            overrides={"data.validation_batches": 0}),
-        evaluator=EvaluatorSpec(batch_size=8, grid_subjects=1),
-        pusher=PusherSpec(serving_base=str(serving)))
-
-    first = run_pipeline(config)
+    yaml_file = tmp_path / "pipeline.yaml"
+    yaml_file.write_text(f"""
+name: e2e
+pipeline_root: {tmp_path / "root"}
+dataset: {{config: {config_name}, data_dir: {data_dir}}}
+trainer:
+  experiment: stargan
+  preset: smoke
+  steps: 1
+  overrides: {{data.validation_batches: 0}}
+evaluator: {{batch_size: 8, grid_subjects: 1}}
+pusher: {{serving_base: {serving}}}
+""")
+    assert cli.main(["pipeline", "run", "--config", str(yaml_file)]) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines()
+               if line.split()[:1] and line.split()[0] in COMPONENTS + ["pipeline"]]
+    assert [line.split()[:2] for line in printed[:7]] == [[c, "executed"] for c in COMPONENTS]
+    assert printed[6].split("  ")[-1].startswith("not pushed: MAE ")
+    assert printed[7].startswith("pipeline e2e: 7 executed, 0 cached")
+    config = pipeline_config.load(yaml_file)
+    with MetadataStore.at_root(config.pipeline_root) as store:
+        ids = [e["id"] for e in store.executions()]
+        first = runner.RunResult("", Path(config.pipeline_root), [
+            runner.ExecutionRecord(e["component"], e["id"], e["state"], e["seconds"],
+                                   store.outputs(e["id"]), e["note"])
+            for e in map(store.execution, ids)], 0.0)
     assert [r.component for r in first.executions] == COMPONENTS
     assert set(states(first).values()) == {"COMPLETE"}, timings(first)
     records = first.by_component()
