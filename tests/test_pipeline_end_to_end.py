@@ -75,12 +75,16 @@ pusher: {{serving_base: {serving}}}
     again = run_pipeline(config)
     assert set(states(again).values()) == {"CACHED"}, timings(again)
     assert again.seconds < 5, f"cached rerun took {again.seconds:.2f} s: {timings(again)}"
+    with capsys.disabled():      # the timings, in the -s / -rA output
+        print(f"\nfirst run: {timings(first)}\nrerun ({again.seconds:.2f} s): {timings(again)}")
 
     lenient = dataclasses.replace(config, evaluator=dataclasses.replace(
         config.evaluator, beat_baselines=()))
     pushed = run_pipeline(lenient)
     assert states(pushed) == {**{c: "CACHED" for c in COMPONENTS[:5]},
                               "Evaluator": "COMPLETE", "Pusher": "COMPLETE"}, timings(pushed)
+    with capsys.disabled():
+        print(f"blessed run: {timings(pushed)}")
     export = serving / "stargan" / "1"
     assert pushed.by_component()["Pusher"].outputs["pushed_model"].uri == str(export)
     assert model_versions(serving / "stargan") == [1]
