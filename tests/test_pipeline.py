@@ -251,6 +251,35 @@ def statistics(tamper=None):
             "splits": splits}
 
 
+def test_statistics_count_slices_shapes_spacings_non_finite_values_and_body_percentiles():
+    import numpy as np
+
+    from ctmri_tf.pipeline.components import StatisticsAccumulator
+
+    accumulator = StatisticsAccumulator()
+    ct = np.full((8, 8), -1000.0, np.float32)
+    ct[2:6, 2:6] = np.linspace(0.0, 1500.0, 16).reshape(4, 4)
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:6, 2:6] = 1
+    for subject, spacing in (("a", (1.0, 1.0)), ("b", (0.5, 0.8))):
+        accumulator.add(image=ct, mask=mask, modality="ct", subject_id=subject,
+                        pixel_spacing=spacing, intensity_range=(-160.0, 240.0),
+                        has_counterpart=True)
+    broken = np.full((4, 6), np.nan, np.float32)
+    accumulator.add(image=broken, mask=np.zeros((4, 6), np.uint8), modality="mri",
+                    subject_id="a", pixel_spacing=(1.0, 1.0), intensity_range=(0.0, 9.0),
+                    has_counterpart=False)
+    result = accumulator.result()
+    assert result["ct"]["slices"] == 2 and result["ct"]["subjects"] == 2
+    assert result["ct"]["shapes"] == [[8, 8]] and result["ct"]["with_counterpart"] == 2
+    assert result["ct"]["pixel_spacing_mm"] == {"min": [0.5, 0.8], "max": [1.0, 1.0]}
+    assert result["ct"]["nan"] == 0 and result["ct"]["empty_masks"] == 0
+    p = result["ct"]["body_percentiles"]
+    assert 0.0 <= p["p0.1"] < p["p50"] < p["p99.9"] <= 1500.0    # body only: no -1000 air
+    assert result["mri"]["nan"] == 24 and result["mri"]["empty_masks"] == 1
+    assert result["mri"]["body_percentiles"] == {} and result["mri"]["with_counterpart"] == 0
+
+
 def test_the_inferred_schema_accepts_its_statistics_and_tampered_ones_are_anomalies():
     schema = infer_schema(statistics())
     checks, anomalies = validate(statistics(), schema)
