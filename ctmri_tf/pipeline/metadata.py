@@ -22,7 +22,6 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Iterable
 
 from ctmri_tf.pipeline import artifacts as artifact_types
 from ctmri_tf.pipeline.artifacts import Artifact
@@ -214,7 +213,3 @@ class MetadataStore:
             raise ValueError(table)
         return self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
-
-def executions_with_state(store: MetadataStore, ids: Iterable[int]) -> list[tuple[str, str]]:
-    """``[(component, state)]`` of the executions ``ids`` (tests, reports)."""
-    return [(store.execution(i)["component"], store.execution(i)["state"]) for i in ids]

@@ -36,7 +36,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -323,6 +322,3 @@ def _execute(node: Node, store: MetadataStore, root: Path, pipeline: str, run_id
     return ExecutionRecord(node.name, execution_id, "COMPLETE", seconds, result.outputs,
                            result.note)
 
-
-def default_log(line: str) -> None:
-    print(line, file=sys.stdout, flush=True)
