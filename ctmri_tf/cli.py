@@ -341,5 +341,58 @@ def _translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="pipeline_command", metavar="ACTION", required=True)
+    run = actions.add_parser("run", help="run the pipeline of a YAML config in this process",
+                             description="Run ExampleGen, StatisticsGen, SchemaGen, "
+                                         "ExampleValidator, Trainer, Evaluator and Pusher; "
+                                         "components whose inputs, parameters and code are "
+                                         "unchanged are skipped (cached).")
+    run.add_argument("--config", type=Path, required=True, metavar="FILE",
+                     help="pipeline config YAML, e.g. ctmri_tf/pipeline/configs/demo.yaml")
+    run.add_argument("--no-cache", dest="cache", action="store_false",
+                     help="execute every component, even unchanged ones")
+    lineage = actions.add_parser("lineage", help="print the chain from an export back to the "
+                                                 "dataset",
+                                 description="Print, one line per execution, the components "
+                                             "(execution id, parameters, artifact) behind "
+                                             "EXPORT_DIR, back to the dataset.")
+    lineage.add_argument("export_dir", metavar="EXPORT_DIR", type=Path,
+                         help="a pushed version folder, <serving base>/<name>/<version>")
+    lineage.add_argument("--metadata", type=Path, metavar="STORE",
+                         help="the metadata store (default: the one the Pusher recorded in "
+                              "EXPORT_DIR/assets.extra/ctmri_pipeline.json)")
+
+
+@command("pipeline", help="train, validate, evaluate and push through the pipeline "
+                          "(run, lineage)", arguments=_pipeline_arguments)
+def _pipeline(args: argparse.Namespace) -> int:
+    """ctmri pipeline run --config FILE: run the TFX-style pipeline of FILE in this process,
+    one line per component (executed or cached, seconds, outputs). ctmri pipeline lineage
+    EXPORT_DIR: the executions behind a pushed export, back to the dataset."""
+    if args.pipeline_command == "lineage":
+        from ctmri_tf.pipeline.lineage import lineage, store_for_export
+        from ctmri_tf.pipeline.metadata import MetadataStore
+
+        path = args.metadata or store_for_export(args.export_dir)
+        if not Path(path).is_file():
+            raise CtmriInputError(path, "no such pipeline metadata store")
+        with MetadataStore(path) as store:
+            for step in lineage(store, args.export_dir.absolute()):
+                print(step.line())
+        return 0
+    from ctmri_tf.pipeline import config as pipeline_config
+    from ctmri_tf.pipeline.components import run_pipeline
+
+    config = pipeline_config.load(args.config)
+    result = run_pipeline(config, log=lambda line: print(line, flush=True),
+                          enable_cache=args.cache)
+    executed = sum(r.state == "COMPLETE" for r in result.executions)
+    store = Path(config.pipeline_root) / "metadata.sqlite"
+    print(f"pipeline {config.name}: {executed} executed, {len(result.executions) - executed} "
+          f"cached, {result.seconds:.1f} s; metadata {store}")
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())

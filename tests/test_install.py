@@ -46,6 +46,7 @@ def test_the_wheel_installs_ctmri_tf_only(wheel):
         # the tfds builder ships with its data files
         assert "ctmri_tf/datasets/ctmri/CITATIONS.bib" in names
         assert any(n.startswith("ctmri_tf/datasets/ctmri/dummy_data/") for n in names)
+        assert "ctmri_tf/pipeline/configs/demo.yaml" in names   # the demo's pipeline config
 
 
 @pytest.fixture(scope="module")
