@@ -346,7 +346,8 @@ def test_slices_are_translated_at_the_trained_pixel_spacing_in_overlapping_tiles
                                   min_overlap=TILE_OVERLAP)
     expected = intensity.from_unit(out[..., 0], "ct", None)
     expected[mask == 0] = AIR_HU
-    np.testing.assert_allclose(translated.data, expected, atol=HU_ATOL, rtol=0)
+    # float32 convolutions in batches of 10 vs all at once: oneDNN may sum in another order
+    np.testing.assert_allclose(translated.data, expected, atol=HU_ATOL, rtol=1e-5)
 
 
 def test_run_folders_and_their_exports_carry_the_training_pixel_spacing(tmp_path, subject,
