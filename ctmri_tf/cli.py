@@ -251,7 +251,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     cycle-reconstruction error is reported. A StarGAN or CycleGAN run (its newest checkpoint;
     CycleGAN: both generators) is applied at its training image size and its output resized
     back, so metrics stay at the dataset's resolution."""
-    from ctmri_tf import baselines, evaluate
+    from ctmri_tf import baselines, evaluate, experiments
 
     if not (args.baselines or args.stargan or args.cyclegan):
         raise CtmriInputError(None, "nothing to evaluate: pass --stargan RUN_DIR, --cyclegan "
@@ -266,10 +266,10 @@ def _evaluate(args: argparse.Namespace) -> int:
                                                    config=args.dataset_config,
                                                    data_dir=args.data_dir)
         translators.update(baselines.baseline_translators(reference))
-    if args.stargan:   # the loaders name the folder or file when it is unusable
-        translators["StarGAN"] = evaluate.stargan_run_translator(args.stargan)
-    if args.cyclegan:
-        translators["CycleGAN"] = evaluate.cyclegan_run_translator(args.cyclegan)
+    for name in ("stargan", "cyclegan"):   # the loaders name the folder when it is unusable
+        if getattr(args, name):
+            entry = experiments.get(name)
+            translators[entry.title] = entry.translator(getattr(args, name))
     subjects = evaluate.load_subjects(args.split, config=args.dataset_config,
                                       data_dir=args.data_dir)
     evaluate.evaluate(translators, subjects, args.out, mask_inputs=args.mask_inputs,

@@ -1,4 +1,4 @@
-"""``make demo``: the project end to end on synthetic head phantoms, as a list of steps.
+"""``make demo``: the project end to end on synthetic head phantoms, through the pipeline.
 
     python -m ctmri_tf.demo --data-dir artifacts/tensorflow_datasets --out artifacts/demo
                             [--config synthetic_40x32x128] [--num-subjects N --num-slices N
@@ -7,49 +7,44 @@
 Steps (each a function of :class:`DemoRun`, run in order; later steps use what earlier ones put
 in ``run.results``):
 
-1. ``dataset``: build the tfds ``ctmri`` dataset (tfds' progress bars, then where it went and the
+1. ``dataset``: build the tfds ``ctmri`` dataset (one progress bar, then where it went and the
    slices/s). The demo builds ``synthetic_40x32x128`` (40 phantoms x 32 slices x 128 px) rather
    than the default ``synthetic`` (256 px): every demo model trains at 128 px, so 256 px slices
    would only be resized down again in every batch, and on a 2-core CPU the 128 px build takes
    15-25 s (2560 slices, 280 MiB) against about four times as long (and 1.2 GiB) at 256 px:
-   time the 15-minute budget gives to training instead. Evaluation and the translated volume
-   are then at the models' own resolution;
+   time the 15-minute budget gives to training instead;
 2. ``contact sheet``: ``<out>/contact_sheet.png``, CT | MRI | body mask of slices spread over one
    test subject;
-3. ``stargan``: train StarGAN (preset ``demo``: 128 px, width 32, batch 8, registered pairs
-   with an L1 term, a critic and a generator update every step, a brain-window input channel;
-   :data:`DEMO_STEPS` steps, about 0.8 s per step on 2 CPU cores) in
-   ``<out>/runs/stargan-<preset>/`` with the library (``ctmri_tf.training``), then print its
-   validation PSNR against the identity's (the input itself taken as the translation) on the
-   same validation slices;
-4. ``segmentation``: train the DeepLabV3+ body segmentation (same preset) in
-   ``<out>/runs/segmentation-<preset>/`` by running ``python -m train.segmentation``'s ``main``
-   in this process (training, then Dice and mean IoU of the validation and test splits in the
-   run's ``metrics.json``, printed);
-5. ``classifier``: the same for the CT/MRI classifier (``python -m train.classifier``; test
-   accuracy), in ``<out>/runs/classifier-<preset>/``;
-6. ``evaluation``: StarGAN against the identity and histogram-matching baselines on the test
-   split (``ctmri_tf.evaluate``, SynthRAD protocol): ``<out>/results/`` (``metrics.csv``,
-   ``metrics.json``, ``comparison.md``, ``grids/``), and the comparison table printed;
-7. ``export``: SavedModels for TF Serving in ``<out>/exports/`` (``stargan``, ``segmentation``,
-   ``classifier``, version 1 each, and ``models.config``);
-8. ``translate``: a phantom MRI test volume written as ``<out>/translate/<subject>_mri.nii.gz``
-   translated to CT with :func:`ctmri_tf.translate.translate_file` and the exports, and its MAE
-   against the phantom's true CT. The classifier decides the modality and the segmentation model
-   gives the body mask only when they passed their test split (:data:`MIN_CLASSIFIER_ACCURACY`,
-   :data:`MIN_SEGMENTATION_DICE`); otherwise ``--from mri`` / ``--body-mask threshold``, said.
+3. ``pipeline``: the demo's pipeline (:func:`ctmri_tf.pipeline.config.demo_config`, the same as
+   ``ctmri pipeline run --config ctmri_tf/pipeline/configs/demo.yaml``) with the embedded runner,
+   root ``<out>/pipeline`` (executions and ``metadata.sqlite``): ExampleGen (the dataset of step
+   1, reused), StatisticsGen, SchemaGen, ExampleValidator, then for StarGAN, the DeepLabV3+ body
+   segmentation and the CT/MRI classifier a Trainer (``ctmri train <name> --preset demo`` with
+   :data:`~ctmri_tf.pipeline.config.DEMO_STEPS` steps), an Evaluator (StarGAN: the SynthRAD table
+   against the identity and histogram matching on the test split, blessed when its MRI -> CT MAE
+   is below histogram matching's and the pushed model's; segmentation: test Dice above 0.9;
+   classifier: test accuracy above 0.95, :data:`~ctmri_tf.pipeline.config.DEMO_THRESHOLDS`) and
+   a Pusher (a blessed model becomes the next version in the TF Serving base ``<out>/exports``,
+   ``models.config`` rewritten). One line per component as it ends. A second ``make demo``
+   finds every component cached (same inputs, parameters and code) and trains nothing;
+4. ``results``: StarGAN's comparison table (printed) and the segmentation and classifier test
+   metrics, with where the evaluation reports are;
+5. ``translate``: a phantom MRI test volume written as ``<out>/translate/<subject>_mri.nii.gz``
+   translated to CT with :func:`ctmri_tf.translate.translate_file` and what ``<out>/exports``
+   serves, and its MAE against the phantom's true CT. The classifier decides the modality and the
+   segmentation model gives the body mask when they are served (pushed: blessed now or before);
+   otherwise ``--from mri`` / ``--body-mask threshold``, said. Without a served StarGAN there is
+   nothing to translate with, and the demo says so.
 
-At the end the demo prints where the TensorBoard logs (``tensorboard --logdir <out>/runs``),
-results and exports are. ``--preset smoke --steps N`` runs the same steps with the tiny presets
-(tests). Outputs are replaced on a rerun (each written atomically; a training run folder is
-written progressively while it trains, as TensorBoard reads it, after the previous run of that
-name is removed). The dataset is reused when it is already built.
+At the end the demo prints where the TensorBoard logs (``tensorboard --logdir <out>/pipeline``),
+evaluations and exports are. ``--preset smoke --steps N`` runs the same steps with the tiny
+presets (tests). The dataset is reused when it is already built; the contact sheet and the
+translated volume are replaced on a rerun (each written atomically).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -58,25 +53,16 @@ from typing import Callable
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ctmri_tf import data, experiments, visualize
+from ctmri_tf import data, visualize
 from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.flags import FlagParser
 from ctmri_tf.datasets.ctmri import CtmriConfig
 from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import build, resolve_config
+from ctmri_tf.pipeline.config import DEMO_STEPS
 
 CONTACT_SHEET_ROWS = 6
 DEMO_DATASET = "synthetic_40x32x128"
 """The dataset the demo builds (module docstring: why 128 px)."""
-DEMO_STEPS = {"stargan": 450, "segmentation": 200, "classifier": 300}
-"""Training steps per model with the ``demo`` preset, sized so that the whole demo takes about
-12 minutes on an idle 2-core CPU: StarGAN about 0.8 s per step (``benchmarks/quality.py``
-trains it longer), DeepLabV3+ 0.9-1.8 s per step (it needs about 200 steps for a test Dice above
-0.95), the classifier about 0.1 s per step."""
-MIN_SEGMENTATION_DICE = 0.9
-"""The demo's translation uses the exported segmentation model from this test Dice on."""
-MIN_CLASSIFIER_ACCURACY = 0.95
-"""The demo's translation lets the exported classifier decide the modality from this test
-accuracy on."""
 
 
 @dataclasses.dataclass
@@ -88,8 +74,9 @@ class DemoRun:
         out: folder for the demo's outputs.
         config: the dataset config (name or :class:`CtmriConfig`).
         preset: the trainers' preset (``demo``; ``smoke`` for tests).
-        steps: training steps of every model (default :data:`DEMO_STEPS` for ``demo``, the
-            preset's own otherwise).
+        steps: training steps of every model (default
+            :data:`~ctmri_tf.pipeline.config.DEMO_STEPS` for ``demo``, the preset's own
+            otherwise).
         results: step name -> what the step produced (paths, reports).
     """
 
@@ -105,26 +92,15 @@ class DemoRun:
         return self.config.name if isinstance(self.config, CtmriConfig) else str(self.config)
 
     @property
-    def runs(self) -> Path:
-        """Training run folders (``tensorboard --logdir`` this folder)."""
-        return self.out / "runs"
+    def pipeline_root(self) -> Path:
+        """Pipeline executions and ``metadata.sqlite`` (``tensorboard --logdir`` this folder:
+        the training runs are its ``Trainer.*/<id>/run`` folders)."""
+        return self.out / "pipeline"
 
     @property
     def exports(self) -> Path:
+        """The TF Serving base the Pushers push to."""
         return self.out / "exports"
-
-    def trainer_config(self, experiment: str):
-        """The ``preset`` config of ``experiment`` on this demo's dataset, with ``steps`` (the
-        learning-rate decay keeping the preset's share of the run, as ``--steps`` does)."""
-        from ctmri_tf import configs
-
-        base = configs.get_config(experiment, self.preset)
-        steps = self.steps or (DEMO_STEPS[experiment] if self.preset == "demo"
-                               else base.schedule.steps)
-        share = base.schedule.decay_steps / base.schedule.steps
-        return configs.override(base, {
-            "data.dataset_config": self.config_name, "data.data_dir": str(self.data_dir),
-            "schedule.steps": steps, "schedule.decay_steps": int(round(steps * share))})
 
 
 def build_dataset(run: DemoRun) -> None:
@@ -161,161 +137,70 @@ def write_contact_sheet(run: DemoRun) -> None:
     run.results["contact sheet"] = path
 
 
-def _run_root(run: DemoRun, config) -> Path:
-    """``<out>/runs/<experiment>-<preset>/``, removed when a previous demo left it there (the
-    demo replaces its outputs), so that a trainer can create it anew."""
-    from ctmri_tf.training.run_dir import CONFIG_FILE
+def demo_pipeline(run: DemoRun):
+    """The demo's pipeline config (:func:`ctmri_tf.pipeline.config.demo_config`) for ``run``."""
+    from ctmri_tf.pipeline.config import demo_config
 
-    root = run.runs / f"{config.experiment}-{config.preset}"
-    if root.exists():
-        if not (root / CONFIG_FILE).is_file():
-            raise CtmriInputError(root, "exists but is not a run folder; the demo replaces only "
-                                        "its own run folders")
-        shutil.rmtree(root)
-    return root
+    return demo_config(run.out, data_dir=run.data_dir, dataset=run.config_name,
+                       preset=run.preset, steps=run.steps)
 
 
-def train_stargan(run: DemoRun) -> None:
-    """Train StarGAN with the library (``ctmri_tf.training``: the task and the shared loop, as
-    ``python -m train.stargan`` does), then print its validation PSNR (last validation) against
-    the identity's."""
-    import tensorflow as tf
+def run_pipeline(run: DemoRun) -> None:
+    """Run the demo's pipeline with the embedded runner, one line per component."""
+    from ctmri_tf.pipeline.components import run_pipeline as run_nodes
 
-    from ctmri_tf.training import loop
-    from ctmri_tf.training.run_dir import create_run_dir
-    from ctmri_tf.training.runtime import configure_keras
-    from ctmri_tf.training.stargan import StarGAN, load_stargan_generator
-    from ctmri_tf.training.summaries import flatten_hparams
-
-    config = run.trainer_config("stargan")
-    configure_keras(config.seed, config.precision)   # before the datasets: tf.data seeds
-    inputs = experiments.get("stargan").inputs(config)
-    train_data, validation = inputs.train, inputs.validation
-    config = data.resolve_pixel_spacing(config)      # config.json: what the trainer records
-    task = StarGAN(config, tf.distribute.get_strategy())
-    run_dir = create_run_dir(_run_root(run, config), config)
-    print(f"[stargan] {config.preset}: {config.schedule.steps} steps, "
-          f"{config.data.image_size} px, batch {config.data.batch_size}, run folder "
-          f"{run_dir.root}", flush=True)
-    started = time.monotonic()
-    result = loop.train(task, strategy=tf.distribute.get_strategy(), train_dataset=train_data,
-                        schedule=config.schedule, run_dir=run_dir, seed=config.seed,
-                        validation_dataset=validation, hparams=flatten_hparams(config))
-    print(f"[stargan] {result.step} steps in {time.monotonic() - started:.0f} s "
-          f"({result.wall_seconds_per_step:.2f} s/step)", flush=True)
-    summary = {"run_dir": run_dir.root, "config": config, "result": result}
-    if result.validation:      # means over the validation batches, identity_* = no translation
-        step, metrics = result.validation[-1]
-        for direction, title in (("mri_to_ct", "MRI->CT"), ("ct_to_mri", "CT->MRI")):
-            print(f"[stargan] validation PSNR at step {step}, {title} ([0, 1] scale): "
-                  f"{metrics[f'psnr_{direction}']:.2f} dB; identity (no translation) "
-                  f"{metrics[f'identity_psnr_{direction}']:.2f} dB", flush=True)
-        summary["validation"] = metrics
-    summary["generator"] = load_stargan_generator(run_dir.root)   # any size, float32
-    run.results["stargan"] = summary
+    config = demo_pipeline(run)
+    print(f"[pipeline] {config.name}: {len(config.model_specs())} models, root "
+          f"{run.pipeline_root}, serving base {run.exports} (components whose inputs, "
+          f"parameters and code are unchanged are cached)", flush=True)
+    result = run_nodes(config, log=lambda line: print(f"[pipeline] {line}", flush=True))
+    cached = sum(r.state == "CACHED" for r in result.executions)
+    print(f"[pipeline] {len(result.executions)} components in {result.seconds:.0f} s "
+          f"({cached} cached)", flush=True)
+    run.results["pipeline"] = result
 
 
-def _train_by_cli(run: DemoRun, experiment: str):
-    """Run ``ctmri train <experiment>`` in this process (:func:`ctmri_tf.training.cli.main`:
-    training, then the final metrics of the validation and test splits, printed once and
-    written to ``<run>/metrics.json``) in a fresh ``<out>/runs/<experiment>-<preset>/``;
-    returns ``(run folder, config, metrics)``."""
-    import json
-
-    from ctmri_tf import configs
-    from ctmri_tf.training import cli
-
-    config = run.trainer_config(experiment)
-    root = _run_root(run, config)
-    argv = ["--preset", config.preset, "--run-dir", str(root), "--data-dir", str(run.data_dir),
-            "--dataset-config", run.config_name, "--steps", str(config.schedule.steps),
-            "--seed", str(config.seed)]
-    print(f"[{experiment}] ctmri train {experiment} {' '.join(argv)}", flush=True)
-    started = time.monotonic()
-    if cli.main(experiment, argv) != 0:
-        raise CtmriInputError(root, f"the {experiment} trainer failed (see its message above)")
-    config = configs.from_json((root / "config.json").read_text())
-    metrics = json.loads((root / "metrics.json").read_text())
-    print(f"[{experiment}] {config.schedule.steps} steps in {time.monotonic() - started:.0f} s",
-          flush=True)
-    return root, config, {split: values for split, values in metrics.items()
-                          if isinstance(values, dict)}
+def _outputs(run: DemoRun, experiment: str) -> dict:
+    """The artifacts of ``experiment``'s Trainer, Evaluator and Pusher in this run."""
+    records = run.results["pipeline"].by_component()
+    return {kind: records[f"{kind}.{experiment}"].outputs
+            for kind in ("Trainer", "Evaluator", "Pusher")}
 
 
-def train_segmentation(run: DemoRun) -> None:
-    """Train the DeepLabV3+ body segmentation (``ctmri train segmentation``: it prints the mean
-    IoU and Dice of the validation and test splits, also in the run's ``metrics.json``)."""
-    root, config, metrics = _train_by_cli(run, "segmentation")
-    run.results["segmentation"] = {"run_dir": root, "config": config, "metrics": metrics}
-
-
-def train_classifier(run: DemoRun) -> None:
-    """Train the CT/MRI classifier (``ctmri train classifier``: it prints its accuracy on the
-    validation and test splits and its calibration)."""
-    root, config, metrics = _train_by_cli(run, "classifier")
-    run.results["classifier"] = {"run_dir": root, "config": config, "metrics": metrics}
-
-
-def evaluate_models(run: DemoRun) -> None:
-    """StarGAN vs the identity and histogram-matching baselines on the test split; print the
-    comparison table and write ``<out>/results/``."""
-    from ctmri_tf import baselines, evaluate
-
-    stargan = run.results["stargan"]
-    translators = baselines.baseline_translators(baselines.reference_from_split(
-        "train", config=run.config_name, data_dir=run.data_dir))
-    translators["StarGAN"] = evaluate.resized_translator(
-        evaluate.stargan_translator(stargan["generator"]), stargan["config"].data.image_size)
-    subjects = evaluate.load_subjects("test", config=run.config_name, data_dir=run.data_dir)
-    out = run.out / "results"
-    print(f"[evaluation] {', '.join(translators)} on {len(subjects)} test subject(s) ...",
-          flush=True)
-    evaluate.evaluate(translators, subjects, out, overwrite=True)
-    print((out / "comparison.md").read_text(), flush=True)
-    print(f"[evaluation] {out}", flush=True)
-    run.results["evaluation"] = out
-
-
-def export_models(run: DemoRun) -> None:
-    """SavedModels of every trained model in ``<out>/exports/`` (version 1) + ``models.config``;
-    the folder is built beside and renamed into place, its ``models.config`` naming the final
-    path. Each model is exported from its run folder through the experiment registry
-    (``ctmri_tf.experiments``: the same export as ``ctmri export``), so each carries the data card
-    of its run (``ctmri_tf.data_card``: the demo models are trained on synthetic head phantoms
-    only), its training size and pixel spacing, and the classifier its calibration
-    temperature."""
-    from ctmri_tf.atomic import atomic_output
-    from ctmri_tf.export import saved_model
-
-    final = run.exports
-    serving_base = str(final.resolve())
-    with atomic_output(final, directory=True, overwrite=True) as tmp:
-        for name in ("stargan", "segmentation", "classifier"):
-            experiments.get(name).export(run.results[name]["run_dir"], tmp, version=1,
-                                         serving_base=serving_base)
-    names = saved_model.served_models(final)
-    print(f"[export] {', '.join(names)} in {final}; TF Serving: tensorflow_model_server "
-          f"--model_config_file={final.resolve() / saved_model.MODELS_CONFIG}", flush=True)
-    run.results["export"] = final
-
-
-def _test_metric(result: dict, name: str) -> float:
-    """A model's metric on the test split (validation when no test split was built)."""
-    metrics = result["metrics"]
-    split = "test" if "test" in metrics else next(iter(metrics))
-    return float(metrics[split][name])
+def report_results(run: DemoRun) -> None:
+    """Print StarGAN's comparison table and the other models' test metrics (the Evaluators'
+    reports) and whether each was pushed."""
+    lines = []
+    for experiment in ("stargan", "segmentation", "classifier"):
+        outputs = _outputs(run, experiment)
+        evaluation = outputs["Evaluator"]["evaluation"]
+        blessing = outputs["Evaluator"]["blessing"].properties
+        folder = Path(evaluation.uri)
+        if experiment == "stargan":
+            print((folder / "comparison.md").read_text(), flush=True)
+            run.results["evaluation"] = folder
+        pushed = outputs["Pusher"].get("pushed_model")
+        if pushed:
+            verdict = (f"{'; '.join(blessing['reasons'])} -> pushed as "
+                       f"{pushed.properties['model_name']} version {pushed.properties['version']}")
+        else:
+            verdict = "not pushed: " + "; ".join(blessing["failed"] or ["not blessed"])
+        lines.append(f"[results] {experiment}: {verdict}; report {folder}")
+    print("\n".join(lines), flush=True)
 
 
 def translate_test_volume(run: DemoRun) -> None:
-    """Write a phantom MRI test volume as NIfTI and translate it to CT with the exports.
+    """Write a phantom MRI test volume as NIfTI and translate it to CT with what the serving
+    base serves.
 
-    The exported segmentation model gives the body mask when its test Dice reaches
-    :data:`MIN_SEGMENTATION_DICE` (else the thresholds, ``--body-mask threshold``), and the
-    exported classifier decides the modality when its test accuracy reaches
-    :data:`MIN_CLASSIFIER_ACCURACY` (else ``--from mri``): a short demo run may not train them
-    that far, and the demo says so instead of translating garbage.
+    The served segmentation model gives the body mask (else the thresholds, ``--body-mask
+    threshold``) and the served classifier decides the modality (else ``--from mri``): a model
+    is served only once an Evaluator blessed it, so a short demo run may have none, and the demo
+    says so instead of translating with an unvetted model. Without a served StarGAN nothing is
+    translated.
     """
     from ctmri_tf import metrics, phantom
+    from ctmri_tf.export.saved_model import model_versions, served_models
     from ctmri_tf.io import Volume, read_nifti, write_nifti
     from ctmri_tf.translate import AIR_HU, ModelSet, translate_file
     from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import known_config
@@ -337,19 +222,21 @@ def translate_test_volume(run: DemoRun) -> None:
     def say(line: str) -> None:
         print(f"[translate] {line}", flush=True)
 
-    dice = _test_metric(run.results["segmentation"], "dice")
-    use_segmenter = dice >= MIN_SEGMENTATION_DICE
+    served = served_models(run.exports)
+    if "stargan" not in served:
+        say(f"{run.exports} serves no StarGAN (no Evaluator has blessed one yet): nothing to "
+            f"translate with")
+        return
+    use_segmenter = "segmentation" in served
     if not use_segmenter:
-        say(f"the segmentation model's test Dice {dice:.3f} < {MIN_SEGMENTATION_DICE}: body "
-            f"mask by thresholds (--body-mask threshold)")
-    models = ModelSet(run.exports, image_size=run.results["stargan"]["config"].data.image_size,
-                      use_segmenter=use_segmenter)
-    accuracy = _test_metric(run.results["classifier"], "accuracy")
+        say("no segmentation model is served: body mask by thresholds (--body-mask threshold)")
+    models = ModelSet(run.exports, use_segmenter=use_segmenter)
     given = None                                  # the classifier decides
-    if accuracy < MIN_CLASSIFIER_ACCURACY:
+    if "classifier" not in served:
         given = "mri"
-        say(f"the classifier's test accuracy {accuracy:.3f} < {MIN_CLASSIFIER_ACCURACY}: "
-            f"--from mri")
+        say("no classifier is served: --from mri")
+    versions = ", ".join(f"{name} {max(model_versions(run.exports / name))}" for name in served)
+    say(f"served versions: {versions}")
     say(f"ctmri translate {source} {output} --models {run.exports}"
         + (" --from mri" if given else "") + ("" if use_segmenter else " --body-mask threshold"))
     translate_file(source, output, models=models, source=given, overwrite=True, log=say)
@@ -390,11 +277,8 @@ def _subject_mae(results: Path | None, subject_id: str) -> float | None:
 STEPS: list[tuple[str, Callable[[DemoRun], None]]] = [
     ("dataset", build_dataset),
     ("contact sheet", write_contact_sheet),
-    ("stargan", train_stargan),
-    ("segmentation", train_segmentation),
-    ("classifier", train_classifier),
-    ("evaluation", evaluate_models),
-    ("export", export_models),
+    ("pipeline", run_pipeline),
+    ("results", report_results),
     ("translate", translate_test_volume),
 ]
 
@@ -414,8 +298,8 @@ def run_demo(data_dir: str | os.PathLike, out: str | os.PathLike, *,
 def _where(result) -> object:
     if hasattr(result, "data_path"):
         return result.data_path
-    if isinstance(result, dict):
-        return result["run_dir"]
+    if hasattr(result, "pipeline_root"):
+        return result.pipeline_root
     return result
 
 
@@ -450,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo done in {time.monotonic() - started:.0f} s; outputs in {run.out.resolve()}:")
     for name, result in run.results.items():
         print(f"  {name}: {_where(result)}")
-    print(f"TensorBoard: tensorboard --logdir {run.runs.resolve()}")
+    print(f"  exports: {run.exports.resolve()} (TF Serving: tensorflow_model_server "
+          f"--model_config_file={run.exports.resolve() / 'models.config'})")
+    print(f"TensorBoard: tensorboard --logdir {run.pipeline_root.resolve()}")
     return 0
 
 

@@ -216,6 +216,97 @@ def cyclegan_run_translator(run_dir: str | os.PathLike) -> Callable:
                               config.data.image_size)
 
 
+# ----------------------------------------------------------------------------- run folders
+
+@dataclasses.dataclass(frozen=True)
+class RunEvaluation:
+    """An experiment's evaluation of one training run (the registry's ``evaluate``; what the
+    pipeline's Evaluator blesses on).
+
+    Attributes:
+        model: the trained model's row in ``values`` (the experiment's title, ``StarGAN``).
+        values: ``{row: {metric key: value}}``; rows are the model and, for translation, the
+            baselines it was compared with; keys :func:`metric_key` (translation:
+            ``"mri->ct body mae"``, HU / dB / SSIM as in the table; segmentation ``"dice"``,
+            ``"mean_iou"``; classifier ``"accuracy"``: fractions in [0, 1]). NaN: not measured.
+        folder: the report folder the evaluation wrote.
+    """
+
+    model: str
+    values: dict
+    folder: Path
+
+
+def metric_key(metric: str, direction: str | None = None, region: str | None = None) -> str:
+    """The :attr:`RunEvaluation.values` key of a metric: ``"mri->ct body mae"`` for a
+    translation metric (``direction``, ``region`` given), else the metric name itself."""
+    return " ".join(p for p in (direction, region, metric) if p)
+
+
+def table_values(results: Mapping) -> dict:
+    """``{model: {metric key: mean over subjects}}`` of :func:`evaluate`'s results."""
+    values = {}
+    for name in results["models"]:
+        row = values.setdefault(name, {})
+        for direction, regions in results["summary"].get(name, {}).items():
+            for region, metrics in regions.items():
+                for metric, stats in metrics.items():
+                    row[metric_key(metric, direction, region)] = (
+                        float(stats["mean"]) if stats and stats.get("n") else math.nan)
+    return values
+
+
+def scalar_metrics(metrics: Mapping) -> dict:
+    """The number-valued entries of a metrics dict, as floats (counts and matrices left out
+    of a :attr:`RunEvaluation.values` row)."""
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)}
+
+
+def write_split_metrics(out_dir: str | os.PathLike, split: str, results: Mapping) -> Path:
+    """A report folder holding ``metrics.json`` (``{"split": split, split: metrics}``, NaN as
+    null), written atomically; returns the folder.
+
+    Raises:
+        CtmriInputError: ``out_dir`` already exists.
+    """
+    out_dir = Path(out_dir)
+    with atomic_output(out_dir, directory=True) as tmp:
+        (tmp / "metrics.json").write_text(json.dumps(
+            _json_safe({"split": split, **dict(results)}), indent=2, sort_keys=True,
+            allow_nan=False) + "\n")
+    return out_dir
+
+
+def evaluate_translation_run(experiment, run_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                             *, split: str, dataset_config: str, data_dir=None,
+                             reference_split: str = "train", batch_size: int = 16,
+                             grid_subjects: int = 4, progress: bool = False) -> RunEvaluation:
+    """The registry's evaluation of a translation run (``experiment``: its entry): the run's
+    translator (``experiment.translator(run_dir)``) next to the identity and histogram matching
+    (reference: ``reference_split``) on the registered pairs of ``split`` (SynthRAD protocol),
+    report folder ``out_dir`` (:func:`evaluate`).
+
+    Raises:
+        CtmriInputError: ``reference_split`` is ``split``, or the split is not paired.
+    """
+    from ctmri_tf import baselines
+
+    if reference_split == split:
+        raise CtmriInputError(None, f"the reference split {reference_split} is the evaluated "
+                                    f"split: histogram matching would see the test targets")
+    translators = dict(baselines.baseline_translators(baselines.reference_from_split(
+        reference_split, config=dataset_config, data_dir=data_dir)))
+    translators[experiment.title] = experiment.translator(run_dir)
+    subjects = load_subjects(split, config=dataset_config, data_dir=data_dir)
+    results = evaluate(translators, subjects, out_dir, batch_size=batch_size,
+                       grid_subjects=grid_subjects, progress=progress)
+    if not results["reference"]:
+        raise CtmriInputError(out_dir, f"the {split} split is unpaired: a translation model is "
+                                       f"evaluated against registered CT and MRI")
+    return RunEvaluation(experiment.title, table_values(results), Path(out_dir))
+
+
 # ----------------------------------------------------------------------------- data
 
 @dataclasses.dataclass(frozen=True)
@@ -754,6 +845,8 @@ def metrics_csv(results: dict) -> str:
 def _json_safe(value):
     if isinstance(value, dict):
         return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     if isinstance(value, (float, np.floating)):

@@ -14,6 +14,8 @@ elsewhere::
     inputs = experiment.inputs(config)              # ctmri_tf.training.inputs.Inputs
     task = experiment.task(config, strategy)        # a ctmri_tf.training.loop.TrainingTask
     generator = experiment.load(run_dir)            # the trained model(s), float32
+    result = experiment.evaluate(run_dir, "results/", split="test",
+                                 dataset_config="synthetic")   # ctmri_tf.evaluate.RunEvaluation
     versions = experiment.export(run_dir, "exports/")   # SavedModels for TF Serving
 
 Entries name their code by import path (``module:attribute``), imported on first use: importing
@@ -51,6 +53,14 @@ class Experiment:
         export_path: ``module:function`` ``(run_dir, base, load, sizes, *, name, direction,
             **options) -> [version folders]``: how ``ctmri_tf.export.saved_model.export_run``
             exports the run (``load()`` gives :meth:`load`'s model(s)).
+        evaluate_path: ``module:function`` ``(experiment, run_dir, out_dir, *, split,
+            dataset_config, data_dir, **options) -> ctmri_tf.evaluate.RunEvaluation``: the
+            run's evaluation on a split of a dataset (translation: the SynthRAD table with the
+            baselines; segmentation: Dice / IoU; classifier: accuracy).
+        metrics: the metric names ``evaluate`` reports for the model and that a pipeline may
+            bless on, the default first; translation metrics are per direction and region.
+        translator_path: translation experiments: ``module:function`` ``(run_dir) ->`` a
+            ``ctmri_tf.evaluate`` translator of the run (at its training size).
         add_arguments_path: optional ``module:function`` ``(parser)``: the experiment's own
             command-line flags (CycleGAN's ``--direction``).
         before_training_path: optional ``module:function`` ``(prepared, args) -> dict``: run
@@ -68,6 +78,9 @@ class Experiment:
     inputs_path: str
     load_path: str
     export_path: str
+    evaluate_path: str
+    metrics: tuple[str, ...]
+    translator_path: str | None = None
     add_arguments_path: str | None = None
     before_training_path: str | None = None
     after_training_path: str | None = None
@@ -100,6 +113,32 @@ class Experiment:
 
         return export_run(self.name, run_dir, base, **kwargs)
 
+    @property
+    def translates(self) -> bool:
+        """Whether this is a CT <-> MRI translation experiment (metrics per direction and
+        region, compared with the baselines)."""
+        return self.translator_path is not None
+
+    def translator(self, run_dir: str | os.PathLike) -> Any:
+        """The run's translator for ``ctmri_tf.evaluate`` (translation experiments only).
+
+        Raises:
+            CtmriInputError: not a translation experiment, or the run folder is unusable.
+        """
+        if not self.translates:
+            raise CtmriInputError(run_dir, f"{self.name} is not a translation experiment")
+        return _resolve(self.translator_path)(run_dir)
+
+    def evaluate(self, run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, split: str,
+                 dataset_config: str, data_dir: str | os.PathLike | None = None,
+                 **options) -> Any:
+        """Evaluate the run on ``split`` of ``ctmri/<dataset_config>``, writing the report
+        folder ``out_dir``; returns a ``ctmri_tf.evaluate.RunEvaluation``. ``options``
+        (translation): ``reference_split``, ``batch_size``, ``grid_subjects``."""
+        return _resolve(self.evaluate_path)(self, run_dir, out_dir, split=split,
+                                            dataset_config=dataset_config, data_dir=data_dir,
+                                            **options)
+
     def add_arguments(self, parser) -> None:
         if self.add_arguments_path:
             _resolve(self.add_arguments_path)(parser)
@@ -117,6 +156,9 @@ class Experiment:
 
 _TRAINING = "ctmri_tf.training"
 _EXPORT = "ctmri_tf.export.saved_model"
+_TRANSLATION_EVALUATION = "ctmri_tf.evaluate:evaluate_translation_run"
+TRANSLATION_METRICS = ("mae", "psnr", "ssim")
+"""Metrics of the translation experiments' table (``ctmri_tf.evaluate``; MAE default)."""
 _REGISTRY: dict[str, Experiment] = {e.name: e for e in (
     Experiment(
         name="stargan", title="StarGAN",
@@ -124,7 +166,10 @@ _REGISTRY: dict[str, Experiment] = {e.name: e for e in (
         task_path=f"{_TRAINING}.stargan:StarGAN",
         inputs_path=f"{_TRAINING}.inputs:stargan_inputs",
         load_path=f"{_TRAINING}.stargan:load_stargan_generator",
-        export_path=f"{_EXPORT}:export_stargan_run"),
+        export_path=f"{_EXPORT}:export_stargan_run",
+        evaluate_path=_TRANSLATION_EVALUATION, metrics=TRANSLATION_METRICS,
+        translator_path="ctmri_tf.evaluate:stargan_run_translator",
+        after_training_path=f"{_TRAINING}.translation_validation:after_training"),
     Experiment(
         name="cyclegan", title="CycleGAN",
         summary="CycleGAN MRI -> CT and CT -> MRI, both generators in one run (Zhu et al. 2017)",
@@ -132,8 +177,11 @@ _REGISTRY: dict[str, Experiment] = {e.name: e for e in (
         inputs_path=f"{_TRAINING}.inputs:cyclegan_inputs",
         load_path=f"{_TRAINING}.cyclegan:load_cyclegan_generators",
         export_path=f"{_EXPORT}:export_cyclegan_run",
+        evaluate_path=_TRANSLATION_EVALUATION, metrics=TRANSLATION_METRICS,
+        translator_path="ctmri_tf.evaluate:cyclegan_run_translator",
         add_arguments_path=f"{_TRAINING}.cyclegan_options:add_arguments",
-        before_training_path=f"{_TRAINING}.cyclegan:before_training"),
+        before_training_path=f"{_TRAINING}.cyclegan:before_training",
+        after_training_path=f"{_TRAINING}.translation_validation:after_training"),
     Experiment(
         name="segmentation", title="DeepLabV3+",
         summary="DeepLabV3+ body segmentation of CT and MRI slices (Chen et al. 2018)",
@@ -141,6 +189,7 @@ _REGISTRY: dict[str, Experiment] = {e.name: e for e in (
         inputs_path=f"{_TRAINING}.inputs:segmentation_inputs",
         load_path=f"{_TRAINING}.segmentation:load_any_size_model",
         export_path=f"{_EXPORT}:export_segmentation_run",
+        evaluate_path=f"{_TRAINING}.segmentation:evaluate_run", metrics=("dice", "mean_iou"),
         after_training_path=f"{_TRAINING}.segmentation:after_training"),
     Experiment(
         name="classifier", title="CT/MRI classifier",
@@ -149,6 +198,7 @@ _REGISTRY: dict[str, Experiment] = {e.name: e for e in (
         inputs_path=f"{_TRAINING}.inputs:classifier_inputs",
         load_path=f"{_TRAINING}.classifier:load_classifier",
         export_path=f"{_EXPORT}:export_classifier_run",
+        evaluate_path=f"{_TRAINING}.classifier:evaluate_run", metrics=("accuracy",),
         after_training_path=f"{_TRAINING}.classifier:after_training"),
 )}
 

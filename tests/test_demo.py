@@ -1,8 +1,10 @@
-"""`make demo` on a tiny synthetic config with the smoke presets and 2 training steps: dataset
-built, contact sheet written with the expected layout and the phantom's CT in the display window,
-then every artefact of the later steps: training runs with TensorBoard event files and final
-metrics, the evaluation report, the SavedModels with ``models.config``, and the translated NIfTI
-on the input's grid."""
+"""`make demo` on a tiny synthetic config with the smoke presets and 2 training steps, through the
+pipeline: dataset built, contact sheet written with the expected layout and the phantom's CT in the
+display window, then every component of the pipeline: training runs with TensorBoard event files
+and final metrics, the evaluation reports, the blessed models pushed as SavedModels with
+``models.config`` (a model that is not blessed is not pushed), the translated NIfTI on the input's
+grid; a second demo finds every component cached."""
+import dataclasses
 import json
 
 import cv2
@@ -10,6 +12,7 @@ import nibabel as nib
 import numpy as np
 
 from ctmri_tf import demo, phantom
+from ctmri_tf.export.saved_model import model_versions
 from ctmri_tf.io import read_nifti
 from ctmri_tf.visualize import (CONTACT_SHEET_CT_WINDOW_HU, SEPARATOR_PX, TITLE_HEIGHT_PX,
                                 to_uint8)
@@ -18,7 +21,23 @@ SUBJECTS, SLICES, SIZE = 3, 4, 32   # subject 0 train, 1 validation, 2 test
 STEPS = 2
 
 
-def test_demo_builds_the_dataset_and_writes_the_contact_sheet(tmp_path, capsys, monkeypatch):
+def _bless_stargan(config):
+    """The demo's pipeline with StarGAN blessed whatever its MAE (a 2-step model cannot beat
+    histogram matching); the segmentation model and the classifier keep their thresholds (Dice
+    0.9, accuracy 0.95), which 2 steps do not reach: they are evaluated and not pushed."""
+    models = []
+    for spec in config.models:
+        evaluator = spec.evaluator
+        if spec.trainer.experiment == "stargan":
+            evaluator = dataclasses.replace(evaluator, beat_baselines=())
+        models.append(dataclasses.replace(spec, evaluator=evaluator))
+    return dataclasses.replace(config, models=tuple(models))
+
+
+def test_demo_runs_the_pipeline_end_to_end_and_a_rerun_is_cached(tmp_path, capsys, monkeypatch):
+    original = demo.demo_pipeline
+    monkeypatch.setattr(demo, "demo_pipeline",
+                        lambda run: _bless_stargan(original(run)))
     argv = ["--data-dir", str(tmp_path / "tfds"), "--out", str(tmp_path / "demo"),
             "--num-subjects", str(SUBJECTS), "--num-slices", str(SLICES),
             "--image-size", str(SIZE), "--preset", "smoke", "--steps", str(STEPS)]
@@ -46,30 +65,36 @@ def test_demo_builds_the_dataset_and_writes_the_contact_sheet(tmp_path, capsys, 
         np.testing.assert_array_equal(sheet[y:y + SIZE, -SIZE:], test_subject.mask[k] * 255)
 
     out = tmp_path / "demo"
+    lines = [line for line in printed.splitlines() if line.startswith("[pipeline] ")]
+    components = [line.split()[1] for line in lines[1:-1]]
+    assert components == ["ExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator"] + [
+        f"{kind}.{name}" for name in ("stargan", "segmentation", "classifier")
+        for kind in ("Trainer", "Evaluator", "Pusher")]
+    assert all(line.split()[2] == "executed" for line in lines[1:-1])
     # training runs: config, TensorBoard event files, a checkpoint at the last step
     for experiment in ("stargan", "segmentation", "classifier"):
-        run = out / "runs" / f"{experiment}-smoke"
+        (run,) = (out / "pipeline" / f"Trainer.{experiment}").glob("*/run")
         assert json.loads((run / "config.json").read_text())["schedule"]["steps"] == STEPS
         assert list(run.glob("events.out.tfevents.*")), experiment
         assert (run / "checkpoints" / f"ckpt-{STEPS}.index").is_file(), experiment
-    for experiment in ("segmentation", "classifier"):           # final metrics of both splits
-        metrics = json.loads((out / "runs" / f"{experiment}-smoke" / "metrics.json").read_text())
-        assert {"validation", "test"} <= set(metrics), experiment
-    assert "identity (no translation)" in printed and "validation PSNR" in printed
+    assert "identity (no translation)" in console and "validation PSNR" in console
 
     # evaluation: StarGAN and the baselines, the table printed
-    results = out / "results"
+    (results,) = (out / "pipeline" / "Evaluator.stargan").glob("*/evaluation")
     rows = (results / "metrics.csv").read_text().splitlines()
     assert {row.split(",")[0] for row in rows[1:]} == {"identity", "histogram matching",
                                                        "StarGAN"}
     comparison = (results / "comparison.md").read_text()
     assert "| StarGAN |" in comparison and comparison.splitlines()[0] in printed
+    (accuracy,) = (out / "pipeline" / "Evaluator.classifier").glob("*/evaluation/metrics.json")
+    assert json.loads(accuracy.read_text())["split"] == "test"
 
-    # exports: one version of each model and the TF Serving config listing them
+    # exports: the blessed StarGAN, version 1, in TF Serving's config; the others not pushed
     exports = out / "exports"
-    for name in ("stargan", "segmentation", "classifier"):
-        assert (exports / name / "1" / "saved_model.pb").is_file(), name
-        assert f'base_path: "{exports.resolve() / name}"' in (exports / "models.config").read_text()
+    assert (exports / "stargan" / "1" / "saved_model.pb").is_file()
+    assert f'base_path: "{exports.resolve() / "stargan"}"' in (exports / "models.config").read_text()
+    assert not (exports / "classifier").exists() and not (exports / "segmentation").exists()
+    assert "not pushed: ACCURACY" in printed and "not pushed: DICE" in printed
     assert not [p for p in out.iterdir() if p.name.startswith(".")]   # no temporary leftovers
 
     # the translated test subject: NIfTI CT on the MRI's grid, air outside the body
@@ -80,14 +105,23 @@ def test_demo_builds_the_dataset_and_writes_the_contact_sheet(tmp_path, capsys, 
     np.testing.assert_allclose(read_nifti(source).data, test_subject.mri, rtol=1e-6)
     ct = read_nifti(translated).data
     assert ct.shape == (SLICES, SIZE, SIZE) and (ct == -1000.0).any()
-    assert "MAE" in printed and f"tensorboard --logdir {(out / 'runs').resolve()}" in printed
+    assert "no classifier is served: --from mri" in printed
+    assert "no segmentation model is served: body mask by thresholds" in printed
+    assert "MAE" in printed and f"tensorboard --logdir {(out / 'pipeline').resolve()}" in printed
     # and how its MAE relates to the evaluation's: the subject's own score there
     assert printed.count("the evaluation (true body mask) scores this subject") == 1
 
-    # a rerun of the first steps reuses the data and replaces the contact sheet
-    monkeypatch.setattr(demo, "STEPS", demo.STEPS[:2])
+    # a second demo: the data reused, every component cached, nothing trained or pushed again
+    before = translated.stat().st_mtime_ns
     assert demo.main(argv) == 0
-    assert "already built" in capsys.readouterr().out
+    again = capsys.readouterr()
+    assert "already built" in again.out
+    lines = [line for line in again.out.splitlines() if line.startswith("[pipeline] ")]
+    assert all(line.split()[2] == "cached" for line in lines[1:-1]), lines
+    assert "(13 cached)" in lines[-1]
+    assert "done: step" not in again.err                     # no trainer ran
+    assert model_versions(exports / "stargan") == [1]
+    assert translated.stat().st_mtime_ns != before           # the translation is redone
 
 
 def test_spread_slices_picks_evenly_over_one_subject():

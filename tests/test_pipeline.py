@@ -14,7 +14,8 @@ from ctmri_tf.pipeline import config as pipeline_config
 from ctmri_tf.pipeline import runner
 from ctmri_tf.pipeline.artifacts import Artifact, Examples, Model, ModelBlessing, PushedModel
 from ctmri_tf.pipeline.components import (ExampleAnomalyError, blessing_decision,
-                                          example_validator, infer_schema, pusher, validate)
+                                          example_validator, infer_schema, pipeline_nodes, pusher,
+                                          validate)
 from ctmri_tf.pipeline.lineage import PIPELINE_INFO, lineage
 from ctmri_tf.pipeline.metadata import MetadataStore
 from ctmri_tf.pipeline.runner import ComponentResult, Node, Resolver
@@ -376,17 +377,46 @@ def test_the_pusher_pushes_nothing_without_a_blessing_and_says_why(tmp_path):
 
 def test_the_demo_config_loads_and_bad_configs_name_the_file(tmp_path):
     demo = pipeline_config.load(pipeline_config.CONFIG_FOLDER / "demo.yaml")
-    assert demo.trainer.experiment == "stargan" and demo.trainer.steps == 450
-    assert demo.evaluator.beat_baselines == ("histogram matching",)
-    assert demo.validator.ct_hu_limits == (-1100, 4000)
     built = pipeline_config.demo_config(tmp_path, data_dir=tmp_path / "tfds")
     assert built.pusher.serving_base == str(tmp_path / "exports")
+    for config in (demo, built):      # the YAML file and make demo's pipeline are one pipeline
+        specs = config.model_specs()
+        assert [(s.trainer.experiment, s.trainer.steps) for s in specs] == [
+            ("stargan", 450), ("segmentation", 200), ("classifier", 300)]
+        evaluators = [s.evaluator.resolved(s.trainer.experiment) for s in specs]
+        assert [(e.metric, e.beat_baselines, e.threshold) for e in evaluators] == [
+            ("mae", ("histogram matching",), None), ("dice", (), 0.9), ("accuracy", (), 0.95)]
+        assert config.node_suffixes() == [".stargan", ".segmentation", ".classifier"]
+    assert demo.validator.ct_hu_limits == (-1100, 4000)
+    names = [n.name for n in pipeline_nodes(built)]
+    assert names[:4] == ["ExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator"]
+    assert names[4:7] == ["Trainer.stargan", "Evaluator.stargan", "Pusher.stargan"]
+    assert pipeline_nodes(built)[8].inputs["model"] == "Trainer.segmentation.model"
+    one = pipeline_config.from_dict({"pipeline_root": "x"})
+    assert [n.name for n in pipeline_nodes(one)][4:] == ["Trainer", "Evaluator", "Pusher"]
     bad = tmp_path / "bad.yaml"
     bad.write_text("pipeline_root: x\ntrainer: {experiment: stargan, step: 3}\n")
     with pytest.raises(CtmriInputError, match=r"bad.yaml: unknown key\(s\) step in trainer"):
         pipeline_config.load(bad)
     bad.write_text("pipeline_root: x\nevaluator: {metric: rmse}\n")
     with pytest.raises(CtmriInputError, match="evaluator.metric must be one of mae, psnr, ssim"):
+        pipeline_config.load(bad)
+    bad.write_text("pipeline_root: x\nmodels: [{trainer: {experiment: segmentation}, "
+                   "evaluator: {metric: mae}}]\n")
+    with pytest.raises(CtmriInputError, match=r"models\[segmentation\].evaluator.metric must "
+                                              r"be one of dice, mean_iou for segmentation"):
+        pipeline_config.load(bad)
+    bad.write_text("pipeline_root: x\nmodels: [{trainer: {experiment: classifier}, "
+                   "evaluator: {beat_baselines: [identity]}}]\n")
+    with pytest.raises(CtmriInputError, match="classifier has no baselines"):
+        pipeline_config.load(bad)
+    bad.write_text("pipeline_root: x\ntrainer: {experiment: stargan}\nmodels: "
+                   "[{trainer: {experiment: classifier}}]\n")
+    with pytest.raises(CtmriInputError, match="either models .* or trainer/evaluator"):
+        pipeline_config.load(bad)
+    bad.write_text("pipeline_root: x\nmodels: [{trainer: {experiment: classifier}}, "
+                   "{trainer: {experiment: classifier}}]\n")
+    with pytest.raises(CtmriInputError, match="two models with the same id"):
         pipeline_config.load(bad)
     bad.write_text("dataset: {config: synthetic}\n")
     with pytest.raises(CtmriInputError, match="pipeline_root is required"):

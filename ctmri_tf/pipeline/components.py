@@ -4,6 +4,9 @@ pipeline a :class:`~ctmri_tf.pipeline.config.PipelineConfig` describes::
 
     ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> Trainer -> Evaluator -> Pusher
 
+with one Trainer -> Evaluator -> Pusher chain per model of the config (``Trainer.<id>`` ... when
+there are several, as in ``make demo``).
+
 * **ExampleGen** (no input): ``ctmri_tf.datasets.ctmri.ctmri_dataset_builder.build`` of the
   dataset config in its tfds data folder (reused when built). Output ``examples``
   (:class:`Examples`, uri the dataset folder; fingerprint: sha256 of its ``dataset_info.json``).
@@ -22,9 +25,11 @@ pipeline a :class:`~ctmri_tf.pipeline.config.PipelineConfig` describes::
 * **Trainer** (examples, anomalies): ``ctmri_tf.training.cli.main(experiment, argv)`` in process
   (the registry's training, as ``ctmri train``) into ``<execution>/run``. Output ``model``
   (:class:`Model`, the run folder).
-* **Evaluator** (examples, model, pushed_model): ``ctmri_tf.evaluate.evaluate`` of the model, the
-  identity and histogram matching (reference: the ``reference_split``) on ``split`` (SynthRAD
-  protocol) into ``<execution>/evaluation``; the blessing (:func:`blessing_decision`) into
+* **Evaluator** (examples, model, pushed_model): the registry's evaluation of the model
+  (``experiments.get(name).evaluate``: for StarGAN / CycleGAN the SynthRAD-protocol table of the
+  model, the identity and histogram matching, reference the ``reference_split``; for the
+  segmentation model Dice / mean IoU; for the classifier accuracy) on ``split`` into
+  ``<execution>/evaluation``; the blessing (:func:`blessing_decision`) into
   ``<execution>/blessing``. ``pushed_model`` is resolved from the store
   (:func:`pushed_model_resolver`): the newest PushedModel of this serving base and model name
   pushed from another model, still on disk; its recorded metric is the bar to beat. Outputs
@@ -345,27 +350,14 @@ def trainer(ctx: ExecutionContext, inputs: Mapping, *, experiment: str, preset: 
 
 # ----------------------------------------------------------------------------- Evaluator
 
-def _run_translator(experiment: str, run_dir: str):
-    """The translator of a run folder. The registry has no evaluation hook yet, so the two
-    translation experiments are named here (ctmri_tf.evaluate's loaders)."""
-    from ctmri_tf import evaluate
-
-    loaders = {"stargan": evaluate.stargan_run_translator,
-               "cyclegan": evaluate.cyclegan_run_translator}
-    if experiment not in loaders:
-        raise CtmriInputError(run_dir, f"the Evaluator evaluates translation models "
-                                       f"({', '.join(loaders)}), not {experiment}")
-    return loaders[experiment](run_dir)
-
-
 def _better(value: float, than: float, metric: str) -> bool:
     if value is None or than is None or math.isnan(value) or math.isnan(than):
         return False
     return value < than if METRICS[metric] == "lower" else value > than
 
 
-def blessing_decision(values: Mapping[str, float], *, metric: str, direction: str,
-                      region: str, beat_baselines: Iterable[str],
+def blessing_decision(values: Mapping[str, float], *, metric: str, direction: str | None,
+                      region: str | None, beat_baselines: Iterable[str],
                       pushed: Mapping | None, beat_pushed: bool,
                       threshold: float | None, model: str = EVALUATED_MODEL) -> dict:
     """Bless the model (``values[model]``, the table's row of the trained model) iff its
@@ -379,9 +371,10 @@ def blessing_decision(values: Mapping[str, float], *, metric: str, direction: st
         "failed": [...]}``: one reason per condition, the failed ones also in ``failed``.
     """
     word = "below" if METRICS[metric] == "lower" else "above"
-    unit = " HU" if metric == "mae" and direction.endswith("ct") else ""
+    unit = " HU" if metric == "mae" and (direction or "").endswith("ct") else ""
     value = values.get(model, math.nan)
-    shown = f"{metric.upper()} {value:.4g}{unit} ({direction}, {region})"
+    where = ", ".join(p for p in (direction, region) if p)
+    shown = f"{metric.upper()} {value:.4g}{unit}" + (f" ({where})" if where else "")
     reasons, failed = [], []
 
     def condition(ok: bool, text: str) -> None:
@@ -413,29 +406,23 @@ def blessing_decision(values: Mapping[str, float], *, metric: str, direction: st
 
 
 def evaluator(ctx: ExecutionContext, inputs: Mapping, *, split: str, reference_split: str,
-              batch_size: int, metric: str, direction: str, region: str,
+              batch_size: int, metric: str, direction: str | None, region: str | None,
               beat_baselines: list, beat_pushed: bool, threshold: float | None,
               grid_subjects: int) -> ComponentResult:
-    from ctmri_tf import baselines, evaluate, experiments
+    from ctmri_tf import evaluate, experiments
 
     examples, model = inputs["examples"], inputs["model"]
-    row = experiments.get(model.properties["experiment"]).title
+    entry = experiments.get(model.properties["experiment"])
     pushed = inputs.get("pushed_model")
-    config, data_dir = examples.properties["config"], examples.properties.get("data_dir")
-    translators = dict(baselines.baseline_translators(baselines.reference_from_split(
-        reference_split, config=config, data_dir=data_dir)))
-    translators[row] = _run_translator(model.properties["experiment"], model.uri)
-    subjects = evaluate.load_subjects(split, config=config, data_dir=data_dir)
     folder = ctx.output_dir / "evaluation"
-    results = evaluate.evaluate(translators, subjects, folder, batch_size=batch_size,
-                                grid_subjects=grid_subjects, progress=False)
-    if not results["reference"]:
-        raise CtmriInputError(examples.uri, "the Evaluator needs paired data (registered CT "
-                                            "and MRI): this split is unpaired")
-    values = {}
-    for name in results["models"]:
-        stats = results["summary"].get(name, {}).get(direction, {}).get(region, {}).get(metric)
-        values[name] = float(stats["mean"]) if stats and stats.get("n") else math.nan
+    result = entry.evaluate(model.uri, folder, split=split,
+                            dataset_config=examples.properties["config"],
+                            data_dir=examples.properties.get("data_dir"),
+                            reference_split=reference_split, batch_size=batch_size,
+                            grid_subjects=grid_subjects)
+    row, key = result.model, evaluate.metric_key(metric, direction, region)
+    values = {name: float(metrics.get(key, math.nan))
+              for name, metrics in result.values.items()}
     decision = blessing_decision(values, metric=metric, direction=direction, region=region,
                                  beat_baselines=beat_baselines,
                                  pushed=None if pushed is None else pushed.properties,
@@ -535,13 +522,11 @@ def _absolute(path: str | None) -> str | None:
 
 
 def pipeline_nodes(config: PipelineConfig) -> list[Node]:
-    """The nodes of the pipeline ``config`` describes (see the module docstring)."""
-    validator, trainer_spec, ev, push = (config.validator, config.trainer, config.evaluator,
-                                         config.pusher)
-    from ctmri_tf import experiments
-
-    experiments.get(trainer_spec.experiment)          # an unknown name fails before anything runs
-    return [
+    """The nodes of the pipeline ``config`` describes (see the module docstring): the data
+    nodes, then a Trainer, an Evaluator and a Pusher per model (named ``Trainer`` ... for one
+    model, ``Trainer.<id>`` ... for several: :meth:`PipelineConfig.node_suffixes`)."""
+    validator = config.validator
+    nodes = [
         Node("ExampleGen", example_gen, {}, {"config": config.dataset.config,
                                              "data_dir": _absolute(config.dataset.data_dir)}),
         Node("StatisticsGen", statistics_gen, {"examples": "ExampleGen.examples"}),
@@ -551,21 +536,29 @@ def pipeline_nodes(config: PipelineConfig) -> list[Node]:
             "ct_hu_limits": list(validator.ct_hu_limits)}),
         Node("ExampleValidator", example_validator, {"statistics": "StatisticsGen.statistics",
                                                      "schema": "SchemaGen.schema"}),
-        Node("Trainer", trainer, {"examples": "ExampleGen.examples",
-                                  "anomalies": "ExampleValidator.anomalies"}, {
-            "experiment": trainer_spec.experiment, "preset": trainer_spec.preset,
-            "steps": trainer_spec.steps, "overrides": dict(trainer_spec.overrides)}),
-        Node("Evaluator", evaluator, {
-            "examples": "ExampleGen.examples", "model": "Trainer.model",
-            "pushed_model": pushed_model_resolver(push.serving_base, push.model_name)}, {
-            "split": ev.split, "reference_split": ev.reference_split,
-            "batch_size": ev.batch_size, "metric": ev.metric, "direction": ev.direction,
-            "region": ev.region, "beat_baselines": list(ev.beat_baselines),
-            "beat_pushed": ev.beat_pushed, "threshold": ev.threshold,
-            "grid_subjects": ev.grid_subjects}),
-        Node("Pusher", pusher, {"model": "Trainer.model", "blessing": "Evaluator.blessing"}, {
-            "serving_base": os.path.abspath(push.serving_base), "model_name": push.model_name}),
     ]
+    serving_base = os.path.abspath(config.pusher.serving_base)
+    for spec, suffix in zip(config.model_specs(), config.node_suffixes()):
+        train, ev = spec.trainer, spec.evaluator.resolved(spec.trainer.experiment)
+        names = {kind: f"{kind}{suffix}" for kind in ("Trainer", "Evaluator", "Pusher")}
+        nodes += [
+            Node(names["Trainer"], trainer, {"examples": "ExampleGen.examples",
+                                             "anomalies": "ExampleValidator.anomalies"}, {
+                "experiment": train.experiment, "preset": train.preset, "steps": train.steps,
+                "overrides": dict(train.overrides)}),
+            Node(names["Evaluator"], evaluator, {
+                "examples": "ExampleGen.examples", "model": f"{names['Trainer']}.model",
+                "pushed_model": pushed_model_resolver(serving_base, spec.model_name)}, {
+                "split": ev.split, "reference_split": ev.reference_split,
+                "batch_size": ev.batch_size, "metric": ev.metric, "direction": ev.direction,
+                "region": ev.region, "beat_baselines": list(ev.beat_baselines),
+                "beat_pushed": ev.beat_pushed, "threshold": ev.threshold,
+                "grid_subjects": ev.grid_subjects}),
+            Node(names["Pusher"], pusher, {"model": f"{names['Trainer']}.model",
+                                           "blessing": f"{names['Evaluator']}.blessing"}, {
+                "serving_base": serving_base, "model_name": spec.model_name}),
+        ]
+    return nodes
 
 
 def run_pipeline(config: PipelineConfig, *, log=None, enable_cache: bool = True):

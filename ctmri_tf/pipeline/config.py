@@ -30,6 +30,23 @@ Example (``ctmri_tf/pipeline/configs/demo.yaml``; every key optional but ``pipel
       serving_base: artifacts/exports        # TF Serving base: <base>/<name>/<version>/
       model_name: null                       # null: the experiment's default (stargan)
 
+Several models on the same examples (``make demo``: StarGAN, the body segmentation and the
+CT/MRI classifier) replace ``trainer`` / ``evaluator`` by ``models``, a list of
+``{trainer, evaluator, model_name, id}`` (``id``: the nodes' suffix, default the experiment:
+``Trainer.segmentation``, ``Evaluator.segmentation``, ``Pusher.segmentation``); all push to the
+one ``pusher.serving_base``::
+
+    models:
+      - trainer: {experiment: stargan, steps: 450}
+      - trainer: {experiment: segmentation, steps: 200}
+        evaluator: {metric: dice, threshold: 0.9}     # fractions; no baselines to beat
+      - trainer: {experiment: classifier, steps: 300}
+        evaluator: {metric: accuracy, threshold: 0.95}
+
+An evaluator's ``metric`` defaults to the experiment's first (``ctmri_tf.experiments``: mae,
+dice, accuracy), ``beat_baselines`` to ``[histogram matching]`` for a translation model and to
+none otherwise; ``direction``, ``region`` and ``reference_split`` concern translation only.
+
 Relative paths are taken from the current folder (as every command-line path), not from the
 YAML file's. Unknown keys are errors. Importing this module imports no TensorFlow.
 """
@@ -43,8 +60,12 @@ from typing import Any
 
 from ctmri_tf.errors import CtmriInputError
 
-METRICS = {"mae": "lower", "psnr": "higher", "ssim": "higher"}
-"""Blessing metrics of the SynthRAD table and which way is better."""
+METRICS = {"mae": "lower", "psnr": "higher", "ssim": "higher", "dice": "higher",
+           "mean_iou": "higher", "accuracy": "higher"}
+"""Blessing metrics (the SynthRAD table's; segmentation's; the classifier's) and which way is
+better."""
+DEFAULT_BASELINES = ("histogram matching",)
+"""What a translation model must beat unless its evaluator says otherwise."""
 CONFIG_FOLDER = Path(__file__).resolve().parent / "configs"
 
 
@@ -74,19 +95,45 @@ class EvaluatorSpec:
     split: str = "test"
     reference_split: str = "train"
     batch_size: int = 16
-    metric: str = "mae"
+    metric: str | None = None                      # None: the experiment's default metric
     direction: str = "mri->ct"
     region: str = "body"
-    beat_baselines: tuple[str, ...] = ("histogram matching",)
+    beat_baselines: tuple[str, ...] | None = None  # None: DEFAULT_BASELINES when translating
     beat_pushed: bool = True
     threshold: float | None = None
     grid_subjects: int = 4
+
+    def resolved(self, experiment: str) -> "EvaluatorSpec":
+        """This spec with the defaults of ``experiment`` filled in (``metric``,
+        ``beat_baselines``) and, for a model that does not translate, ``direction`` and
+        ``region`` set to None (they do not apply)."""
+        from ctmri_tf import experiments
+
+        entry = experiments.get(experiment)
+        baselines = self.beat_baselines
+        if baselines is None:
+            baselines = DEFAULT_BASELINES if entry.translates else ()
+        values = {"metric": self.metric or entry.metrics[0], "beat_baselines": tuple(baselines)}
+        if not entry.translates:
+            values.update(direction=None, region=None)
+        return dataclasses.replace(self, **values)
 
 
 @dataclasses.dataclass(frozen=True)
 class PusherSpec:
     serving_base: str = "exports"
     model_name: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """One model of the pipeline: its Trainer, Evaluator and Pusher (``model_name``: the TF
+    Serving name, None: the experiment's default; ``id``: the nodes' suffix in a pipeline of
+    several models, default the experiment)."""
+    trainer: TrainerSpec = TrainerSpec()
+    evaluator: EvaluatorSpec = EvaluatorSpec()
+    model_name: str | None = None
+    id: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,30 +145,68 @@ class PipelineConfig:
     trainer: TrainerSpec = TrainerSpec()
     evaluator: EvaluatorSpec = EvaluatorSpec()
     pusher: PusherSpec = PusherSpec()
+    models: tuple[ModelSpec, ...] = ()
+
+    def model_specs(self) -> tuple[ModelSpec, ...]:
+        """The models: ``models``, or the one of ``trainer`` / ``evaluator`` /
+        ``pusher.model_name``."""
+        if self.models:
+            return self.models
+        return (ModelSpec(self.trainer, self.evaluator, self.pusher.model_name),)
+
+    def node_suffixes(self) -> list[str]:
+        """Per model, what follows ``Trainer`` / ``Evaluator`` / ``Pusher`` in its node names:
+        ``""`` for a single model, ``".<id>"`` for several."""
+        if not self.models:
+            return [""]
+        return [f".{spec.id or spec.trainer.experiment}" for spec in self.models]
 
     def check(self, source: str | os.PathLike | None = None) -> "PipelineConfig":
         """Raise CtmriInputError (naming ``source``) for values no component could use."""
-        evaluator = self.evaluator
-        if evaluator.metric not in METRICS:
-            raise CtmriInputError(source, f"evaluator.metric must be one of "
-                                          f"{', '.join(METRICS)}, got {evaluator.metric!r}")
-        if evaluator.direction not in ("mri->ct", "ct->mri"):
-            raise CtmriInputError(source, f"evaluator.direction must be mri->ct or ct->mri, "
-                                          f"got {evaluator.direction!r}")
-        if evaluator.region not in ("body", "image"):
-            raise CtmriInputError(source, f"evaluator.region must be body or image, got "
-                                          f"{evaluator.region!r}")
-        if evaluator.split == evaluator.reference_split:
-            raise CtmriInputError(source, "evaluator.reference_split is the evaluated split: "
-                                          "histogram matching would see the test targets")
-        if self.trainer.steps is not None and self.trainer.steps < 1:
-            raise CtmriInputError(source, f"trainer.steps must be >= 1, got "
-                                          f"{self.trainer.steps}")
+        from ctmri_tf import experiments
+
+        suffixes = self.node_suffixes()
+        if len(set(suffixes)) != len(suffixes):
+            raise CtmriInputError(source, f"models: two models with the same id "
+                                          f"({', '.join(s[1:] for s in suffixes)}); give each "
+                                          f"an id")
+        for spec, suffix in zip(self.model_specs(), suffixes):
+            where = f"models[{suffix[1:]}]." if suffix else ""
+            experiments.get(spec.trainer.experiment)       # names the registered ones
+            self._check_model(spec, where, source)
         low, high = self.validator.ct_hu_limits
         if not low < high:
             raise CtmriInputError(source, f"validator.ct_hu_limits must be [low, high], got "
                                           f"{list(self.validator.ct_hu_limits)}")
         return self
+
+    @staticmethod
+    def _check_model(spec: ModelSpec, where: str, source) -> None:
+        from ctmri_tf import experiments
+
+        entry = experiments.get(spec.trainer.experiment)
+        evaluator = spec.evaluator.resolved(entry.name)
+        if evaluator.metric not in entry.metrics:
+            raise CtmriInputError(source, f"{where}evaluator.metric must be one of "
+                                          f"{', '.join(entry.metrics)} for {entry.name}, got "
+                                          f"{evaluator.metric!r}")
+        if entry.translates:
+            if evaluator.direction not in ("mri->ct", "ct->mri"):
+                raise CtmriInputError(source, f"{where}evaluator.direction must be mri->ct or "
+                                              f"ct->mri, got {evaluator.direction!r}")
+            if evaluator.region not in ("body", "image"):
+                raise CtmriInputError(source, f"{where}evaluator.region must be body or image, "
+                                              f"got {evaluator.region!r}")
+            if evaluator.split == evaluator.reference_split:
+                raise CtmriInputError(source, f"{where}evaluator.reference_split is the "
+                                              f"evaluated split: histogram matching would see "
+                                              f"the test targets")
+        elif evaluator.beat_baselines:
+            raise CtmriInputError(source, f"{where}evaluator.beat_baselines: {entry.name} has no "
+                                          f"baselines (only translation models do)")
+        if spec.trainer.steps is not None and spec.trainer.steps < 1:
+            raise CtmriInputError(source, f"{where}trainer.steps must be >= 1, got "
+                                          f"{spec.trainer.steps}")
 
     def schema_sha256(self) -> str | None:
         """sha256 of the schema file, when one is configured (part of SchemaGen's cache key).
@@ -177,8 +262,33 @@ def from_dict(values: dict, source: str | os.PathLike | None = None) -> Pipeline
     sections = {name: _build(cls, values.get(name), name, source)
                 for name, cls in _SECTIONS.items()}
     top = {k: values[k] for k in ("name",) if k in values}
+    if values.get("models") is not None:
+        if "trainer" in values or "evaluator" in values:
+            raise CtmriInputError(source, "give either models (a list) or trainer/evaluator (one "
+                                          "model), not both")
+        top["models"] = _models(values["models"], source)
     return PipelineConfig(pipeline_root=str(values["pipeline_root"]), **top,
                           **sections).check(source)
+
+
+def _models(values: Any, source) -> tuple[ModelSpec, ...]:
+    if not isinstance(values, list) or not values:
+        raise CtmriInputError(source, "models must be a non-empty list of {trainer, evaluator, "
+                                      "model_name, id}")
+    specs = []
+    for index, item in enumerate(values):
+        where = f"models[{index}]"
+        if not isinstance(item, dict):
+            raise CtmriInputError(source, f"{where} must be a mapping, got {item!r}")
+        unknown = sorted(set(item) - {"trainer", "evaluator", "model_name", "id"})
+        if unknown:
+            raise CtmriInputError(source, f"unknown key(s) {', '.join(unknown)} in {where}; "
+                                          f"known: evaluator, id, model_name, trainer")
+        specs.append(ModelSpec(
+            trainer=_build(TrainerSpec, item.get("trainer"), f"{where}.trainer", source),
+            evaluator=_build(EvaluatorSpec, item.get("evaluator"), f"{where}.evaluator", source),
+            model_name=item.get("model_name"), id=item.get("id")))
+    return tuple(specs)
 
 
 def load(path: str | os.PathLike) -> PipelineConfig:
@@ -202,14 +312,40 @@ def load(path: str | os.PathLike) -> PipelineConfig:
         raise CtmriInputError(path, f"bad value: {err}") from None
 
 
+DEMO_STEPS = {"stargan": 450, "segmentation": 200, "classifier": 300}
+"""Training steps per model of the demo (preset ``demo``), sized so that the whole demo takes
+about 12 minutes on an idle 2-core CPU: StarGAN about 0.8 s per step (``benchmarks/quality.py``
+trains it longer), DeepLabV3+ 0.9-1.8 s per step (it needs about 200 steps for a test Dice
+above 0.95), the classifier about 0.1 s per step."""
+DEMO_THRESHOLDS = {"segmentation": ("dice", 0.9), "classifier": ("accuracy", 0.95)}
+"""What the demo's segmentation model and classifier must exceed on the test split to be
+pushed (and then used by the demo's ``ctmri translate``); StarGAN must beat histogram
+matching's MRI -> CT MAE."""
+
+
 def demo_config(out: str | os.PathLike, *, data_dir: str | os.PathLike,
                 dataset: str = "synthetic_40x32x128", preset: str = "demo",
-                steps: int | None = 450) -> PipelineConfig:
-    """The demo's pipeline (``configs/demo.yaml`` with the demo's folders): StarGAN, root
-    ``<out>/pipeline``, serving base ``<out>/exports``."""
+                steps: dict | int | None = None) -> PipelineConfig:
+    """The demo's pipeline (``configs/demo.yaml`` with the demo's folders): StarGAN, the
+    DeepLabV3+ body segmentation and the CT/MRI classifier on one dataset, root
+    ``<out>/pipeline``, serving base ``<out>/exports``.
+
+    Args:
+        steps: training steps, per experiment (a dict) or of every model (an int); default
+            :data:`DEMO_STEPS` with the ``demo`` preset, the preset's own otherwise.
+    """
     out = Path(out)
+    if steps is None or isinstance(steps, int):
+        steps = {name: steps if steps is not None else
+                 (DEMO_STEPS[name] if preset == "demo" else None) for name in DEMO_STEPS}
+    models = []
+    for name in DEMO_STEPS:
+        metric, threshold = DEMO_THRESHOLDS.get(name, (None, None))
+        models.append(ModelSpec(
+            trainer=TrainerSpec(experiment=name, preset=preset, steps=steps.get(name)),
+            evaluator=EvaluatorSpec(metric=metric, threshold=threshold)))
     return PipelineConfig(
         name="demo", pipeline_root=os.fspath(out / "pipeline"),
         dataset=DatasetSpec(config=dataset, data_dir=os.fspath(data_dir)),
-        trainer=TrainerSpec(experiment="stargan", preset=preset, steps=steps),
-        pusher=PusherSpec(serving_base=os.fspath(out / "exports"))).check()
+        pusher=PusherSpec(serving_base=os.fspath(out / "exports")),
+        models=tuple(models)).check()

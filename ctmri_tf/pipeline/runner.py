@@ -184,7 +184,7 @@ def topological_order(nodes: list[Node]) -> list[Node]:
         for name, source in node.inputs.items():
             if isinstance(source, Resolver):
                 continue
-            producer, _, _ = str(source).partition(".")
+            producer, _, _ = str(source).rpartition(".")
             if producer not in by_name:
                 raise CtmriInputError(None, f"pipeline: {node.name} input {name!r} = "
                                             f"{source!r} names no component of the pipeline")
@@ -246,7 +246,7 @@ def run(nodes: list[Node], pipeline_root: str | os.PathLike, *, pipeline: str = 
             for name, source in node.inputs.items():
                 if isinstance(source, Resolver):
                     continue
-                producer, _, output = str(source).partition(".")
+                producer, _, output = str(source).rpartition(".")
                 if output not in produced[producer]:
                     raise CtmriInputError(None, f"pipeline: {node.name} input {name!r}: "
                                                 f"{producer} produced no {output!r} "

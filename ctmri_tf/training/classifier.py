@@ -183,6 +183,26 @@ def load_classifier(run_dir: str | os.PathLike) -> keras.Model:
     return models["model"]
 
 
+def evaluate_run(experiment, run_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                 split: str, dataset_config: str, data_dir=None, batch_size: int = 16,
+                 **translation_options):
+    """The registry's evaluation of a classifier run: accuracy (fractions; overall, CT, MRI)
+    of its model on every slice of ``split`` (:func:`evaluate_classifier`, the logits before
+    calibration: the argmax is the same), written to ``<out_dir>/metrics.json``. Translation
+    options are ignored."""
+    from ctmri_tf import data
+    from ctmri_tf.evaluate import RunEvaluation, scalar_metrics, write_split_metrics
+    from ctmri_tf.training.run_dir import read_run
+
+    _, config = read_run(run_dir, "classifier")
+    d = config.data
+    dataset = data.modality_batches(split, batch_size, d.image_size, mask_inputs=d.mask_inputs,
+                                    shuffle=False, config=dataset_config, data_dir=data_dir)
+    results = evaluate_classifier(load_classifier(run_dir), {split: dataset})
+    return RunEvaluation(experiment.title, {experiment.title: scalar_metrics(results[split])},
+                         write_split_metrics(out_dir, split, results))
+
+
 def after_training(task: ModalityClassifier, prepared, result) -> list[str]:
     """Accuracy on every slice of the validation and test splits (``metrics.json``), then the
     calibration temperature fitted on the validation split (its slices as they are plus one

@@ -247,6 +247,25 @@ def after_training(task: Segmentation, prepared, result) -> list[str]:
             for split, m in results.items()] + [f"metrics: {path}"]
 
 
+def evaluate_run(experiment, run_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                 split: str, dataset_config: str, data_dir=None, batch_size: int = 16,
+                 **translation_options):
+    """The registry's evaluation of a segmentation run: mean IoU and Dice (fractions) of its
+    model at the training size on every slice of ``split`` (:func:`evaluate_segmentation`),
+    written to ``<out_dir>/metrics.json``. Translation options are ignored."""
+    from ctmri_tf import data
+    from ctmri_tf.evaluate import RunEvaluation, scalar_metrics, write_split_metrics
+    from ctmri_tf.training.run_dir import read_run
+
+    _, config = read_run(run_dir, "segmentation")
+    dataset = data.segmentation_batches(split, batch_size, config.data.image_size,
+                                        shuffle=False, config=dataset_config, data_dir=data_dir)
+    results = evaluate_segmentation(load_segmentation_model(run_dir), {split: dataset},
+                                    config.model.num_classes)
+    return RunEvaluation(experiment.title, {experiment.title: scalar_metrics(results[split])},
+                         write_split_metrics(out_dir, split, results))
+
+
 def load_any_size_model(run_dir: str | os.PathLike) -> keras.Model:
     """The trained DeepLabV3+ of a run folder built for any image size (multiples of 32):
     the experiment registry's inference model (``load_segmentation_model(any_size=True)``)."""

@@ -154,3 +154,17 @@ def sample_rows(translate: Translate, batch, max_examples: int = 2, *,
             rows.append([_window(c, bone_hu) if k == "ct" else None for c, k in zip(cells, kinds)])
             labels.append(f"{direction}\nCT {bone_hu[0]:g}..{bone_hu[1]:g} HU")
     return rows, titles, labels
+
+
+def after_training(task, prepared, result) -> list[str]:
+    """The translation trainers' final lines (the registry's ``after_training``): the last
+    validation's PSNR of each direction ([0, 1] scale) next to the identity's (the input taken
+    as the translation) on the same validation slices; none without validation."""
+    if not result.validation:
+        return []
+    step, metrics = result.validation[-1]
+    return [f"validation PSNR at step {step}, {title} ([0, 1] scale): "
+            f"{metrics[f'psnr_{direction}']:.2f} dB; identity (no translation) "
+            f"{metrics[f'identity_psnr_{direction}']:.2f} dB"
+            for direction, title in (("mri_to_ct", "MRI->CT"), ("ct_to_mri", "CT->MRI"))
+            if f"psnr_{direction}" in metrics]
