@@ -28,8 +28,9 @@ from ctmri_tf.models import modality_classifier, stargan_generator
 from ctmri_tf.training.checkpointing import TrainingCheckpoint
 from ctmri_tf.training.run_dir import create_run_dir
 from ctmri_tf.training.stargan import StarGAN
-from ctmri_tf.translate import (AIR_HU, TILE_OVERLAP, TRANSLATED_MRI_RANGE, ModelSet,
-                                classify_modality, png_values, translate_file, translate_volume)
+from ctmri_tf.translate import (AIR_HU, DEFAULT_TTA, TILE_OVERLAP, TRANSLATED_MRI_RANGE,
+                                ModelSet, classify_modality, png_values, translate_file,
+                                translate_volume, uncertainty_path)
 from dataset_fixtures import TINY, tiny_dataset  # noqa: F401  (pytest fixture)
 from ctmri_tf.export.saved_model import (export_classifier, export_run, export_segmentation,
                                 export_stargan, read_export_info)
@@ -69,9 +70,27 @@ def graph_generator(model):
     return run
 
 
-def expected_translation(generate, data, source, target, mask, *, size=None):
+def mirrored(generate, tta="lr"):
+    """``generate`` with the default test-time augmentation written out: each image and its
+    left-right mirror in one batch (interleaved, as the tiles are), the mirror's output mirrored
+    back; ``(x, target) -> (mean, std)`` over the passes (``tta=None``: one pass, std 0)."""
+    def run(x, target):
+        if tta is None:
+            out = generate(x, target)
+            return out, np.zeros_like(out)
+        both = np.stack([x, x[:, :, ::-1]], axis=1).reshape(-1, *x.shape[1:])
+        out = generate(both, target).reshape(len(x), 2, *x.shape[1:])
+        passes = np.stack([out[:, 0], out[:, 1, :, ::-1]]).astype(np.float64)
+        return passes.mean(axis=0), passes.std(axis=0)
+    return run
+
+
+def expected_translation(generate, data, source, target, mask, *, size=None, tta="lr",
+                         with_std=False):
     """The documented pipeline, written out: physical -> [-1, 1] (MRI scaled inside the mask),
-    background -1, (resize), generator, (resize back), physical units, air outside the mask."""
+    background -1, (resize), generator with the default TTA (:func:`mirrored`; resized back per
+    pass), physical units, air outside the mask; ``with_std``: also the uncertainty (std of the
+    passes x the map's slope, 0 outside the mask)."""
     value_range = (intensity.CT_WINDOW_HU if source == "ct"
                    else intensity.fit_mri_scale(data, mask=mask))
     unit = intensity.to_unit(data, source, value_range).astype(np.float32)
@@ -79,12 +98,19 @@ def expected_translation(generate, data, source, target, mask, *, size=None):
     x = unit[..., None]
     if size is not None:
         x = tf.image.resize(x, (size, size), method="bilinear", antialias=True).numpy()
-    out = generate(x, target)
-    if size is not None:
-        out = tf.image.resize(out, data.shape[1:], method="bilinear").numpy()
+    if tta is None or size is None:
+        out, std = mirrored(generate, tta)(x, target)
+    else:
+        outs = [generate(x, target), generate(x[:, :, ::-1], target)[:, :, ::-1]]
+        outs = [tf.image.resize(o, data.shape[1:], method="bilinear").numpy() for o in outs]
+        out, std = np.mean(outs, axis=0), np.std(outs, axis=0)
     physical = intensity.from_unit(out[..., 0], target, None if target == "ct" else (0.0, 1.0))
     physical[mask == 0] = AIR_HU if target == "ct" else 0.0
-    return physical
+    if not with_std:
+        return physical
+    spread = std[..., 0] * (4024.0 / 2 if target == "ct" else 0.5)
+    spread[mask == 0] = 0.0
+    return physical, spread
 
 
 @pytest.fixture(scope="module")
@@ -310,10 +336,11 @@ def model_space(data, source, mask):
 def test_slices_are_translated_at_the_trained_pixel_spacing_in_overlapping_tiles(
         tmp_path, subject, generator, monkeypatch):
     """A 1.0 mm MRI of 32 x 32 px and a StarGAN exported as trained at 0.5 mm on 16 px: the
-    generator sees 16 px tiles of the slice resampled to 0.5 mm (64 x 64 px, 5 x 5 tiles that
-    overlap by 4 px), not the whole slice squeezed to 16 px (2 mm pixels, anatomy at a quarter
-    of the size it was trained on); the result is on the input grid and is the pipeline of
-    ``ctmri_tf.tiling`` written out."""
+    generator sees 16 px tiles of the slice resampled to 0.5 mm (64 x 64 px, 7 x 7 tiles that
+    overlap by half a tile, 8 px, each followed by its left-right mirror: the default TTA), not
+    the whole slice squeezed to 16 px (2 mm pixels, anatomy at a quarter of the size it was
+    trained on); the result is on the input grid and is the pipeline of ``ctmri_tf.tiling``
+    written out (Gaussian blending, TTA lr)."""
     base = tmp_path / "exports"
     export_stargan(generator, base, training_image_size=16, training_pixel_spacing_mm=(0.5, 0.5))
     info = read_export_info(base / "stargan" / "1")
@@ -331,22 +358,30 @@ def test_slices_are_translated_at_the_trained_pixel_spacing_in_overlapping_tiles
 
     assert translated.shape == volume.shape and translated.spacing == volume.spacing
     tiles = np.concatenate(seen)
-    assert tiles.shape == (SLICES * 5 * 5, 16, 16, 1) and max(len(b) for b in seen) <= 10
+    assert tiles.shape == (SLICES * 7 * 7 * 2, 16, 16, 1) and max(len(b) for b in seen) <= 10
     mask = body_mask(volume.data, "mri")
     unit = model_space(volume.data, "mri", mask)[..., None]
     at_trained = tiling.resample(unit, 1.0, 0.5)
     assert at_trained.shape == (SLICES, 64, 64, 1)
-    assert tiling.tile_starts(64, 16, TILE_OVERLAP) == [0, 12, 24, 36, 48]
+    assert TILE_OVERLAP == 0.5 and DEFAULT_TTA == "lr"
+    assert tiling.tile_starts(64, 16, TILE_OVERLAP) == [0, 8, 16, 24, 32, 40, 48]
     np.testing.assert_allclose(tiles[0], at_trained[0, :16, :16], atol=1e-6)
-    np.testing.assert_allclose(tiles[7], at_trained[0, 12:28, 24:40], atol=1e-6)
-    np.testing.assert_allclose(tiles[-1], at_trained[-1, 48:, 48:], atol=1e-6)
+    np.testing.assert_allclose(tiles[1], at_trained[0, :16, 15::-1], atol=1e-6)   # mirrored
+    np.testing.assert_allclose(tiles[2 * (1 * 7 + 3)], at_trained[0, 8:24, 24:40], atol=1e-6)
+    np.testing.assert_allclose(tiles[-2], at_trained[-1, 48:, 48:], atol=1e-6)
 
     generate = graph_generator(generator)
-    out = tiling.predict_physical(unit, 1.0, 0.5, (16, 16), lambda b: generate(b, "ct"),
-                                  min_overlap=TILE_OVERLAP)
+    out, std = tiling.predict_physical(unit, 1.0, 0.5, (16, 16), lambda b: generate(b, "ct"),
+                                       min_overlap=TILE_OVERLAP, batch_size=10, tta="lr",
+                                       return_std=True)
     expected = intensity.from_unit(out[..., 0], "ct", None)
     expected[mask == 0] = AIR_HU
     np.testing.assert_allclose(translated.data, expected, atol=HU_ATOL, rtol=0)
+    spread = std[..., 0] * 2012.0
+    spread[mask == 0] = 0
+    np.testing.assert_allclose(translated.meta["uncertainty"], spread, atol=HU_ATOL, rtol=0)
+    assert translated.meta["uncertainty"][mask == 1].min() > 0    # an untrained net: not mirror-
+    #                                                               symmetric
 
 
 def test_run_folders_and_their_exports_carry_the_training_pixel_spacing(tmp_path, subject,
@@ -372,7 +407,7 @@ def test_run_folders_and_their_exports_carry_the_training_pixel_spacing(tmp_path
         assert models.pixel_spacing() == (3.75, 3.75)
         seen = recording_translator(models, monkeypatch)
         results.append(translate_volume(volume, models=models).data)
-        assert np.concatenate(seen).shape == (SLICES * 3 * 3, 32, 32, 1)
+        assert np.concatenate(seen).shape == (SLICES * 3 * 3 * 2, 32, 32, 1)   # TTA lr
     np.testing.assert_allclose(results[0], results[1], atol=0.05, rtol=0)      # HU
 
 
