@@ -238,12 +238,13 @@ def test_png_folder_modality_from_the_classifier_with_the_segmenter(tmp_path, su
                                                                     capsys):
     write_png_slices(tmp_path / "ct", np.maximum(subject.ct, -1024))   # 16-bit, HU + 1024
     assert cli.main(["translate", str(tmp_path / "ct"), str(tmp_path / "mri"),
-                     "--models", str(full_exports)]) == 0
+                     "--models", str(full_exports), "--uncertainty"]) == 0
     printed = capsys.readouterr().out
     assert (f"CT (classifier {full_exports / 'classifier' / '1'}: 4 of 4 slices, "
             f"mean probability 1.000)") in printed
     assert f"segmentation model {full_exports / 'segmentation' / '1'}" in printed
     assert outputs_in(tmp_path / "mri") == [f"slice_{k + 1}.png" for k in range(SLICES)]
+    assert outputs_in(tmp_path / "mri_uncertainty") == outputs_in(tmp_path / "mri")
 
     hu = np.stack([read_image(tmp_path / "ct" / f"slice_{k + 1}.png", modality="ct")
                    for k in range(SLICES)])
@@ -443,6 +444,115 @@ def test_without_a_training_spacing_slices_are_resized_by_matrix_size_with_one_w
     assert ModelSet(exports, pixel_spacing=0.5).pixel_spacing() == (0.5, 0.5)
     with pytest.raises(CtmriInputError, match="pixel spacing must be two positive mm values"):
         ModelSet(exports, pixel_spacing=(1.0, 0.0))
+
+
+# ----------------------------------------------------------------------------- uncertainty
+
+def test_uncertainty_is_written_beside_the_nifti_output_on_its_grid(mri_nifti, exports,
+                                                                   generator, tmp_path, capsys):
+    """``--uncertainty``: ``ct_uncertainty.nii.gz`` beside ``ct.nii.gz``, with the input's affine
+    and header, holding the std of the two ``--tta lr`` passes in HU (0 outside the body); one
+    log line with its median inside the body; refused when it exists, like the output."""
+    out = tmp_path / "out" / "ct.nii.gz"
+    spread_path = tmp_path / "out" / "ct_uncertainty.nii.gz"
+    command = ["translate", str(mri_nifti), str(out), "--models", str(exports), "--from", "mri",
+               "--uncertainty"]
+    assert cli.main(command) == 0
+    printed = capsys.readouterr().out
+    assert outputs_in(out.parent) == ["ct.nii.gz", "ct_uncertainty.nii.gz"]
+    result, source = nib.load(spread_path), nib.load(mri_nifti)
+    np.testing.assert_array_equal(result.affine, source.affine)
+    np.testing.assert_array_equal(result.header.get_sform(), source.header.get_sform())
+    assert result.shape == source.shape and result.header["descrip"] == source.header["descrip"]
+
+    data = read_volume(mri_nifti).data
+    mask = body_mask(data, "mri")
+    ct, spread = expected_translation(graph_generator(generator), data, "mri", "ct", mask,
+                                      with_std=True)
+    written = read_volume(spread_path).data
+    np.testing.assert_allclose(written, spread, atol=HU_ATOL, rtol=0)
+    np.testing.assert_allclose(read_volume(out).data, ct, atol=HU_ATOL, rtol=0)
+    assert np.all(written[mask == 0] == 0) and written[mask == 1].max() > 0
+    median = float(np.median(written[mask == 1]))
+    [line] = [line for line in printed.splitlines() if line.startswith("uncertainty")]
+    assert line.startswith("uncertainty (std over the 2 --tta lr passes): median ")
+    assert line.endswith(" HU inside the body")
+    assert float(line.split("median ")[1].split()[0]) == pytest.approx(median, rel=1e-3)
+    assert f"wrote {spread_path} (uncertainty" in printed
+
+    # an existing map is refused without --overwrite (before translating), even when the
+    # output itself is not there; with --overwrite both are replaced
+    out.unlink()
+    assert cli.main(command) == 2
+    assert f"ctmri: error: {spread_path}: output already exists" in capsys.readouterr().err
+    assert outputs_in(out.parent) == ["ct_uncertainty.nii.gz"]
+    assert cli.main([*command, "--overwrite", "--tta", "lr+ud"]) == 0
+    assert "std over the 4 --tta lr+ud passes" in capsys.readouterr().out
+    assert outputs_in(out.parent) == ["ct.nii.gz", "ct_uncertainty.nii.gz"]
+    # no TTA passes, no spread: refused, nothing written
+    for path in (out, spread_path):
+        path.unlink()
+    assert cli.main([*command, "--tta", "none"]) == 2
+    assert "--uncertainty needs test-time augmentation passes" in capsys.readouterr().err
+    assert outputs_in(out.parent) == []
+
+
+def test_uncertainty_of_png_and_dicom_outputs(tmp_path, subject, exports, generator):
+    """A PNG output gets a PNG map in the same 16-bit encoding (MRI: [0, 1] x 65535); a DICOM
+    series folder a NIfTI file ``<folder>_uncertainty.nii.gz`` on the input's grid."""
+    write_png_slices(tmp_path, np.maximum(subject.ct[2:3], -1024), prefix="ct_")
+    lines = []
+    translate_file(tmp_path / "ct_1.png", tmp_path / "mri.png", source="ct", models=exports,
+                   progress=False, uncertainty=True, log=lines.append)
+    assert (tmp_path / "mri_uncertainty.png").is_file()
+    hu = read_image(tmp_path / "ct_1.png", modality="ct")[None]
+    _, spread = expected_translation(graph_generator(generator), hu, "ct", "mri",
+                                     body_mask(hu, "ct"), with_std=True)
+    np.testing.assert_allclose(read_image(tmp_path / "mri_uncertainty.png"), spread[0] * 65535,
+                               atol=0.5 + 1e-2, rtol=0)
+    assert any(line.endswith("MRI scaled [0, 1] inside the body") for line in lines)
+
+    write_dicom_series(tmp_path / "mr", np.rint(subject.mri * 50), modality="MR",
+                       spacing=(4.0, 0.9, 0.9))
+    lines = []
+    out = translate_file(tmp_path / "mr", tmp_path / "synthetic-ct", models=exports,
+                         progress=False, uncertainty=True, log=lines.append)
+    spread_path = tmp_path / "synthetic-ct_uncertainty.nii.gz"
+    assert uncertainty_path(out, "dicom") == spread_path and spread_path.is_file()
+    assert any("NIfTI on the input's grid" in line for line in lines)
+    source, written = read_volume(tmp_path / "mr"), read_volume(spread_path)
+    assert written.shape == source.shape
+    np.testing.assert_allclose(written.affine, source.affine, atol=1e-4)
+    _, spread = expected_translation(graph_generator(generator), source.data, "mri", "ct",
+                                     body_mask(source.data, "mri"), with_std=True)
+    np.testing.assert_allclose(written.data, spread, atol=HU_ATOL, rtol=0)
+
+    assert uncertainty_path(Path("a/ct.nii"), "nifti") == Path("a/ct_uncertainty.nii")
+    assert uncertainty_path(Path("a/s.1.nii.gz"), "nifti") == Path("a/s.1_uncertainty.nii.gz")
+    assert uncertainty_path(Path("a/mri"), "images") == Path("a/mri_uncertainty")
+
+
+def test_uncertainty_is_not_written_when_a_later_step_fails(mri_nifti, exports, tmp_path,
+                                                           monkeypatch, subject):
+    """The map is moved into place only once the output is: a failing output write leaves
+    neither (nor a temporary file). Without TTA ``translate_volume`` has no map."""
+    from ctmri_tf import translate as translate_module
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+    monkeypatch.setattr(translate_module, "_write", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        translate_file(mri_nifti, tmp_path / "out" / "ct.nii.gz", source="mri", models=exports,
+                       progress=False, uncertainty=True)
+    assert not (tmp_path / "out").exists() or outputs_in(tmp_path / "out") == []
+
+    volume = Volume(subject.ct, "ct", subject.spacing, np.eye(4))
+    plain = translate_volume(volume, models=ModelSet(exports), tta="none")
+    assert plain.meta["uncertainty"] is None and plain.meta["tta"] == "none"
+    with pytest.raises(CtmriInputError, match="--tta must be one of none, lr, lr\\+ud"):
+        translate_volume(volume, models=ModelSet(exports), tta="rot90")
+    with pytest.raises(CtmriInputError, match="--tile-overlap must be a fraction"):
+        translate_volume(volume, models=ModelSet(exports), tile_overlap=1.0)
 
 
 # ----------------------------------------------------------------------------- bad input
