@@ -555,6 +555,23 @@ def test_uncertainty_is_not_written_when_a_later_step_fails(mri_nifti, exports, 
         translate_volume(volume, models=ModelSet(exports), tile_overlap=1.0)
 
 
+def test_translate_flags_default_to_the_library_defaults_and_help_needs_no_tensorflow():
+    import os
+    import subprocess
+    import sys
+
+    args = cli.build_parser().parse_args(["translate", "in.nii", "out.nii"])
+    assert (args.tta, args.tile_overlap, args.uncertainty) == (DEFAULT_TTA, TILE_OVERLAP, False)
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "ctmri_tf.cli",
+                             "translate", "--help"], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=120)
+    assert result.returncode == 0 and "--tta {none,lr,lr+ud}" in result.stdout
+    assert "--uncertainty" in result.stdout and "--tile-overlap F" in result.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert not {m for m in imported if m.split(".")[0] in ("tensorflow", "keras")}
+
+
 # ----------------------------------------------------------------------------- bad input
 
 def test_bad_inputs_name_the_file_and_write_nothing(tmp_path, mri_nifti, exports, capsys):
