@@ -218,11 +218,10 @@ def predict_passes(images: np.ndarray, tile: Sequence[int], predict: Predict, *,
     col_starts = tile_starts(width, tile[1], min_overlap)
     items = [(b, r, c, k) for b in range(count) for r in row_starts for c in col_starts
              for k in range(len(flips))]
-    weight = np.zeros((count, height, width, 1))
-    for b in range(count):
-        for r in row_starts:
-            for c in col_starts:
-                weight[b, r:r + tile[0], c:c + tile[1]] += window
+    weight = np.zeros((height, width, 1))             # the same for every slice and pass
+    for r in row_starts:
+        for c in col_starts:
+            weight[r:r + tile[0], c:c + tile[1]] += window
     total = None
     step = max(1, int(batch_size))
     for first in range(0, len(items), step):
@@ -237,7 +236,7 @@ def predict_passes(images: np.ndarray, tile: Sequence[int], predict: Predict, *,
             total = np.zeros((len(flips), count, height, width, out.shape[3]))
         for (b, r, c, k), tile_out in zip(chunk, out):
             total[k, b, r:r + tile[0], c:c + tile[1]] += _flip(tile_out, *flips[k]) * window
-    stitched = total / weight[None]
+    stitched = total / weight
     return stitched[:, :, pad_rows[0]:pad_rows[0] + rows, pad_cols[0]:pad_cols[0] + cols]
 
 

@@ -78,7 +78,8 @@ def test_the_gaussian_window_is_nnunets_importance_map(tile):
     np.testing.assert_array_equal(window, window[:, ::-1])
     rows, cols = tile
     y, x = np.arange(rows) - (rows - 1) / 2, np.arange(cols) - (cols - 1) / 2
-    by_hand = np.exp(-y[:, None] ** 2 / (2 * (rows / 8) ** 2) - x[None] ** 2 / (2 * (cols / 8) ** 2))
+    by_hand = np.exp(-y[:, None] ** 2 / (2 * (rows / 8) ** 2)
+                     - x[None] ** 2 / (2 * (cols / 8) ** 2))
     by_hand = np.maximum(by_hand / by_hand.max(), 1e-3)
     np.testing.assert_allclose(window, by_hand, rtol=1e-12, atol=0)
     # it falls from the centre to the border along each axis
