@@ -48,8 +48,28 @@ def _one_image(loaded) -> np.ndarray:
     return np.asarray(loaded(image))
 
 
+def _load_model_only(entry, run, monkeypatch):
+    """``entry.load(run)`` while building a critic or an optimizer fails, under a
+    mixed-precision global policy that the load must leave as it is."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("an inference load built a critic or an optimizer")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("ctmri_tf.training.stargan.stargan_discriminator", refuse)
+        patch.setattr("ctmri_tf.training.cyclegan.patchgan_discriminator", refuse)
+        patch.setattr(keras.optimizers.Optimizer, "__init__", refuse)
+        keras.config.set_dtype_policy("mixed_bfloat16")
+        try:
+            loaded = entry.load(run)
+            assert keras.config.dtype_policy().name == "mixed_bfloat16"
+        finally:
+            keras.config.set_dtype_policy("float32")
+    return loaded
+
+
 @pytest.mark.parametrize("name", experiments.names())
-def test_each_entry_trains_loads_and_exports_on_the_smoke_preset(name, tiny_dataset, tmp_path):
+def test_each_entry_trains_loads_and_exports_on_the_smoke_preset(name, tiny_dataset, tmp_path,
+                                                                   monkeypatch):
     config_name, data_dir = tiny_dataset
     run = tmp_path / "run"
     code = cli.run_cli(lambda argv: cli.main(name, argv), [
@@ -60,11 +80,18 @@ def test_each_entry_trains_loads_and_exports_on_the_smoke_preset(name, tiny_data
     assert configs.from_json((run / "config.json").read_text()).experiment == name
 
     entry = experiments.get(name)
-    loaded = entry.load(run)
-    models = loaded.values() if isinstance(loaded, dict) else [loaded]
+    loaded = _load_model_only(entry, run, monkeypatch)
+    models = list(loaded.values()) if isinstance(loaded, dict) else [loaded]
     assert all(isinstance(m, keras.Model) for m in models)
-    assert keras.mixed_precision.global_policy().name == "float32"
+    assert all(w.dtype == "float32" for m in models for w in m.weights)
     assert np.isfinite(_one_image(loaded)).all()
+    # every kernel holds a value of the checkpoint (a fresh initialisation would not)
+    reader = tf.train.load_checkpoint(str(run / "checkpoints"))
+    saved = [reader.get_tensor(key) for key, shape in reader.get_variable_to_shape_map().items()
+             if len(shape) >= 2]
+    kernels = [np.asarray(w) for m in models for w in m.weights if len(w.shape) >= 2]
+    assert kernels and all(any(k.shape == t.shape and np.array_equal(k, t) for t in saved)
+                           for k in kernels)
 
     versions = entry.export(run, tmp_path / "exports")
     assert versions and all((v / "saved_model.pb").is_file() for v in versions)

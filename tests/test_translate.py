@@ -377,12 +377,14 @@ def test_slices_are_translated_at_the_trained_pixel_spacing_in_overlapping_tiles
                                        return_std=True)
     expected = intensity.from_unit(out[..., 0], "ct", None)
     expected[mask == 0] = AIR_HU
-    np.testing.assert_allclose(translated.data, expected, atol=HU_ATOL, rtol=0)
+    # same batches of 10 tiles as translate_volume; the tolerance covers oneDNN summing float32
+    # convolutions in another order should the batching ever differ
+    np.testing.assert_allclose(translated.data, expected, atol=HU_ATOL, rtol=1e-5)
     spread = std[..., 0] * 2012.0
     spread[mask == 0] = 0
-    np.testing.assert_allclose(translated.meta["uncertainty"], spread, atol=HU_ATOL, rtol=0)
-    assert translated.meta["uncertainty"][mask == 1].min() > 0    # an untrained net: not mirror-
-    #                                                               symmetric
+    np.testing.assert_allclose(translated.meta["uncertainty"], spread, atol=HU_ATOL, rtol=1e-5)
+    assert translated.meta["uncertainty"][mask == 1].max() > 0    # an untrained net is not
+    #                                                               mirror-symmetric
 
 
 def test_run_folders_and_their_exports_carry_the_training_pixel_spacing(tmp_path, subject,

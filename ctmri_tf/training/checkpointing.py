@@ -42,6 +42,9 @@ class TrainingCheckpoint:
         write: ``False`` on non-chief workers of a multi-worker run: they still take part in
             the (collective) save but write to a private temporary folder, deleted by
             :meth:`close` (nothing of theirs lands in the run folder).
+        partial: the trackables are part of what the checkpoints hold (an inference load: the
+            models without their critic or optimizers): a restore must match every object
+            given here, and the checkpoint's other values are expected to stay unread.
         **trackables: models, optimizers and other ``tf.train.Checkpoint``-able objects.
 
     Restoring reads only ``directory``; the ``tf.train.CheckpointManager`` that saves (and reads
@@ -50,12 +53,13 @@ class TrainingCheckpoint:
 
     def __init__(self, directory: str | os.PathLike, *, step: tf.Variable,
                  rng: tf.random.Generator, max_to_keep: int = 3, write: bool = True,
-                 **trackables):
+                 partial: bool = False, **trackables):
         self.directory = Path(directory)
         self.step = step
         self.checkpoint = tf.train.Checkpoint(step=step, rng=rng, **trackables)
         self.restored: str | None = None
         self.write = write
+        self.partial = partial
         self._write_dir: Path | None = self.directory if write else None   # made at first save
         self._max_to_keep = max_to_keep
         self._manager: tf.train.CheckpointManager | None = None
@@ -181,6 +185,8 @@ class TrainingCheckpoint:
         try:
             status = self.checkpoint.restore(prefix)
             status.assert_existing_objects_matched()
+            if self.partial:
+                status.expect_partial()
         except Exception as err:  # noqa: BLE001 - truncated files raise IndexError, others OpError
             if status is not None:
                 status.expect_partial()   # no second warning about unrestored values

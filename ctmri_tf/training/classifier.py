@@ -35,7 +35,7 @@ from ctmri_tf.configs import ClassifierConfig
 from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.io.volume import MODALITIES
 from ctmri_tf.models.classifier import modality_classifier
-from ctmri_tf.training.restore import float32_copy, restore_task
+from ctmri_tf.training.restore import restore_models
 from ctmri_tf.training.runtime import prepare_task
 from ctmri_tf.training.schedules import linear_decay_adam
 
@@ -166,9 +166,9 @@ def evaluate_classifier(model: keras.Model, datasets: Mapping[str, tf.data.Datas
 def load_classifier(run_dir: str | os.PathLike) -> keras.Model:
     """The trained CT/MRI classifier of a run folder, for any image size (float32).
 
-    Restores the run's newest checkpoint with the trainer's own objects
-    (:class:`ModalityClassifier`, ``ctmri_tf.training.restore.restore_task``), then copies the
-    weights into a float32 ``modality_classifier(image_size=None)``.
+    Builds only a float32 ``modality_classifier(image_size=None)`` and reads the run's newest
+    intact checkpoint into it (``ctmri_tf.training.restore.restore_models``; no optimizer, the
+    global dtype policy left as it was).
 
     Returns:
         ``keras.Model``: image (B, H, W, 1) in [-1, 1] (each image by its own percentiles,
@@ -178,8 +178,9 @@ def load_classifier(run_dir: str | os.PathLike) -> keras.Model:
         CtmriInputError: not a classifier run folder, or no restorable checkpoint (naming the
             file or folder).
     """
-    _, config, task = restore_task(run_dir, "classifier", ModalityClassifier)
-    return float32_copy(lambda: modality_classifier(filters=config.model.filters), task.model)
+    _, _, models = restore_models(run_dir, "classifier", lambda config: {
+        "model": modality_classifier(filters=config.model.filters)})
+    return models["model"]
 
 
 def after_training(task: ModalityClassifier, prepared, result) -> list[str]:

@@ -41,7 +41,7 @@ from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.models.cyclegan import patchgan_discriminator, resnet_generator
 from ctmri_tf.training import translation_validation
 from ctmri_tf.training.image_pool import ImagePool
-from ctmri_tf.training.restore import float32_copy, restore_task
+from ctmri_tf.training.restore import restore_models
 from ctmri_tf.training.cyclegan_options import DEFAULT_DIRECTION, DIRECTIONS  # noqa: F401
 from ctmri_tf.training.run_dir import RunDir
 from ctmri_tf.training.runtime import prepare_task
@@ -49,6 +49,8 @@ from ctmri_tf.training.schedules import linear_decay_adam
 
 DIRECTION_FILE = "direction.json"
 GENERATOR_KEYS = {"ct2mri": "ct->mri", "mri2ct": "mri->ct"}
+CHECKPOINT_NAMES = {"ct->mri": "generator_ct2mri", "mri->ct": "generator_mri2ct"}
+"""Each direction's generator and its name in the checkpoint (``CycleGAN.checkpoint_objects``)."""
 """Direction name -> key of the dict returned by :func:`load_cyclegan_generators` (the keys of
 ``ctmri_tf.evaluate.cyclegan_translator``)."""
 
@@ -262,9 +264,10 @@ def read_primary_direction(run_dir: str | os.PathLike) -> str:
 def load_cyclegan_generators(run_dir: str | os.PathLike) -> dict:
     """The trained generators of a CycleGAN run folder, for any image size (float32).
 
-    Restores the run's newest checkpoint with the trainer's own objects (:class:`CycleGAN`,
-    ``ctmri_tf.training.restore.restore_task``), then copies each generator's weights into a
-    float32 ``resnet_generator(image_size=None)``, which accepts any size that is a multiple of 4.
+    Builds only the two float32 ``resnet_generator(image_size=None)`` (any size that is a
+    multiple of 4) and reads the run's newest intact checkpoint into them
+    (``ctmri_tf.training.restore.restore_models``): no discriminator, optimizer or image pool
+    is built and the global dtype policy is left as it was.
 
     Returns:
         ``{"ct->mri": G, "mri->ct": F}``: keras models, image (B, H, W, 1) in [-1, 1] -> [-1, 1].
@@ -273,13 +276,13 @@ def load_cyclegan_generators(run_dir: str | os.PathLike) -> dict:
         CtmriInputError: not a CycleGAN run folder, or no restorable checkpoint (naming the
             file or folder).
     """
-    _, config, task = restore_task(run_dir, "cyclegan", CycleGAN)
+    def build(config):
+        return {name: resnet_generator(filters=config.model.generator_filters,
+                                       num_residual=config.model.generator_residual_blocks)
+                for name in CHECKPOINT_NAMES.values()}
 
-    def any_size():
-        return resnet_generator(filters=config.model.generator_filters,
-                                num_residual=config.model.generator_residual_blocks)
-
-    return {key: float32_copy(any_size, trained) for key, trained in task.generators().items()}
+    _, _, models = restore_models(run_dir, "cyclegan", build)
+    return {key: models[name] for key, name in CHECKPOINT_NAMES.items()}
 
 
 def load_primary_generator(run_dir: str | os.PathLike) -> tuple[str, keras.Model]:

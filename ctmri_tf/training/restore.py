@@ -1,14 +1,21 @@
 """Trained models out of a run folder, the way every trainer's ``load_*`` function gets them.
 
-A run folder is an input here: nothing in it is created or changed. The trainer's own task is
-rebuilt from the run's ``config.json`` (so the checkpoint's object graph matches by
-construction), its newest checkpoint is restored, and the weights are copied into a float32
-inference model (training may have run in mixed precision, or at one fixed image size).
+A run folder is an input here: nothing in it is created or changed.
+
+* :func:`restore_models` (inference, the experiment registry's ``load``): only the inference
+  models are built, in float32 and for any image size, from the run's ``config.json``, and the
+  newest intact checkpoint is read into them by name (``tf.train.Checkpoint(generator=...)``,
+  the rest of the checkpoint - critics, optimizers, image pools - expected to stay unread). The
+  global Keras dtype policy is left as it was (training may have run in mixed precision: the
+  checkpointed variables are float32 either way).
+
+Resuming a training run restores the whole training state instead (``ctmri_tf.training.loop``).
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Callable
+from typing import Callable, Iterator, Mapping
 
 import keras
 import tensorflow as tf
@@ -18,40 +25,44 @@ from ctmri_tf.training.checkpointing import TrainingCheckpoint
 from ctmri_tf.training.run_dir import RunDir, read_run
 
 
-def restore_task(run_dir: str | os.PathLike, experiment: str,
-                 task_class: Callable) -> tuple[RunDir, ExperimentConfig, object]:
-    """Rebuild a run's training task and restore its newest checkpoint into it.
+@contextlib.contextmanager
+def float32_policy() -> Iterator[None]:
+    """Build Keras layers in float32 inside the block; the global dtype policy is restored
+    afterwards (whatever it was: a mixed-precision training in the same process keeps its
+    own)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def restore_models(run_dir: str | os.PathLike, experiment: str,
+                   build: Callable[[ExperimentConfig], Mapping[str, object]]
+                   ) -> tuple[RunDir, ExperimentConfig, dict]:
+    """Read a run's newest intact checkpoint into inference models only.
 
     Args:
         run_dir: the run folder (read only).
-        experiment: the experiment the run must be (``stargan``, ``cyclegan``, ``segmentation``,
-            ``classifier``).
-        task_class: the trainer's task class, called as ``task_class(config, strategy)``
-            (the default strategy) and restored through its ``checkpoint_objects()``.
+        experiment: the experiment the run must be.
+        build: ``build(config) -> {checkpoint name: trackable}``: the models under the names the
+            trainer's ``checkpoint_objects()`` gives them (e.g. ``{"generator": G}``), built
+            for inference (any image size); called under :func:`float32_policy`.
 
     Returns:
-        ``(run, config, task)``; the task's models hold the checkpointed weights.
+        ``(run, config, objects)``: ``objects`` as ``build`` returned them, holding the
+        checkpointed weights (every variable of theirs matched; the checkpoint's other objects
+        are not built and stay unread).
 
     Raises:
-        CtmriInputError: not a run folder of ``experiment``, or no restorable checkpoint (naming
-            the file or folder).
+        CtmriInputError: not a run folder of ``experiment``, or no checkpoint whose values fit
+            the models (corrupt, incomplete or from another model config; naming the folder).
     """
     run, config = read_run(run_dir, experiment)
-    task = task_class(config, tf.distribute.get_strategy())
+    with float32_policy():
+        objects = dict(build(config))
     TrainingCheckpoint(run.checkpoints, step=tf.Variable(0, dtype=tf.int64, trainable=False),
-                       rng=tf.random.Generator.from_seed(config.seed),
-                       **task.checkpoint_objects()).restore_latest()
-    return run, config, task
-
-
-def float32_copy(build: Callable[[], keras.Model], trained: keras.Model) -> keras.Model:
-    """``build()`` under the float32 dtype policy, holding ``trained``'s weights.
-
-    ``build`` makes the inference model (typically the same architecture for any image size:
-    ``image_size=None``); its weights must have the shapes and order of ``trained``'s. The
-    global Keras policy is left at float32.
-    """
-    keras.mixed_precision.set_global_policy("float32")
-    model = build()
-    model.set_weights(trained.get_weights())
-    return model
+                       rng=tf.random.Generator.from_seed(config.seed), partial=True,
+                       **objects).restore_latest()
+    return run, config, objects

@@ -31,7 +31,7 @@ import tensorflow as tf
 from ctmri_tf.configs import SegmentationConfig
 from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.metrics import segmentation_metrics
-from ctmri_tf.training.restore import float32_copy, restore_task
+from ctmri_tf.training.restore import restore_models
 from ctmri_tf.training.runtime import prepare_task
 from ctmri_tf.training.schedules import linear_decay_adam
 
@@ -197,9 +197,10 @@ def load_segmentation_model(run_dir: str | os.PathLike, image_size=None, *,
                             any_size: bool = False) -> keras.Model:
     """The trained DeepLabV3+ of a segmentation run folder (float32).
 
-    Restores the run's newest checkpoint with the trainer's own objects (:class:`Segmentation`,
-    ``ctmri_tf.training.restore.restore_task``), then copies the weights into a float32
-    ``deeplab_v3_plus`` built for ``image_size``.
+    Builds only a float32 ``deeplab_v3_plus`` for ``image_size`` and reads the run's newest
+    intact checkpoint into it (``ctmri_tf.training.restore.restore_models``, with every weight
+    listed as :meth:`Segmentation.checkpoint_objects` does; no optimizer, the global dtype
+    policy left as it was).
 
     Args:
         run_dir: the run folder.
@@ -219,15 +220,17 @@ def load_segmentation_model(run_dir: str | os.PathLike, image_size=None, *,
 
     if any_size and image_size is not None:
         raise ValueError("give image_size or any_size, not both")
-    _, config, task = restore_task(run_dir, "segmentation", Segmentation)
-    size = None if any_size else image_size or config.data.image_size
-    try:
-        return float32_copy(lambda: deeplab_v3_plus(size,
-                                                    num_classes=config.model.num_classes,
-                                                    width=config.model.width,
-                                                    blocks=config.model.blocks), task.model)
-    except ValueError as err:
-        raise CtmriInputError(None, str(err)) from None
+    def build(config):
+        size = None if any_size else image_size or config.data.image_size
+        try:
+            model = deeplab_v3_plus(size, num_classes=config.model.num_classes,
+                                    width=config.model.width, blocks=config.model.blocks)
+        except ValueError as err:
+            raise CtmriInputError(None, str(err)) from None
+        return {"model": model, "model_weights": list(model.weights)}
+
+    _, _, models = restore_models(run_dir, "segmentation", build)
+    return models["model"]
 
 
 def after_training(task: Segmentation, prepared, result) -> list[str]:

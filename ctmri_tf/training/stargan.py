@@ -39,7 +39,7 @@ from ctmri_tf.configs import StarGANConfig, StarGANModelConfig
 from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.models.stargan import stargan_discriminator, stargan_generator
 from ctmri_tf.training import translation_validation
-from ctmri_tf.training.restore import float32_copy, restore_task
+from ctmri_tf.training.restore import restore_models
 from ctmri_tf.training.runtime import prepare_task
 from ctmri_tf.training.schedules import linear_decay_adam
 
@@ -280,10 +280,10 @@ def training_batches(config: StarGANConfig, split: str = "train") -> tf.data.Dat
 def load_stargan_generator(run_dir: str | os.PathLike) -> keras.Model:
     """The trained StarGAN generator of a run folder, for any image size (float32).
 
-    Restores the run's newest checkpoint with the trainer's own objects (:class:`StarGAN`,
-    ``ctmri_tf.training.restore.restore_task``), then copies the generator's weights into a
-    float32 ``stargan_generator(image_size=None)``, which accepts any size that is a multiple
-    of 4.
+    Builds only a float32 ``stargan_generator(image_size=None)`` (any size that is a multiple
+    of 4) and reads the run's newest intact checkpoint into it
+    (``ctmri_tf.training.restore.restore_models``): no critic or optimizer is built and the
+    global dtype policy is left as it was.
 
     Returns:
         ``keras.Model``: ``[image (B, H, W, 1) in [-1, 1], one-hot target domain (B, 2)]`` (0 =
@@ -293,5 +293,6 @@ def load_stargan_generator(run_dir: str | os.PathLike) -> keras.Model:
         CtmriInputError: not a StarGAN run folder, or no restorable checkpoint (naming the file
             or folder).
     """
-    _, config, task = restore_task(run_dir, "stargan", StarGAN)
-    return float32_copy(lambda: generator_from_config(config.model), task.generator)
+    _, _, models = restore_models(run_dir, "stargan", lambda config: {
+        "generator": generator_from_config(config.model)})
+    return models["generator"]
