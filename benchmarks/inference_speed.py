@@ -29,7 +29,9 @@ End to end: a ``--volume-slices`` phantom MRI volume written as NIfTI is transla
 * in this process with ``ctmri_tf.translate.translate_file`` (models loaded once by the
   untimed first run; then the median of ``--volume-runs`` runs): NIfTI reading, modality from
   the classifier (NIfTI has no modality tag; ``--from mri`` when there is no classifier), body
-  mask from the segmentation export, translation in batches of 8, NIfTI writing;
+  mask from the segmentation export, translation in batches of 8 with the default test-time
+  augmentation (``--tta lr``: two generator passes per slice, recorded as ``tta``), NIfTI
+  writing;
 * as a user runs it, ``python -m ctmri_tf.cli translate IN OUT --models BASE`` in a fresh
   process (``--cli-runs`` times, median): the above plus Python and TensorFlow start-up and
   SavedModel loading. Skipped by ``--quick``.
@@ -191,7 +193,7 @@ def measure_translate_file(base: Path, volume_path: Path, out_dir: Path, runs: i
                            models_from: str) -> dict:
     """slices/s of ``translate_file`` on the NIfTI volume, models loaded by an untimed run."""
     from ctmri_tf.io import read_nifti
-    from ctmri_tf.translate import ModelSet, translate_file
+    from ctmri_tf.translate import DEFAULT_TTA, ModelSet, translate_file
 
     models = ModelSet(base)
     source = None if models.has_classifier else "mri"
@@ -216,6 +218,7 @@ def measure_translate_file(base: Path, volume_path: Path, out_dir: Path, runs: i
     timing = common.Timing(tuple(samples), warmup=1)
     return {"measurement": "translate_file (models loaded)", "models_from": models_from,
             "image_size": image_size, "batch_size": TRANSLATE_BATCH, "volume_slices": num_slices,
+            "tta": DEFAULT_TTA,
             "first_run_s": first, **timing.as_dict(),
             "slices_per_second": timing.per_second(num_slices), "decisions": decisions,
             "peak_rss_bytes": common.peak_rss_bytes()}

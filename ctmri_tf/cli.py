@@ -311,8 +311,23 @@ def _translate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="SeriesInstanceUID to translate when the INPUT DICOM folder holds "
                              "several series (default: the largest axial CT/MR series; "
                              "localizers are skipped and everything skipped is named)")
+    parser.add_argument("--tta", choices=("none", "lr", "lr+ud"), default="lr",
+                        help="test-time augmentation: also translate each slice mirrored "
+                             "left-right (lr), or left-right and up-down (lr+ud, 4 passes), "
+                             "mirror back and average (default: %(default)s: the generators "
+                             "train with left-right flips only)")
+    parser.add_argument("--uncertainty", action="store_true",
+                        help="also write the per-voxel standard deviation over the --tta "
+                             "passes (HU for a CT output, the [0, 1] scale for MRI) as "
+                             "<OUTPUT stem>_uncertainty.<same kind> (a DICOM output: "
+                             "<OUTPUT>_uncertainty.nii.gz); needs --tta lr or lr+ud")
+    parser.add_argument("--tile-overlap", type=float, default=0.5, metavar="F",
+                        help="least fraction of a tile that neighbouring tiles share when a "
+                             "slice is larger than the model's field of view, in [0, 1); "
+                             "tiles are blended with a Gaussian window (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace OUTPUT if it exists (never INPUT; default: refuse)")
+                        help="replace OUTPUT (and its uncertainty map) if it exists (never "
+                             "INPUT; default: refuse)")
 
 
 @command("translate", help="translate a CT scan to MRI or an MRI scan to CT (DICOM/NIfTI/PNG)",
@@ -327,7 +342,10 @@ def _translate(args: argparse.Namespace) -> int:
     The models' data card (what they were trained on) is printed, with a warning for each way
     INPUT is far from it. Outside
     the body (the exported segmentation model, else thresholds) the output is air: -1000 HU for
-    CT, 0 for MRI. The output appears only when complete; INPUT is never modified."""
+    CT, 0 for MRI. Slices are translated at the model's pixel spacing, in Gaussian-blended
+    tiles when larger than its field of view, and with --tta lr (default) also mirrored
+    left-right, the passes averaged; --uncertainty writes their standard deviation beside
+    OUTPUT. The output appears only when complete; INPUT is never modified."""
     from ctmri_tf.translate import MIN_CONFIDENCE, ModelSet, translate_file
 
     models = ModelSet(args.models, image_size=args.image_size,
@@ -337,7 +355,8 @@ def _translate(args: argparse.Namespace) -> int:
         raise CtmriInputError(None, f"--min-confidence must be in [0, 1], got {min_confidence}")
     translate_file(args.input, args.output, to=args.to, source=args.source, models=models,
                    overwrite=args.overwrite, batch_size=args.batch_size, log=print,
-                   series=args.series, min_confidence=min_confidence)
+                   series=args.series, min_confidence=min_confidence, tta=args.tta,
+                   tile_overlap=args.tile_overlap, uncertainty=args.uncertainty)
     return 0
 
 

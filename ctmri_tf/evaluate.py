@@ -30,7 +30,13 @@ in training), translated, and mapped into the target's physical units with the *
   mapped to [0, 1], clipped; data range 1);
 
 each on the whole image (region ``"image"``) and inside the body (region ``"body"``: the
-*source's* body mask, the region a user has at inference time). Per subject, all slices of the
+*source's* body mask, the region a user has at inference time). Next to MAE, the through-plane
+MAE (``through_plane_mae``, :func:`ctmri_tf.metrics.through_plane_mae`; not a SynthRAD metric):
+the MAE of the slice-to-slice difference, over pairs of consecutive slice indices that are both
+in the split (:attr:`EvaluationSubject.slice_indices`) and voxel pairs inside the region in both
+slices, in HU per slice (MRI -> CT) or the [0, 1] MRI scale per slice (CT -> MRI): how much a
+slice-by-slice translator flickers along the volume; NaN (``-`` in the table) for a subject
+without two consecutive slices. Per subject, all slices of the
 volume count together (MAE over all voxels of the region, PSNR from the volume's MSE, SSIM the
 mean of the slices' SSIM maps); the summary is mean and sample standard deviation over subjects.
 
@@ -76,14 +82,14 @@ from ctmri_tf import intensity
 from ctmri_tf.atomic import atomic_output
 from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.metrics import (CT_RANGE_HU, MRI_UNIT_RANGE, image_metrics, mae,
-                              mri_to_unit_interval, psnr, summarize)
+                              mri_to_unit_interval, psnr, summarize, through_plane_mae)
 
 MODALITIES = ("ct", "mri")
 DOMAIN_INDEX = {"ct": 0, "mri": 1}
 """StarGAN / classifier domain ids."""
 DIRECTIONS = (("mri", "ct"), ("ct", "mri"))
 REGIONS = ("body", "image")
-PAIRED_METRICS = ("mae", "psnr", "ssim")
+PAIRED_METRICS = ("mae", "through_plane_mae", "psnr", "ssim")
 UNPAIRED_METRICS = ("cycle_mae", "cycle_psnr", "target_fraction")
 
 DISPLAY_CT_WINDOW_HU = (-200.0, 1000.0)
@@ -320,6 +326,10 @@ class EvaluationSubject:
         ranges: ``{modality: (low, high)}`` physical values that map to [-1, 1]: the CT window
             in HU, the volume's MRI percentile scale.
         paired: the CT and MRI are registered slice by slice (ground truth of each other).
+        slice_indices: ``{modality: increasing ints}``, the index in its scan of each slice of
+            the volume (a split may hold only some slices); a modality missing here (or
+            ``None``) has slices ``0 .. slices - 1``. Only consecutive indices are compared by
+            the through-plane MAE.
     """
 
     subject_id: str
@@ -327,6 +337,12 @@ class EvaluationSubject:
     masks: Mapping[str, np.ndarray]
     ranges: Mapping[str, tuple[float, float]]
     paired: bool = True
+    slice_indices: Mapping[str, tuple[int, ...]] | None = None
+
+    def indices(self, modality: str) -> tuple[int, ...]:
+        """The slice indices of the ``modality`` volume (default ``0 .. slices - 1``)."""
+        given = (self.slice_indices or {}).get(modality)
+        return tuple(range(np.shape(self.images[modality])[0])) if given is None else given
 
     def __post_init__(self):
         where = f"subject {self.subject_id}"
@@ -342,6 +358,17 @@ class EvaluationSubject:
                                             f"cols) with a mask of the same shape; got "
                                             f"{np.shape(image)} and "
                                             f"{np.shape(self.masks[modality])}")
+        for modality, given in (self.slice_indices or {}).items():
+            if modality not in self.images:
+                raise CtmriInputError(None, f"{where}: slice indices given for {modality}, "
+                                            f"which it has no image of")
+            given = np.asarray(given)
+            if (given.shape != (np.shape(self.images[modality])[0],)
+                    or not np.issubdtype(given.dtype, np.integer)
+                    or np.any(np.diff(given) <= 0)):
+                raise CtmriInputError(None, f"{where}: the {modality} slice indices must be one "
+                                            f"increasing integer per slice, got "
+                                            f"{list(given.ravel())}")
         if self.paired and (set(self.images) != set(MODALITIES)
                             or np.shape(self.images["ct"]) != np.shape(self.images["mri"])):
             raise CtmriInputError(None, f"{where}: a paired subject needs a CT and an MRI volume "
@@ -349,21 +376,27 @@ class EvaluationSubject:
 
 
 def paired_subject(subject_id: str, *, ct: Any, mri: Any, mask: Any,
-                   ct_range=intensity.CT_WINDOW_HU, mri_range=None) -> EvaluationSubject:
+                   ct_range=intensity.CT_WINDOW_HU, mri_range=None,
+                   slice_indices=None) -> EvaluationSubject:
     """A paired subject from registered volumes sharing one body mask.
 
     Args:
         ct: (slices, rows, cols) HU.  mri: same shape, MR signal.  mask: same shape, {0, 1}.
         ct_range: CT window in HU (default ``intensity.CT_WINDOW_HU``).
         mri_range: MRI scale ``(low, high)``; default: ``intensity.fit_mri_scale(mri, mask)``.
+        slice_indices: the scan's index of each slice (both modalities); default
+            ``0 .. slices - 1``.
     """
     ct = np.asarray(ct, np.float32)
     mri = np.asarray(mri, np.float32)
     mask = (np.asarray(mask) != 0).astype(np.uint8)
     if mri_range is None:
         mri_range = intensity.fit_mri_scale(mri, mask).as_tuple()
+    indices = None if slice_indices is None else tuple(int(i) for i in slice_indices)
     return EvaluationSubject(subject_id, {"ct": ct, "mri": mri}, {"ct": mask, "mri": mask},
-                             {"ct": _pair(ct_range), "mri": _pair(mri_range)}, paired=True)
+                             {"ct": _pair(ct_range), "mri": _pair(mri_range)}, paired=True,
+                             slice_indices=None if indices is None else {"ct": indices,
+                                                                         "mri": indices})
 
 
 def _pair(value_range) -> tuple[float, float]:
@@ -403,7 +436,7 @@ def _stack(slices: dict[int, tuple], subject_id: str, modality: str):
                                     f"shape {sorted(shapes)}")
     volume = np.stack([np.asarray(slices[i][0], np.float32) for i in order])
     mask = np.stack([(np.asarray(slices[i][1]) != 0).astype(np.uint8) for i in order])
-    return volume, mask, ranges.pop(), order
+    return volume, mask, ranges.pop(), tuple(order)
 
 
 def subjects_from_examples(examples: Iterable[Mapping]) -> list[EvaluationSubject]:
@@ -447,7 +480,8 @@ def subjects_from_examples(examples: Iterable[Mapping]) -> list[EvaluationSubjec
                 slices, sid, modality)
         paired = (all_paired[sid] and len(images) == 2 and covered["ct"] == covered["mri"]
                   and images["ct"].shape == images["mri"].shape)
-        subjects.append(EvaluationSubject(sid, images, masks, ranges, paired=paired))
+        subjects.append(EvaluationSubject(sid, images, masks, ranges, paired=paired,
+                                          slice_indices=covered))
     return subjects
 
 
@@ -474,11 +508,12 @@ def subjects_from_paired_batches(batches: Iterable[Mapping], source: str = "mri"
                 slices[sid][modality][index] = (physical, mask, value_range)
     subjects = []
     for sid, by_modality in slices.items():
-        images, masks, ranges = {}, {}, {}
+        images, masks, ranges, covered = {}, {}, {}, {}
         for modality in MODALITIES:
-            images[modality], masks[modality], ranges[modality], _ = _stack(
+            images[modality], masks[modality], ranges[modality], covered[modality] = _stack(
                 by_modality[modality], sid, modality)
-        subjects.append(EvaluationSubject(sid, images, masks, ranges, paired=True))
+        subjects.append(EvaluationSubject(sid, images, masks, ranges, paired=True,
+                                          slice_indices=covered))
     return subjects
 
 
@@ -577,10 +612,15 @@ def _paired_subject(subject, translators, mask_inputs, batch_size, rows, samples
             physical = intensity.from_unit(out_unit, target, subject.ranges[target])
             prediction, _ = _metric_space(physical, target, subject.ranges[target])
             values = image_metrics(prediction, truth, mask, value_range)
+            for region, region_mask in (("body", mask), ("image", None)):
+                values[region]["through_plane_mae"] = through_plane_mae(
+                    prediction, truth, region_mask, value_range,
+                    slice_indices=subject.indices(target))
             for region in REGIONS:
                 rows.append({"model": name, "direction": direction_name(source, target),
                              "subject_id": subject.subject_id, "region": region,
-                             "units": _units(target), **values[region]})
+                             "units": _units(target),
+                             **{metric: values[region][metric] for metric in PAIRED_METRICS}})
             if want_grid:
                 k = _grid_slice(mask)
                 shown, true = (np.clip(v[k], *value_range) for v in (prediction, truth))
@@ -708,6 +748,11 @@ def _protocol(paired: bool, mask_inputs: bool) -> dict:
             "mri->ct": "HU clipped to [-1024, 3000], data range 4024 HU",
             "ct->mri": "MRI [0, 1] scale (target volume's percentile scale), clipped, data "
                        "range 1",
+            "through_plane_mae": "mean |(pred[k+1] - pred[k]) - (true[k+1] - true[k])| over "
+                                 "consecutive slice indices k, k+1 both in the split and "
+                                 "voxel pairs in the region in both slices, after clipping; "
+                                 "HU per slice (mri->ct), [0, 1] MRI scale per slice "
+                                 "(ct->mri); NaN without two consecutive slices",
             "ssim": "tf.image.ssim maps, Gaussian 11x11 sigma 1.5, K1 0.01, K2 0.03; body: "
                     "outside set to the range minimum in both images, map averaged over window "
                     "centres in the body (SynthRAD 2023)",
@@ -878,8 +923,11 @@ def _format(stats: dict | None, digits: int) -> str:
 
 
 _PAIRED_COLUMNS = [
-    ("mri->ct", "mae", "MRI→CT MAE (HU)", 1), ("mri->ct", "psnr", "MRI→CT PSNR (dB)", 2),
-    ("mri->ct", "ssim", "MRI→CT SSIM", 4), ("ct->mri", "mae", "CT→MRI MAE ([0,1])", 4),
+    ("mri->ct", "mae", "MRI→CT MAE (HU)", 1),
+    ("mri->ct", "through_plane_mae", "MRI→CT through-plane MAE (HU/slice)", 1),
+    ("mri->ct", "psnr", "MRI→CT PSNR (dB)", 2), ("mri->ct", "ssim", "MRI→CT SSIM", 4),
+    ("ct->mri", "mae", "CT→MRI MAE ([0,1])", 4),
+    ("ct->mri", "through_plane_mae", "CT→MRI through-plane MAE ([0,1]/slice)", 4),
     ("ct->mri", "psnr", "CT→MRI PSNR (dB)", 2), ("ct->mri", "ssim", "CT→MRI SSIM", 4),
 ]
 _UNPAIRED_COLUMNS = [
@@ -919,7 +967,9 @@ def comparison_markdown(results: dict) -> str:
                   "MRI→CT in HU clipped to [-1024, 3000] (PSNR/SSIM data range 4024 HU); CT→MRI "
                   "on the [0, 1]-scaled MRI (the volume's percentile scale). Per subject all "
                   "slices together; SSIM with the SynthRAD 2023 body masking. PSNR `inf` = "
-                  "identical images.", "", "## Inside the body", ""]
+                  "identical images. Through-plane MAE: the MAE of the slice-to-slice "
+                  "difference (consecutive slices only), i.e. how much the output flickers "
+                  "along the volume.", "", "## Inside the body", ""]
         lines += _table(results, "body", _PAIRED_COLUMNS)
         lines += ["", "## Whole image", ""]
         lines += _table(results, "image", _PAIRED_COLUMNS)

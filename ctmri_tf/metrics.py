@@ -39,6 +39,18 @@ SSIM
     ``tf.image.ssim`` computes in float32: the local variances ``E[x^2] - E[x]^2`` lose a few
     units to rounding, so SSIM values carry errors up to about 1e-4 (largest in flat regions).
 
+Through-plane MAE (:func:`through_plane_mae`, not a SynthRAD metric)
+    A 2-D model translates each slice on its own, so its output can flicker from slice to
+    slice even where each slice alone scores well. Both images clipped to ``value_range``; for
+    each pair of *consecutive* slices ``k, k + 1`` (slice indices that differ by exactly 1: a
+    split may hold only some slices of a volume), the slice-to-slice differences
+    ``d(x) = x[k + 1] - x[k]``; the mean of ``|d(prediction) - d(reference)|`` over the voxel
+    pairs ``(i, j)`` inside the region in *both* slices, all pairs of the volume pooled. Units:
+    the images' units per slice (HU per slice for CT, the [0, 1] MRI scale per slice). 0 for a
+    perfect prediction and for one off by the same constant on every slice; a prediction off
+    by an independent constant ``c_k`` on each slice scores the pooled mean of
+    ``|c_{k+1} - c_k|``. NaN when no two consecutive slices (with a common region voxel) exist.
+
 Segmentation (:func:`segmentation_metrics`): label maps with classes ``0 .. num_classes - 1``
 (0 = background, 1 = body); the confusion matrix is pooled over all given masks; IoU per class
 ``TP / (TP + FP + FN)``, mean IoU over the classes present in the prediction or the truth; Dice of
@@ -69,6 +81,8 @@ SSIM_BORDER = (SSIM_FILTER_SIZE - 1) // 2
 
 REGIONS = ("image", "body")
 METRICS = ("mae", "psnr", "ssim")
+"""What :func:`image_metrics` returns per region (:func:`through_plane_mae` is separate: it
+needs the slice indices)."""
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -243,6 +257,57 @@ def image_metrics(prediction: Any, reference: Any, mask: Any, value_range) -> di
             "ssim": ssim(prediction, reference, value_range, region_mask),
         }
     return results
+
+
+def through_plane_mae(prediction: Any, reference: Any, mask: Any = None, value_range=None,
+                      slice_indices=None) -> float:
+    """Mean absolute error of the slice-to-slice difference (module docstring): through-plane
+    consistency of a slice-by-slice prediction.
+
+    Args:
+        prediction, reference: same-shaped volumes ``(slices, rows, cols)`` in physical units
+            (HU for CT, the [0, 1] MRI scale for MRI), slices in increasing index order.
+        mask: optional body mask of the same shape (nonzero = body): a voxel pair counts only
+            when both of its voxels are in the body.
+        value_range: optional ``(low, high)``: both images are clipped to it first (as
+            :func:`mae`).
+        slice_indices: the volume's slice index of each slice (increasing integers); only
+            slices whose indices differ by 1 are compared. Default ``0 .. slices - 1``.
+
+    Returns:
+        ``mean |(p[k+1] - p[k]) - (r[k+1] - r[k])|`` over the counted voxel pairs, in the
+        images' units per slice (Python float); NaN when there is no such pair.
+
+    Raises:
+        CtmriInputError: shapes differ, non-finite voxels, ``slice_indices`` not one increasing
+            integer per slice.
+    """
+    pred, ref = _as_volume(prediction, "prediction"), _as_volume(reference, "reference")
+    if pred.shape != ref.shape:
+        raise CtmriInputError(None, f"prediction shape {pred.shape} does not match the reference "
+                                    f"shape {ref.shape}")
+    if not (np.all(np.isfinite(pred)) and np.all(np.isfinite(ref))):
+        raise CtmriInputError(None, "prediction or reference holds NaN/Inf voxels")
+    body = np.ones(ref.shape, bool) if mask is None else _as_volume(mask, "mask") != 0
+    if body.shape != ref.shape:
+        raise CtmriInputError(None, f"body mask shape {body.shape} does not match the image "
+                                    f"shape {ref.shape}")
+    count = ref.shape[0]
+    indices = np.arange(count) if slice_indices is None else np.asarray(slice_indices)
+    if (indices.shape != (count,) or not np.issubdtype(indices.dtype, np.integer)
+            or np.any(np.diff(indices) <= 0)):
+        raise CtmriInputError(None, f"slice_indices must be {count} increasing integers (one "
+                                    f"per slice), got {list(np.ravel(slice_indices))}")
+    if value_range is not None:
+        low, high = _range(value_range)
+        pred, ref = np.clip(pred, low, high), np.clip(ref, low, high)
+    consecutive = np.flatnonzero(np.diff(indices) == 1)       # pairs (k, k + 1)
+    if consecutive.size == 0:
+        return math.nan
+    error = np.abs((pred[consecutive + 1] - pred[consecutive])
+                   - (ref[consecutive + 1] - ref[consecutive]))
+    both = body[consecutive + 1] & body[consecutive]
+    return float(error[both].mean()) if both.any() else math.nan
 
 
 def mri_to_unit_interval(signal: Any, scale) -> np.ndarray:

@@ -33,15 +33,21 @@ Pipeline (:func:`translate_file`; :func:`translate_volume` is steps 3-6 on an in
    the spacing the generator was trained at (:meth:`ModelSet.pixel_spacing`; bilinear,
    antialiased when down-sampling), padded with background (-1) to the model's field of view
    :meth:`ModelSet.image_size` when smaller, cut into tiles of that size overlapping by at least
-   :data:`TILE_OVERLAP` and blended when larger, translated, and resampled back exactly onto the
-   input grid (:func:`ctmri_tf.tiling.predict_physical`). When the models do not record their
-   training spacing (exports and run folders from before it was recorded) each batch is instead
-   resized (bilinear, antialiased) to the image size and back, whatever its pixel spacing, with
-   a warning (once per :class:`ModelSet`);
+   ``tile_overlap`` (:data:`TILE_OVERLAP`, 0.5 as nnU-Net) and blended with nnU-Net's Gaussian
+   importance window when larger, translated, and resampled back exactly onto the input grid
+   (:func:`ctmri_tf.tiling.predict_physical`). When the models do not record their training
+   spacing (exports and run folders from before it was recorded) each batch is instead resized
+   (bilinear, antialiased) to the image size and back, whatever its pixel spacing, with a
+   warning (once per :class:`ModelSet`). Test-time augmentation (``tta``, default
+   :data:`DEFAULT_TTA` ``"lr"``): every tile is also translated mirrored left-right (``"lr+ud"``:
+   and up-down, and both), mirrored back, and the passes averaged in model space; their
+   per-voxel standard deviation is the *uncertainty* (:func:`ctmri_tf.tiling.predict_tiled`);
 6. back to physical units: CT output in HU (``unit_to_ct``, [-1024, 3000]); MRI output as the
    *scaled MR signal* [0, 1] (:data:`TRANSLATED_MRI_RANGE`: MRI has no absolute scale; -1 -> 0,
    +1 -> 1, the same convention as the SavedModels' ``translate`` signature). Outside the body
-   the output is air: :data:`AIR_HU` (-1000 HU) for CT, 0 for MRI;
+   the output is air: :data:`AIR_HU` (-1000 HU) for CT, 0 for MRI. The uncertainty is the
+   model-space standard deviation times the slope of that map (2012 HU per model unit for CT,
+   0.5 for the [0, 1] MRI scale), 0 outside the body;
 7. write OUTPUT in the kind of INPUT, atomically (never over the input, never over an existing
    path unless ``overwrite``): NIfTI with the input's affine and header
    (``write_nifti(reference=input)``); a DICOM series folder with new Study/Series/SOP UIDs, the
@@ -50,7 +56,13 @@ Pipeline (:func:`translate_file`; :func:`translate_volume` is steps 3-6 on an in
    spacing and gantry tilt kept as read); 16-bit PNG (a file for a one-image
    input, a folder of ``<input stem>.png`` for a folder of slices): CT as ``HU + 1024`` (what
    :func:`ctmri_tf.io.read_image` reads back as HU), MRI as the scaled signal [0, 1] (the
-   translated image's own percentile range) stretched over 0..65535.
+   translated image's own percentile range) stretched over 0..65535. With ``uncertainty``
+   (``--uncertainty``) the uncertainty map is written beside it as ``<output stem>_uncertainty``
+   (:func:`uncertainty_path`): a NIfTI file like a NIfTI output, a PNG file / folder of PNGs
+   like a PNG output (the same 16-bit encoding, so :func:`ctmri_tf.io.read_image` reads a CT's
+   back in HU), and for a DICOM output a NIfTI file ``<output folder>_uncertainty.nii.gz`` on
+   the input's grid (a DICOM series would store it in whole HU, and could be mistaken for an
+   image of the patient). It is written atomically with the output: both appear, or neither.
 
 Model lookup (:class:`ModelSet`), ``models`` being:
 
@@ -111,9 +123,20 @@ PNG_MAX = 65535
 """16-bit PNG output: CT stores ``HU + 1024`` (clipped to 0..65535), MRI ``[0, 1] * 65535``."""
 GENERATOR_MULTIPLE = 4
 """Generator input sizes must be multiples of this (two stride-2 down-samplings)."""
-TILE_OVERLAP = 0.25
+TILE_OVERLAP = tiling.DEFAULT_MIN_OVERLAP
 """Neighbouring tiles of a slice larger than the model's field of view share at least this
-fraction of a tile (:func:`ctmri_tf.tiling.predict_tiled`)."""
+fraction of a tile (:func:`ctmri_tf.tiling.predict_tiled`; 0.5, nnU-Net's half-tile step;
+``ctmri translate --tile-overlap``). A slice that fits in one tile is padded: no extra cost."""
+TTA_CHOICES = ("none", "lr", "lr+ud")
+"""``ctmri translate --tta``: no mirroring, left-right, left-right and up-down."""
+DEFAULT_TTA = "lr"
+"""Test-time augmentation of translation: the slice and its left-right mirror, as nnU-Net and
+the SynthRAD 2023 leaders mirror along the axes they trained with mirroring. The generators are
+trained with random *horizontal* flips only (``ctmri_tf.data``), so a left-right mirrored slice
+is in their training distribution and an up-down one (anatomy upside down) is not; ``"lr+ud"``
+is available (4 passes) but off by default. Costs 2 model calls per tile."""
+UNCERTAINTY_SUFFIX = "_uncertainty"
+"""``<output stem>_uncertainty.<same kind>``: where ``--uncertainty`` writes its map."""
 MIN_CONFIDENCE = 0.9
 """The classifier's (calibrated, physics-weighted) confidence below which ``translate_file``
 abstains and asks for ``--from`` (``ctmri translate --min-confidence``)."""
@@ -626,10 +649,12 @@ def _in_plane_spacing(volume: Volume) -> tuple[float, float]:
 
 
 def _translate_slices(unit: np.ndarray, volume: Volume, models: ModelSet, source: str,
-                      target: str, batch_size: int) -> np.ndarray:
-    """Step 5 on a batch ``(B, H, W, 1)`` in [-1, 1] of ``volume``'s slices -> the same shape: at
-    the generator's training spacing with tiles of its size, else (unknown spacing) resized to
-    its size and back, with :meth:`ModelSet.warn_matrix_resize`."""
+                      target: str, batch_size: int, *, tta: str | None = DEFAULT_TTA,
+                      tile_overlap: float = TILE_OVERLAP) -> tuple[np.ndarray, np.ndarray]:
+    """Step 5 on a batch ``(B, H, W, 1)`` in [-1, 1] of ``volume``'s slices -> ``(mean, std)``
+    of the ``tta`` passes, both that shape, float32 in model space: at the generator's training
+    spacing with tiles of its size, else (unknown spacing) resized to its size and back (each
+    pass), with :meth:`ModelSet.warn_matrix_resize`."""
     trained = models.pixel_spacing()
 
     def predict(batch):
@@ -638,13 +663,29 @@ def _translate_slices(unit: np.ndarray, volume: Volume, models: ModelSet, source
     if trained is None:
         size = models.image_size(unit.shape[1:3])
         models.warn_matrix_resize(size)
-        return _resize(predict(_resize(unit, size, antialias=True)), unit.shape[1:3],
-                       antialias=False)
-    spacing = _in_plane_spacing(volume)
-    tile = models.image_size(tiling.resampled_size(unit.shape[1:3], spacing, trained))
-    return tiling.predict_physical(unit, spacing, trained, tile, predict, background=-1.0,
-                                   min_overlap=TILE_OVERLAP,
-                                   batch_size=batch_size).astype(np.float32)
+        passes = tiling.predict_passes(_resize(unit, size, antialias=True), size, predict,
+                                       batch_size=batch_size, tta=tta)
+        back = _resize(passes.reshape(-1, *passes.shape[2:]).astype(np.float32),
+                       unit.shape[1:3], antialias=False)
+        mean, std = tiling.mean_and_std(back.reshape(len(passes), *unit.shape[:3], -1))
+    else:
+        spacing = _in_plane_spacing(volume)
+        tile = models.image_size(tiling.resampled_size(unit.shape[1:3], spacing, trained))
+        mean, std = tiling.predict_physical(unit, spacing, trained, tile, predict,
+                                            background=-1.0, min_overlap=tile_overlap,
+                                            batch_size=batch_size, tta=tta, return_std=True)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _check_tta(tta: str | None, tile_overlap: float) -> str | None:
+    """``tta`` as :mod:`ctmri_tf.tiling` takes it (``"none"`` -> None), ``tile_overlap``
+    checked."""
+    if tta not in (None, *TTA_CHOICES):
+        raise CtmriInputError(None, f"--tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
+    if not (isinstance(tile_overlap, (int, float)) and 0.0 <= tile_overlap < 1.0):
+        raise CtmriInputError(None, f"--tile-overlap must be a fraction of a tile in [0, 1), "
+                                    f"got {tile_overlap!r}")
+    return None if tta == "none" else tta
 
 
 def _body_mask(volume: Volume, models: ModelSet, batch_size: int) -> np.ndarray:
@@ -671,7 +712,8 @@ def _body_mask(volume: Volume, models: ModelSet, batch_size: int) -> np.ndarray:
 
 
 def translate_volume(volume: Volume, *, to: str | None = None, models: ModelSet,
-                     batch_size: int = 8, progress: bool = False) -> Volume:
+                     batch_size: int = 8, progress: bool = False, tta: str | None = DEFAULT_TTA,
+                     tile_overlap: float = TILE_OVERLAP) -> Volume:
     """Translate a CT (HU) or MRI (MR signal) volume to the other modality (steps 3-6 of the
     module docstring).
 
@@ -679,23 +721,32 @@ def translate_volume(volume: Volume, *, to: str | None = None, models: ModelSet,
         volume: its ``modality`` must be set (``"ct"`` or ``"mri"``).
         to: the target modality; default the other one.
         models: the :class:`ModelSet` to use.
-        batch_size: slices per model call (tiles, when slices are tiled).
+        batch_size: slices per model call (tiles, when slices are tiled; each mirrored copy
+            of a tile counts as one).
         progress: tqdm progress bar over the slices (stderr).
+        tta: test-time augmentation: ``"lr"`` (default, :data:`DEFAULT_TTA`), ``"lr+ud"``,
+            ``"none"`` / ``None``.
+        tile_overlap: fraction of a tile neighbouring tiles share at least, in [0, 1).
 
     Returns:
         A new :class:`Volume` of the same shape, spacing and affine: HU for a CT target, the
         [0, 1] scaled MR signal for an MRI target, air (-1000 HU / 0) outside the body;
         ``modality`` the target, ``source`` ``""``, ``meta`` ``{"body_mask": uint8 (S, H, W),
-        "source_modality", "source_range": (low, high) physical units mapped to [-1, 1]}``.
+        "source_modality", "source_range": (low, high) physical units mapped to [-1, 1],
+        "uncertainty": float32 (S, H, W) or None, "tta": the mode}``. ``uncertainty`` is the
+        per-voxel standard deviation over the TTA passes (``ddof=0``) in the output's units (HU
+        / scaled MR signal), 0 outside the body; None without TTA (one pass).
 
     Raises:
         CtmriInputError: naming the volume's file: unknown source modality, ``to`` equal to
-            it, non-finite voxels, no body, a constant MRI; model loading errors.
+            it, non-finite voxels, no body, a constant MRI; model loading errors; an unknown
+            ``tta`` or a ``tile_overlap`` outside [0, 1).
     """
     source = volume.modality
     target = _check_target(source, to, volume.source)
     if batch_size < 1:
         raise CtmriInputError(None, f"batch size must be at least 1, got {batch_size}")
+    tta = _check_tta(tta, tile_overlap)
     data = np.asarray(volume.data, np.float32)
     if data.ndim != 3 or min(data.shape) < 1:
         raise CtmriInputError(volume.source or None, f"expected a (slices, rows, cols) volume, "
@@ -712,20 +763,27 @@ def translate_volume(volume: Volume, *, to: str | None = None, models: ModelSet,
     unit = intensity.to_unit(data, source, source_range).astype(np.float32)
     unit[mask == 0] = -1.0
     target_range = None if target == "ct" else TRANSLATED_MRI_RANGE
+    low, high = intensity.CT_WINDOW_HU if target == "ct" else TRANSLATED_MRI_RANGE
     out = np.empty_like(data)
+    spread = np.empty_like(data)
     with tqdm(total=data.shape[0], unit="slice", desc=f"{source}->{target}",
               disable=not progress) as bar:
         for start in range(0, data.shape[0], batch_size):
             batch = unit[start:start + batch_size, :, :, None]
-            translated = _translate_slices(batch, volume, models, source, target, batch_size)
+            translated, std = _translate_slices(batch, volume, models, source, target,
+                                                batch_size, tta=tta, tile_overlap=tile_overlap)
             out[start:start + len(batch)] = intensity.from_unit(translated[..., 0], target,
                                                                 target_range)
+            spread[start:start + len(batch)] = std[..., 0] * ((high - low) / 2.0)
             bar.update(len(batch))
     out[mask == 0] = AIR_HU if target == "ct" else MRI_BACKGROUND
+    spread[mask == 0] = 0.0
     return Volume(data=out, modality=target, spacing=tuple(volume.spacing),
                   affine=np.array(volume.affine, dtype=np.float64), source="",
                   meta={"body_mask": mask, "source_modality": source,
-                        "source_range": tuple(float(v) for v in source_range)})
+                        "source_range": tuple(float(v) for v in source_range),
+                        "uncertainty": spread if len(tiling.tta_passes(tta)) > 1 else None,
+                        "tta": "none" if tta is None else tta})
 
 
 # ----------------------------------------------------------------------------- files
@@ -790,13 +848,62 @@ def _write(kind: str, translated: Volume, volume: Volume, output: Path, overwrit
     elif kind == "image":
         write_png(output, png_values(translated.data[0], target), overwrite=overwrite)
     else:
-        names = [Path(f).stem + ".png" for f in volume.meta["files"]]
-        if len(set(names)) != len(names):
-            raise CtmriInputError(volume.source, "two input images share a file stem (e.g. a.png "
-                                                 "and a.tif); their PNG outputs would collide")
+        names = _png_names(volume)
         with atomic_output(output, directory=True, overwrite=overwrite) as tmp:
             for name, image in zip(names, translated.data):
                 write_png(tmp / name, png_values(image, target))
+
+
+def _png_names(volume: Volume) -> list[str]:
+    """``<input stem>.png`` of each slice of a folder of images."""
+    names = [Path(f).stem + ".png" for f in volume.meta["files"]]
+    if len(set(names)) != len(names):
+        raise CtmriInputError(volume.source, "two input images share a file stem (e.g. a.png "
+                                             "and a.tif); their PNG outputs would collide")
+    return names
+
+
+def uncertainty_path(output: str | os.PathLike, kind: str) -> Path:
+    """Where ``--uncertainty`` writes the map of an ``output`` of input ``kind``
+    (:func:`_input_kind`): ``ct.nii.gz`` -> ``ct_uncertainty.nii.gz``, ``ct.png`` ->
+    ``ct_uncertainty.png``, a folder of PNGs ``mri/`` -> ``mri_uncertainty/``, a DICOM series
+    folder ``ct/`` -> the NIfTI file ``ct_uncertainty.nii.gz``."""
+    output = Path(output)
+    name = output.name
+    if kind == "nifti":
+        extension = ".nii.gz" if name.lower().endswith(".nii.gz") else output.suffix
+        return output.with_name(name[:len(name) - len(extension)] + UNCERTAINTY_SUFFIX
+                                + extension)
+    if kind == "image":
+        return output.with_name(output.stem + UNCERTAINTY_SUFFIX + output.suffix)
+    if kind == "images":
+        return output.with_name(name + UNCERTAINTY_SUFFIX)
+    return output.with_name(name + UNCERTAINTY_SUFFIX + ".nii.gz")
+
+
+def _uncertainty_volume(translated: Volume, volume: Volume) -> Volume:
+    """The uncertainty map as a volume on the input's grid (DICOM: its slice positions, which
+    the NIfTI writer resamples onto an even grid when they are uneven)."""
+    meta = {k: volume.meta[k] for k in ("slice_positions",) if k in volume.meta}
+    return Volume(data=np.asarray(translated.meta["uncertainty"], np.float32), modality=None,
+                  spacing=tuple(volume.spacing), affine=np.array(volume.affine, np.float64),
+                  meta=meta)
+
+
+def _write_uncertainty(kind: str, translated: Volume, volume: Volume, path: Path) -> None:
+    """Write the uncertainty map to ``path`` (a temporary sibling of its final place; PNG
+    folders: an empty folder)."""
+    target = translated.modality
+    unc = _uncertainty_volume(translated, volume)
+    if kind == "nifti":
+        write_nifti(unc, path, reference=volume, overwrite=True)
+    elif kind == "dicom":
+        write_nifti(unc, path, overwrite=True)
+    elif kind == "image":
+        write_png(path, png_values(unc.data[0], target), overwrite=True)
+    else:
+        for name, image in zip(_png_names(volume), unc.data):
+            write_png(path / name, png_values(image, target))
 
 
 def _physics(volume: Volume, kind: str) -> PhysicsEvidence:
@@ -829,7 +936,8 @@ def translate_file(input: str | os.PathLike, output: str | os.PathLike, *, to: s
                    source: str | None = None, models: ModelSet | str | os.PathLike,
                    overwrite: bool = False, batch_size: int = 8, progress: bool = True,
                    log: Callable[[str], None] | None = None, series: str | None = None,
-                   min_confidence: float = MIN_CONFIDENCE) -> Path:
+                   min_confidence: float = MIN_CONFIDENCE, tta: str | None = DEFAULT_TTA,
+                   tile_overlap: float = TILE_OVERLAP, uncertainty: bool = False) -> Path:
     """Translate the scan ``input`` and write it to ``output`` in the same format (module
     docstring).
 
@@ -852,6 +960,12 @@ def translate_file(input: str | os.PathLike, output: str | os.PathLike, *, to: s
             (:func:`ctmri_tf.io.read_dicom`, which warns naming what it skipped). A DICOM output
             keeps every input slice's ImagePositionPatient exactly (uneven spacing, gantry tilt).
         min_confidence: the classifier's confidence (in [0, 1]) below which its vote is refused.
+        tta: test-time augmentation (``--tta``): ``"lr"`` (default), ``"lr+ud"``, ``"none"``.
+        tile_overlap: least fraction of a tile neighbouring tiles share (``--tile-overlap``).
+        uncertainty: also write the per-voxel standard deviation over the TTA passes, in the
+            output's units, to :func:`uncertainty_path` (``--uncertainty``; needs TTA); it is
+            refused like the output when it exists without ``overwrite``, and written only
+            together with the output.
 
     The translator's data card (:mod:`ctmri_tf.data_card`) is logged before translating; each
     way the input is far from it (pixel spacing, body extent in mm, body intensities, a low
@@ -864,11 +978,18 @@ def translate_file(input: str | os.PathLike, output: str | os.PathLike, *, to: s
     Raises:
         CtmriInputError: naming the file: unknown format, undecidable modality (a DICOM
             Modality other than CT/MR, no classifier, a classifier below ``min_confidence``),
-            ``to`` equal to the source, an existing output, an output that is the input, a
-            wrong output name for the input's kind, a missing model folder or signature.
-            Nothing is written then.
+            ``to`` equal to the source, an existing output (or uncertainty map), an output that
+            is the input, a wrong output name for the input's kind, a missing model folder or
+            signature, ``uncertainty`` without TTA. Nothing is written then.
+
+    With TTA, one line of ``log`` gives the median uncertainty inside the body.
     """
     say = log or (lambda line: None)
+    tta = _check_tta(tta, tile_overlap)
+    if uncertainty and len(tiling.tta_passes(tta)) < 2:
+        raise CtmriInputError(None, "--uncertainty needs test-time augmentation passes to "
+                                    "take the spread of; with --tta none there is one pass "
+                                    "(use --tta lr or lr+ud)")
     input_path, output = Path(input), Path(output)
     if source is not None and source not in MODALITIES:
         raise CtmriInputError(None, f"--from must be one of {', '.join(MODALITIES)}, got "
@@ -885,6 +1006,10 @@ def translate_file(input: str | os.PathLike, output: str | os.PathLike, *, to: s
     _check_output_kind(kind, input_path, output)
     if kind == "dicom":
         check_dicom_modality(volume.meta["header"].get("Modality"), input_path, source=source)
+    spread_path = uncertainty_path(output, kind) if uncertainty else None
+    if spread_path is not None:
+        _check_paths(input_path, spread_path, overwrite)
+        check_output_path(spread_path, directory=kind == "images", overwrite=overwrite)
 
     def warn(line: str) -> None:
         if log is None:
@@ -920,13 +1045,29 @@ def translate_file(input: str | os.PathLike, output: str | os.PathLike, *, to: s
                   "trained on is unknown"]):
         say(line)
     translated = translate_volume(volume, to=target, models=models, batch_size=batch_size,
-                                  progress=progress)
+                                  progress=progress, tta=tta, tile_overlap=tile_overlap)
+    spread = translated.meta["uncertainty"]
+    if spread is not None:
+        body = translated.meta["body_mask"] != 0
+        say(f"uncertainty (std over the {len(tiling.tta_passes(tta))} --tta {tta} passes): "
+            f"median {float(np.median(spread[body])):.4g} "
+            f"{'HU' if target == 'ct' else 'MRI scaled [0, 1]'} inside the body")
     if card is not None:
         spacing = None if kind in ("image", "images") else volume.spacing[1:]
         for line in compare(card, volume.data, translated.meta["body_mask"], volume.modality,
                             pixel_spacing_mm=spacing,
                             confidence=None if vote is None else vote.confidence):
             warn(line)
-    _write(kind, translated, volume, output, overwrite)
-    say(f"wrote {output} ({target.upper()}, {'HU' if target == 'ct' else 'MRI scaled [0, 1]'})")
+    if spread_path is None:
+        _write(kind, translated, volume, output, overwrite)
+    else:   # both or neither: the map is moved into place only once the output is
+        with atomic_output(spread_path, directory=kind == "images", overwrite=overwrite) as tmp:
+            _write_uncertainty(kind, translated, volume, tmp)
+            _write(kind, translated, volume, output, overwrite)
+    units = 'HU' if target == 'ct' else 'MRI scaled [0, 1]'
+    say(f"wrote {output} ({target.upper()}, {units})")
+    if spread_path is not None:
+        note = (" (NIfTI on the input's grid: a DICOM series would round it to whole HU)"
+                if kind == "dicom" else "")
+        say(f"wrote {spread_path} (uncertainty: std over the TTA passes, {units}){note}")
     return output

@@ -66,7 +66,7 @@ def test_perfect_translator_and_identity_end_to_end(subjects, tmp_path):
     # perfect: MAE 0 and SSIM 1 up to the float32 rounding of the [-1, 1] round trip
     for row in _rows(results, model="perfect"):
         tolerance = 1e-3 if row["direction"] == "mri->ct" else 1e-6  # HU / MRI [0, 1]
-        assert row["mae"] < tolerance
+        assert row["mae"] < tolerance and row["through_plane_mae"] < 2 * tolerance
         assert row["ssim"] == pytest.approx(1.0, abs=1e-5)
         assert row["psnr"] > 100.0
 
@@ -82,6 +82,10 @@ def test_perfect_translator_and_identity_end_to_end(subjects, tmp_path):
                        region="body")
         assert row["units"] == "HU"
         assert row["mae"] == pytest.approx(np.abs(hu - ct)[body].mean(), rel=1e-5)
+        # through-plane: |d/dz(pred) - d/dz(true)| over voxel pairs in the body in both slices
+        pairs = body[1:] & body[:-1]
+        assert row["through_plane_mae"] == pytest.approx(
+            np.abs(np.diff(hu, axis=0) - np.diff(ct, axis=0))[pairs].mean(), rel=1e-5)
         mse = np.mean((hu - ct)[body] ** 2)
         assert row["psnr"] == pytest.approx(10 * np.log10(4024.0 ** 2 / mse), abs=1e-3)
         # CT->MRI whole image: [0, 1] MRI scale, all voxels
@@ -106,8 +110,10 @@ def test_perfect_translator_and_identity_end_to_end(subjects, tmp_path):
     with open(out / "metrics.csv", newline="") as f:
         table = list(csv.DictReader(f))
     assert len(table) == 2 * 2 * 2 * 2  # models x directions x subjects x regions
-    assert set(table[0]) == {"model", "direction", "subject_id", "region", "units", "mae",
-                             "psnr", "ssim"}
+    assert list(table[0]) == ["model", "direction", "subject_id", "region", "units", "mae",
+                              "through_plane_mae", "psnr", "ssim"]
+    assert float(table[0]["through_plane_mae"]) == pytest.approx(
+        results["rows"][0]["through_plane_mae"])
     assert float(table[0]["mae"]) == pytest.approx(results["rows"][0]["mae"])
     loaded = json.loads((out / "metrics.json").read_text())
     assert loaded["summary"]["identity"]["mri->ct"]["body"]["mae"]["mean"] == pytest.approx(
@@ -115,8 +121,11 @@ def test_perfect_translator_and_identity_end_to_end(subjects, tmp_path):
     markdown = (out / "comparison.md").read_text()
     assert markdown.count("| identity |") == 2 and markdown.count("| perfect |") == 2
     header = next(line for line in markdown.splitlines() if line.startswith("| model"))
-    assert header == ("| model | MRI→CT MAE (HU) | MRI→CT PSNR (dB) | MRI→CT SSIM | "
-                      "CT→MRI MAE ([0,1]) | CT→MRI PSNR (dB) | CT→MRI SSIM |")
+    assert header == ("| model | MRI→CT MAE (HU) | MRI→CT through-plane MAE (HU/slice) | "
+                      "MRI→CT PSNR (dB) | MRI→CT SSIM | CT→MRI MAE ([0,1]) | "
+                      "CT→MRI through-plane MAE ([0,1]/slice) | CT→MRI PSNR (dB) | "
+                      "CT→MRI SSIM |")
+    assert "through_plane_mae" in loaded["protocol"]
     identity_line = next(line for line in markdown.splitlines()
                          if line.startswith("| identity |"))
     assert f"{stats['mean']:.1f} ± {stats['std']:.1f}" in identity_line
@@ -140,7 +149,7 @@ def test_infinite_psnr_is_reported_as_inf_everywhere(tmp_path):
     results = evaluate({"perfect": perfect_translator([subject])}, [subject], tmp_path / "r",
                        batch_size=SLICES, progress=False)
     for row in results["rows"]:
-        assert row["psnr"] == math.inf and row["mae"] == 0.0
+        assert row["psnr"] == math.inf and row["mae"] == 0.0 == row["through_plane_mae"]
     assert results["summary"]["perfect"]["mri->ct"]["body"]["psnr"]["mean"] == math.inf
     assert ",inf," in (tmp_path / "r" / "metrics.csv").read_text()
     text = (tmp_path / "r" / "metrics.json").read_text()
@@ -150,7 +159,7 @@ def test_infinite_psnr_is_reported_as_inf_everywhere(tmp_path):
     assert loaded["summary"]["perfect"]["mri->ct"]["body"]["psnr"]["std"] is None
     line = next(ln for ln in (tmp_path / "r" / "comparison.md").read_text().splitlines()
                 if ln.startswith("| perfect |"))
-    assert line.split(" | ")[2] == "inf"
+    assert line.split(" | ")[3] == "inf"
 
 
 def test_existing_output_and_bad_translators_are_errors(subjects, tmp_path):
@@ -246,6 +255,26 @@ def test_subjects_from_examples_groups_sorts_and_pairs(subjects):
     np.testing.assert_array_equal(built.images["ct"], s.images["ct"])
     np.testing.assert_array_equal(built.masks["mri"], s.masks["mri"])
     assert built.ranges["mri"] == pytest.approx(s.ranges["mri"])
+    assert built.indices("ct") == built.indices("mri") == (0, 1, 2, 3)
+    # a split that holds slices 0, 1 and 3 only: the through-plane MAE compares (0, 1) alone
+    gappy = subjects_from_examples([e for e in examples if e["slice_index"] != 2])[0]
+    assert gappy.paired and gappy.indices("ct") == (0, 1, 3)
+    offsets = np.array([10.0, 40.0, 25.0])[:, None, None] / 2012.0    # HU -> [-1, 1]
+
+    def flickering(images, source, target):      # the truth, off by an offset per slice
+        truth = intensity.to_unit(gappy.images[target], target, gappy.ranges[target])
+        return (truth + offsets)[..., None]
+    results = compute_results({"flicker": flickering}, [gappy], batch_size=SLICES)
+    (row,) = _rows(results, direction="mri->ct", region="body")       # no voxel clipped
+    assert row["through_plane_mae"] == pytest.approx(30.0, abs=1e-2)     # |40 - 10| HU/slice
+    assert row["mae"] > 0
+    one = paired_subject("one", ct=s.images["ct"][:1], mri=s.images["mri"][:1],
+                         mask=s.masks["mri"][:1])
+    (row, _, _, _) = compute_results({"identity": identity_translator}, [one])["rows"]
+    assert math.isnan(row["through_plane_mae"])                           # no slice pair
+    with pytest.raises(CtmriInputError, match="slice indices must be one increasing integer"):
+        paired_subject("bad", ct=s.images["ct"], mri=s.images["mri"], mask=s.masks["mri"],
+                       slice_indices=[0, 1, 1, 2])
     # only the MRI examples, unpaired: one modality, not paired
     lone = [{**e, "has_counterpart": False} for e in examples if e["modality"] == 1]
     (built,) = subjects_from_examples(lone)
@@ -300,7 +329,7 @@ def test_cyclegan_adapter_and_missing_direction_in_table(subjects, tmp_path):
     line = next(ln for ln in (tmp_path / "c" / "comparison.md").read_text().splitlines()
                 if ln.startswith("| cyclegan |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[4:] == ["-", "-", "-"] and all(c != "-" for c in cells[1:4])
+    assert cells[5:] == ["-"] * 4 and all(c != "-" for c in cells[1:5])   # 4 per direction
 
 
 # ----------------------------------------------------------------------------- command line

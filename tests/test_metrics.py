@@ -8,7 +8,7 @@ from scipy.signal import correlate2d
 
 from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.metrics import (CT_RANGE_HU, image_metrics, mae, mri_to_unit_interval, psnr,
-                              segmentation_metrics, ssim, ssim_map, summarize)
+                              segmentation_metrics, ssim, ssim_map, summarize, through_plane_mae)
 
 
 def _gaussian_window(size=11, sigma=1.5):
@@ -247,3 +247,49 @@ def test_segmentation_all_background_has_no_body_class_in_mean():
     assert out["mean_iou"] == 1.0 and out["dice"] == 1.0
     assert math.isnan(out["iou_per_class"][1])
 
+
+
+# ----------------------------------------------------------------------------- through-plane
+
+def test_through_plane_mae_by_hand_on_three_slices():
+    """Reference slices 0, 100, 300 HU (2 x 2 px); a prediction off by independent per-slice
+    offsets 10, -20, 5 HU: the differences are off by -30 and +25 HU, so the through-plane MAE
+    is (30 + 25) / 2 = 27.5 HU/slice, while a constant offset on every slice scores 0."""
+    ref = np.stack([np.full((2, 2), v) for v in (0.0, 100.0, 300.0)])
+    ref[1, 0, 0] = 150.0                                  # not flat: pairs differ per voxel
+    offsets = np.array([10.0, -20.0, 5.0])[:, None, None]
+    pred = ref + offsets
+    assert through_plane_mae(ref.copy(), ref) == 0.0                      # perfect
+    assert through_plane_mae(ref + 40.0, ref) == 0.0                      # no flicker
+    assert through_plane_mae(pred, ref) == pytest.approx((30 + 25) / 2)
+    assert mae(pred, ref) == pytest.approx((10 + 20 + 5) / 3)             # what MAE sees
+
+    # a body mask: a voxel pair counts only when both voxels are in the body
+    mask = np.ones(ref.shape, np.uint8)
+    mask[2, :, 1] = 0            # pair (1, 2) keeps 2 of its 4 voxels, pair (0, 1) all 4
+    assert through_plane_mae(pred, ref, mask) == pytest.approx((4 * 30 + 2 * 25) / 6)
+    # per-voxel errors, by hand: flicker only at voxel (0, 0) of slice 1
+    flicker = ref.copy()
+    flicker[1, 0, 0] += 8.0      # d01 off by +8 there, d12 off by -8: 16 HU over 8 pairs
+    assert through_plane_mae(flicker, ref) == pytest.approx(16 / 8)
+
+
+def test_through_plane_mae_compares_only_consecutive_slice_indices():
+    ref = np.zeros((3, 2, 2))
+    pred = ref + np.array([10.0, -20.0, 5.0])[:, None, None]
+    # slices 0, 1 and 3 of a volume: only the pair (0, 1) is consecutive
+    assert through_plane_mae(pred, ref, slice_indices=[0, 1, 3]) == pytest.approx(30.0)
+    assert through_plane_mae(pred, ref, slice_indices=[4, 6, 7]) == pytest.approx(25.0)
+    assert math.isnan(through_plane_mae(pred, ref, slice_indices=[0, 2, 4]))
+    assert math.isnan(through_plane_mae(pred[:1], ref[:1]))               # one slice
+    no_common_body = np.zeros(ref.shape, np.uint8)
+    no_common_body[0] = no_common_body[2] = 1
+    assert math.isnan(through_plane_mae(pred, ref, no_common_body))
+    # clipped to the range first, as MAE: -1100 and -1030 HU are both -1024
+    low = np.full((2, 1, 1), -1024.0)
+    assert through_plane_mae(np.array([-1100.0, -1030.0])[:, None, None], low,
+                             value_range=CT_RANGE_HU) == 0.0
+    with pytest.raises(CtmriInputError, match="slice_indices must be 3 increasing integers"):
+        through_plane_mae(pred, ref, slice_indices=[0, 2, 1])
+    with pytest.raises(CtmriInputError, match="slice_indices must be 3"):
+        through_plane_mae(pred, ref, slice_indices=[0, 1])

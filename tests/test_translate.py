@@ -28,8 +28,9 @@ from ctmri_tf.models import modality_classifier, stargan_generator
 from ctmri_tf.training.checkpointing import TrainingCheckpoint
 from ctmri_tf.training.run_dir import create_run_dir
 from ctmri_tf.training.stargan import StarGAN
-from ctmri_tf.translate import (AIR_HU, TILE_OVERLAP, TRANSLATED_MRI_RANGE, ModelSet,
-                                classify_modality, png_values, translate_file, translate_volume)
+from ctmri_tf.translate import (AIR_HU, DEFAULT_TTA, TILE_OVERLAP, TRANSLATED_MRI_RANGE,
+                                ModelSet, classify_modality, png_values, translate_file,
+                                translate_volume, uncertainty_path)
 from dataset_fixtures import TINY, tiny_dataset  # noqa: F401  (pytest fixture)
 from ctmri_tf.export.saved_model import (export_classifier, export_run, export_segmentation,
                                 export_stargan, read_export_info)
@@ -69,9 +70,27 @@ def graph_generator(model):
     return run
 
 
-def expected_translation(generate, data, source, target, mask, *, size=None):
+def mirrored(generate, tta="lr"):
+    """``generate`` with the default test-time augmentation written out: each image and its
+    left-right mirror in one batch (interleaved, as the tiles are), the mirror's output mirrored
+    back; ``(x, target) -> (mean, std)`` over the passes (``tta=None``: one pass, std 0)."""
+    def run(x, target):
+        if tta is None:
+            out = generate(x, target)
+            return out, np.zeros_like(out)
+        both = np.stack([x, x[:, :, ::-1]], axis=1).reshape(-1, *x.shape[1:])
+        out = generate(both, target).reshape(len(x), 2, *x.shape[1:])
+        passes = np.stack([out[:, 0], out[:, 1, :, ::-1]]).astype(np.float64)
+        return passes.mean(axis=0), passes.std(axis=0)
+    return run
+
+
+def expected_translation(generate, data, source, target, mask, *, size=None, tta="lr",
+                         with_std=False):
     """The documented pipeline, written out: physical -> [-1, 1] (MRI scaled inside the mask),
-    background -1, (resize), generator, (resize back), physical units, air outside the mask."""
+    background -1, (resize), generator with the default TTA (:func:`mirrored`; resized back per
+    pass), physical units, air outside the mask; ``with_std``: also the uncertainty (std of the
+    passes x the map's slope, 0 outside the mask)."""
     value_range = (intensity.CT_WINDOW_HU if source == "ct"
                    else intensity.fit_mri_scale(data, mask=mask))
     unit = intensity.to_unit(data, source, value_range).astype(np.float32)
@@ -79,12 +98,19 @@ def expected_translation(generate, data, source, target, mask, *, size=None):
     x = unit[..., None]
     if size is not None:
         x = tf.image.resize(x, (size, size), method="bilinear", antialias=True).numpy()
-    out = generate(x, target)
-    if size is not None:
-        out = tf.image.resize(out, data.shape[1:], method="bilinear").numpy()
+    if tta is None or size is None:
+        out, std = mirrored(generate, tta)(x, target)
+    else:
+        outs = [generate(x, target), generate(x[:, :, ::-1], target)[:, :, ::-1]]
+        outs = [tf.image.resize(o, data.shape[1:], method="bilinear").numpy() for o in outs]
+        out, std = np.mean(outs, axis=0), np.std(outs, axis=0)
     physical = intensity.from_unit(out[..., 0], target, None if target == "ct" else (0.0, 1.0))
     physical[mask == 0] = AIR_HU if target == "ct" else 0.0
-    return physical
+    if not with_std:
+        return physical
+    spread = std[..., 0] * (4024.0 / 2 if target == "ct" else 0.5)
+    spread[mask == 0] = 0.0
+    return physical, spread
 
 
 @pytest.fixture(scope="module")
@@ -212,12 +238,13 @@ def test_png_folder_modality_from_the_classifier_with_the_segmenter(tmp_path, su
                                                                     capsys):
     write_png_slices(tmp_path / "ct", np.maximum(subject.ct, -1024))   # 16-bit, HU + 1024
     assert cli.main(["translate", str(tmp_path / "ct"), str(tmp_path / "mri"),
-                     "--models", str(full_exports)]) == 0
+                     "--models", str(full_exports), "--uncertainty"]) == 0
     printed = capsys.readouterr().out
     assert (f"CT (classifier {full_exports / 'classifier' / '1'}: 4 of 4 slices, "
             f"mean probability 1.000)") in printed
     assert f"segmentation model {full_exports / 'segmentation' / '1'}" in printed
     assert outputs_in(tmp_path / "mri") == [f"slice_{k + 1}.png" for k in range(SLICES)]
+    assert outputs_in(tmp_path / "mri_uncertainty") == outputs_in(tmp_path / "mri")
 
     hu = np.stack([read_image(tmp_path / "ct" / f"slice_{k + 1}.png", modality="ct")
                    for k in range(SLICES)])
@@ -310,10 +337,11 @@ def model_space(data, source, mask):
 def test_slices_are_translated_at_the_trained_pixel_spacing_in_overlapping_tiles(
         tmp_path, subject, generator, monkeypatch):
     """A 1.0 mm MRI of 32 x 32 px and a StarGAN exported as trained at 0.5 mm on 16 px: the
-    generator sees 16 px tiles of the slice resampled to 0.5 mm (64 x 64 px, 5 x 5 tiles that
-    overlap by 4 px), not the whole slice squeezed to 16 px (2 mm pixels, anatomy at a quarter
-    of the size it was trained on); the result is on the input grid and is the pipeline of
-    ``ctmri_tf.tiling`` written out."""
+    generator sees 16 px tiles of the slice resampled to 0.5 mm (64 x 64 px, 7 x 7 tiles that
+    overlap by half a tile, 8 px, each followed by its left-right mirror: the default TTA), not
+    the whole slice squeezed to 16 px (2 mm pixels, anatomy at a quarter of the size it was
+    trained on); the result is on the input grid and is the pipeline of ``ctmri_tf.tiling``
+    written out (Gaussian blending, TTA lr)."""
     base = tmp_path / "exports"
     export_stargan(generator, base, training_image_size=16, training_pixel_spacing_mm=(0.5, 0.5))
     info = read_export_info(base / "stargan" / "1")
@@ -331,23 +359,32 @@ def test_slices_are_translated_at_the_trained_pixel_spacing_in_overlapping_tiles
 
     assert translated.shape == volume.shape and translated.spacing == volume.spacing
     tiles = np.concatenate(seen)
-    assert tiles.shape == (SLICES * 5 * 5, 16, 16, 1) and max(len(b) for b in seen) <= 10
+    assert tiles.shape == (SLICES * 7 * 7 * 2, 16, 16, 1) and max(len(b) for b in seen) <= 10
     mask = body_mask(volume.data, "mri")
     unit = model_space(volume.data, "mri", mask)[..., None]
     at_trained = tiling.resample(unit, 1.0, 0.5)
     assert at_trained.shape == (SLICES, 64, 64, 1)
-    assert tiling.tile_starts(64, 16, TILE_OVERLAP) == [0, 12, 24, 36, 48]
+    assert TILE_OVERLAP == 0.5 and DEFAULT_TTA == "lr"
+    assert tiling.tile_starts(64, 16, TILE_OVERLAP) == [0, 8, 16, 24, 32, 40, 48]
     np.testing.assert_allclose(tiles[0], at_trained[0, :16, :16], atol=1e-6)
-    np.testing.assert_allclose(tiles[7], at_trained[0, 12:28, 24:40], atol=1e-6)
-    np.testing.assert_allclose(tiles[-1], at_trained[-1, 48:, 48:], atol=1e-6)
+    np.testing.assert_allclose(tiles[1], at_trained[0, :16, 15::-1], atol=1e-6)   # mirrored
+    np.testing.assert_allclose(tiles[2 * (1 * 7 + 3)], at_trained[0, 8:24, 24:40], atol=1e-6)
+    np.testing.assert_allclose(tiles[-2], at_trained[-1, 48:, 48:], atol=1e-6)
 
     generate = graph_generator(generator)
-    out = tiling.predict_physical(unit, 1.0, 0.5, (16, 16), lambda b: generate(b, "ct"),
-                                  min_overlap=TILE_OVERLAP)
+    out, std = tiling.predict_physical(unit, 1.0, 0.5, (16, 16), lambda b: generate(b, "ct"),
+                                       min_overlap=TILE_OVERLAP, batch_size=10, tta="lr",
+                                       return_std=True)
     expected = intensity.from_unit(out[..., 0], "ct", None)
     expected[mask == 0] = AIR_HU
-    # float32 convolutions in batches of 10 vs all at once: oneDNN may sum in another order
+    # same batches of 10 tiles as translate_volume; the tolerance covers oneDNN summing float32
+    # convolutions in another order should the batching ever differ
     np.testing.assert_allclose(translated.data, expected, atol=HU_ATOL, rtol=1e-5)
+    spread = std[..., 0] * 2012.0
+    spread[mask == 0] = 0
+    np.testing.assert_allclose(translated.meta["uncertainty"], spread, atol=HU_ATOL, rtol=1e-5)
+    assert translated.meta["uncertainty"][mask == 1].max() > 0    # an untrained net is not
+    #                                                               mirror-symmetric
 
 
 def test_run_folders_and_their_exports_carry_the_training_pixel_spacing(tmp_path, subject,
@@ -373,7 +410,7 @@ def test_run_folders_and_their_exports_carry_the_training_pixel_spacing(tmp_path
         assert models.pixel_spacing() == (3.75, 3.75)
         seen = recording_translator(models, monkeypatch)
         results.append(translate_volume(volume, models=models).data)
-        assert np.concatenate(seen).shape == (SLICES * 3 * 3, 32, 32, 1)
+        assert np.concatenate(seen).shape == (SLICES * 3 * 3 * 2, 32, 32, 1)   # TTA lr
     np.testing.assert_allclose(results[0], results[1], atol=0.05, rtol=0)      # HU
 
 
@@ -409,6 +446,132 @@ def test_without_a_training_spacing_slices_are_resized_by_matrix_size_with_one_w
     assert ModelSet(exports, pixel_spacing=0.5).pixel_spacing() == (0.5, 0.5)
     with pytest.raises(CtmriInputError, match="pixel spacing must be two positive mm values"):
         ModelSet(exports, pixel_spacing=(1.0, 0.0))
+
+
+# ----------------------------------------------------------------------------- uncertainty
+
+def test_uncertainty_is_written_beside_the_nifti_output_on_its_grid(mri_nifti, exports,
+                                                                   generator, tmp_path, capsys):
+    """``--uncertainty``: ``ct_uncertainty.nii.gz`` beside ``ct.nii.gz``, with the input's affine
+    and header, holding the std of the two ``--tta lr`` passes in HU (0 outside the body); one
+    log line with its median inside the body; refused when it exists, like the output."""
+    out = tmp_path / "out" / "ct.nii.gz"
+    spread_path = tmp_path / "out" / "ct_uncertainty.nii.gz"
+    command = ["translate", str(mri_nifti), str(out), "--models", str(exports), "--from", "mri",
+               "--uncertainty"]
+    assert cli.main(command) == 0
+    printed = capsys.readouterr().out
+    assert outputs_in(out.parent) == ["ct.nii.gz", "ct_uncertainty.nii.gz"]
+    result, source = nib.load(spread_path), nib.load(mri_nifti)
+    np.testing.assert_array_equal(result.affine, source.affine)
+    np.testing.assert_array_equal(result.header.get_sform(), source.header.get_sform())
+    assert result.shape == source.shape and result.header["descrip"] == source.header["descrip"]
+
+    data = read_volume(mri_nifti).data
+    mask = body_mask(data, "mri")
+    ct, spread = expected_translation(graph_generator(generator), data, "mri", "ct", mask,
+                                      with_std=True)
+    written = read_volume(spread_path).data
+    np.testing.assert_allclose(written, spread, atol=HU_ATOL, rtol=0)
+    np.testing.assert_allclose(read_volume(out).data, ct, atol=HU_ATOL, rtol=0)
+    assert np.all(written[mask == 0] == 0) and written[mask == 1].max() > 0
+    median = float(np.median(written[mask == 1]))
+    [line] = [line for line in printed.splitlines() if line.startswith("uncertainty")]
+    assert line.startswith("uncertainty (std over the 2 --tta lr passes): median ")
+    assert line.endswith(" HU inside the body")
+    assert float(line.split("median ")[1].split()[0]) == pytest.approx(median, rel=1e-3)
+    assert f"wrote {spread_path} (uncertainty" in printed
+
+    # an existing map is refused without --overwrite (before translating), even when the
+    # output itself is not there; with --overwrite both are replaced
+    out.unlink()
+    assert cli.main(command) == 2
+    assert f"ctmri: error: {spread_path}: output already exists" in capsys.readouterr().err
+    assert outputs_in(out.parent) == ["ct_uncertainty.nii.gz"]
+    assert cli.main([*command, "--overwrite", "--tta", "lr+ud"]) == 0
+    assert "std over the 4 --tta lr+ud passes" in capsys.readouterr().out
+    assert outputs_in(out.parent) == ["ct.nii.gz", "ct_uncertainty.nii.gz"]
+    # no TTA passes, no spread: refused, nothing written
+    for path in (out, spread_path):
+        path.unlink()
+    assert cli.main([*command, "--tta", "none"]) == 2
+    assert "--uncertainty needs test-time augmentation passes" in capsys.readouterr().err
+    assert outputs_in(out.parent) == []
+
+
+def test_uncertainty_of_png_and_dicom_outputs(tmp_path, subject, exports, generator):
+    """A PNG output gets a PNG map in the same 16-bit encoding (MRI: [0, 1] x 65535); a DICOM
+    series folder a NIfTI file ``<folder>_uncertainty.nii.gz`` on the input's grid."""
+    write_png_slices(tmp_path, np.maximum(subject.ct[2:3], -1024), prefix="ct_")
+    lines = []
+    translate_file(tmp_path / "ct_1.png", tmp_path / "mri.png", source="ct", models=exports,
+                   progress=False, uncertainty=True, log=lines.append)
+    assert (tmp_path / "mri_uncertainty.png").is_file()
+    hu = read_image(tmp_path / "ct_1.png", modality="ct")[None]
+    _, spread = expected_translation(graph_generator(generator), hu, "ct", "mri",
+                                     body_mask(hu, "ct"), with_std=True)
+    np.testing.assert_allclose(read_image(tmp_path / "mri_uncertainty.png"), spread[0] * 65535,
+                               atol=0.5 + 1e-2, rtol=0)
+    assert any(line.endswith("MRI scaled [0, 1] inside the body") for line in lines)
+
+    write_dicom_series(tmp_path / "mr", np.rint(subject.mri * 50), modality="MR",
+                       spacing=(4.0, 0.9, 0.9))
+    lines = []
+    out = translate_file(tmp_path / "mr", tmp_path / "synthetic-ct", models=exports,
+                         progress=False, uncertainty=True, log=lines.append)
+    spread_path = tmp_path / "synthetic-ct_uncertainty.nii.gz"
+    assert uncertainty_path(out, "dicom") == spread_path and spread_path.is_file()
+    assert any("NIfTI on the input's grid" in line for line in lines)
+    source, written = read_volume(tmp_path / "mr"), read_volume(spread_path)
+    assert written.shape == source.shape
+    np.testing.assert_allclose(written.affine, source.affine, atol=1e-4)
+    _, spread = expected_translation(graph_generator(generator), source.data, "mri", "ct",
+                                     body_mask(source.data, "mri"), with_std=True)
+    np.testing.assert_allclose(written.data, spread, atol=HU_ATOL, rtol=0)
+
+    assert uncertainty_path(Path("a/ct.nii"), "nifti") == Path("a/ct_uncertainty.nii")
+    assert uncertainty_path(Path("a/s.1.nii.gz"), "nifti") == Path("a/s.1_uncertainty.nii.gz")
+    assert uncertainty_path(Path("a/mri"), "images") == Path("a/mri_uncertainty")
+
+
+def test_uncertainty_is_not_written_when_a_later_step_fails(mri_nifti, exports, tmp_path,
+                                                           monkeypatch, subject):
+    """The map is moved into place only once the output is: a failing output write leaves
+    neither (nor a temporary file). Without TTA ``translate_volume`` has no map."""
+    from ctmri_tf import translate as translate_module
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+    monkeypatch.setattr(translate_module, "_write", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        translate_file(mri_nifti, tmp_path / "out" / "ct.nii.gz", source="mri", models=exports,
+                       progress=False, uncertainty=True)
+    assert not (tmp_path / "out").exists() or outputs_in(tmp_path / "out") == []
+
+    volume = Volume(subject.ct, "ct", subject.spacing, np.eye(4))
+    plain = translate_volume(volume, models=ModelSet(exports), tta="none")
+    assert plain.meta["uncertainty"] is None and plain.meta["tta"] == "none"
+    with pytest.raises(CtmriInputError, match="--tta must be one of none, lr, lr\\+ud"):
+        translate_volume(volume, models=ModelSet(exports), tta="rot90")
+    with pytest.raises(CtmriInputError, match="--tile-overlap must be a fraction"):
+        translate_volume(volume, models=ModelSet(exports), tile_overlap=1.0)
+
+
+def test_translate_flags_default_to_the_library_defaults_and_help_needs_no_tensorflow():
+    import os
+    import subprocess
+    import sys
+
+    args = cli.build_parser().parse_args(["translate", "in.nii", "out.nii"])
+    assert (args.tta, args.tile_overlap, args.uncertainty) == (DEFAULT_TTA, TILE_OVERLAP, False)
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "ctmri_tf.cli",
+                             "translate", "--help"], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=120)
+    assert result.returncode == 0 and "--tta {none,lr,lr+ud}" in result.stdout
+    assert "--uncertainty" in result.stdout and "--tile-overlap F" in result.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert not {m for m in imported if m.split(".")[0] in ("tensorflow", "keras")}
 
 
 # ----------------------------------------------------------------------------- bad input
