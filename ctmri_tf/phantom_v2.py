@@ -44,7 +44,7 @@ grey and white matter, deep grey nuclei, intracranial CSF, ventricles, lesion), 
 Domains: a subject's settings come from a :class:`Domain`, a set of ranges. :data:`TRAINING_DOMAIN`
 (train, validation and test subjects) and :data:`HELDOUT_DOMAIN` (the ``test_heldout_domain``
 split) have disjoint MRI contrasts and geometry: training sees spin-echo T1 and MPRAGE with TI
-600-1000 ms at in-plane spacing 0.4-1.2 mm and slices 1-5 mm thick; the held-out domain is
+750-1000 ms at in-plane spacing 0.4-1.2 mm and slices 1-5 mm thick; the held-out domain is
 spoiled gradient echo (a sequence family never trained on) or MPRAGE with TI 1100-1400 ms, at
 1.2-1.5 mm in-plane spacing and 5-7 mm slices (a clinical thick-slice protocol).
 
@@ -230,7 +230,7 @@ class Domain:
     gre_te_ms: tuple[float, float] = (3.0, 7.0)
     gre_flip_deg: tuple[float, float] = (20.0, 40.0)
     mprage_tr_ms: tuple[float, float] = (1900.0, 2500.0)
-    mprage_ti_ms: tuple[float, float] = (600.0, 1000.0)
+    mprage_ti_ms: tuple[float, float] = (750.0, 1000.0)
     mprage_te_ms: tuple[float, float] = (2.5, 4.5)
     mprage_flip_deg: tuple[float, float] = (7.0, 12.0)
     mprage_echo_spacing_ms: tuple[float, float] = (6.0, 9.0)
