@@ -11,7 +11,7 @@ Anatomy (all sizes in mm, drawn per subject): the v1 head (its random draw,
 egg-shaped outline, skin/fat/muscle layers, the skull, the brain floor with its fossae, the
 folded cortex, ventricles, deep grey nuclei, paranasal sinuses, lesions) with wider ranges
 (skull thickness 3.5-9.5 mm, always with a diploe of cancellous bone between two cortical tables;
-ventricles 0.65-1.45 x v1's size) and, new in v2: a nose with a nasal cavity (septum, turbinates),
+ventricles 0.55-1.2 x v1's size, a denser cortical folding) and, new in v2: a nose with a nasal cavity (septum, turbinates),
 orbits (bony walls, orbital fat, the eye globe with sclera and vitreous, the optic nerve, four
 rectus muscles), mastoid air cells, the neck below the skull (no skull shell behind and below the
 occiput; mandible, cervical spine with the spinal cord in its canal, pharyngeal airway), a
@@ -148,7 +148,8 @@ _NAMES = tuple(TISSUES)
 
 def spoiled_gre_signal(pd, t1_ms, t2star_ms, *, tr_ms: float, te_ms: float, flip_deg: float):
     """Steady-state spoiled gradient echo (FLASH):
-    ``S = PD sin(a) (1 - E1) / (1 - cos(a) E1) exp(-TE / T2*)``, ``E1 = exp(-TR / T1)``.
+    ``S = PD sin(a) (1 - E1) / (1 - cos(a) E1) exp(-TE / T2*)``, ``E1 = exp(-TR / T1)``
+    (e.g. Bernstein, King, Zhou, Handbook of MRI Pulse Sequences, 2004).
 
     Args: pd relative proton density; t1_ms, t2star_ms in ms (broadcastable); TR, TE in ms; flip
     angle in degrees.
@@ -440,11 +441,11 @@ def _draw_extras(a: phantom._Anatomy, rng: np.random.Generator, deformation_mm: 
         centre = (side * x_eye, y_surface - radius - _u(rng, (0.5, 2.5)), z_eye)
         apex = (side * _u(rng, (10.0, 14.0)), centre[1] - _u(rng, (38.0, 46.0)), z_eye + 4.0)
         eyes.append((centre, radius, apex, rim))
-    nose_z = z_eye - _u(rng, (12.0, 18.0))
+    nose_z = z_eye - _u(rng, (14.0, 20.0))
     nose = phantom._Ellipsoid((0.0, ay * _u(rng, (0.86, 0.92)), nose_z),
                               (_u(rng, (11.0, 15.0)), _u(rng, (24.0, 30.0)), _u(rng, (20.0, 26.0))))
-    nasal = phantom._Ellipsoid((0.0, ay * 0.6, nose_z + 2.0),
-                               (_u(rng, (10.0, 13.0)), ay * _u(rng, (0.42, 0.5)),
+    nasal = phantom._Ellipsoid((0.0, ay * 0.62, nose_z - 2.0),
+                               (_u(rng, (10.0, 13.0)), ay * _u(rng, (0.36, 0.42)),
                                 _u(rng, (13.0, 17.0))))
     mastoids = []
     for side in (-1.0, 1.0):
@@ -478,13 +479,18 @@ def _draw_extras(a: phantom._Anatomy, rng: np.random.Generator, deformation_mm: 
 
 def _widen(a: phantom._Anatomy, rng: np.random.Generator) -> phantom._Anatomy:
     """v1's anatomy with v2's wider ranges: skull thickness and its variation, a diploe always,
-    ventricle size."""
-    factor = _u(rng, (0.65, 1.45))
-    ventricles = tuple(dict(v, axes=tuple(s * factor for s in v["axes"]), x0=v["x0"] * factor ** 0.3)
+    ventricle size, and a denser random folding pattern of the cortex (11 waves, gyri ~10-15 mm
+    apart, instead of v1's 7)."""
+    factor = _u(rng, (0.55, 1.2))
+    ventricles = tuple(dict(v, axes=(v["axes"][0] * 0.85 * factor, v["axes"][1] * factor,
+                                     v["axes"][2] * factor), x0=v["x0"] * factor ** 0.3)
                        for v in a.ventricles)
     half, y_low, y_high, depth = a.third_ventricle
+    waves = rng.normal(size=(11, 3))
+    waves /= np.linalg.norm(waves, axis=1, keepdims=True)
     return dataclasses.replace(
-        a, bone=_u(rng, (3.5, 9.5)), bone_variation=(_u(rng, (0.0, 0.35)), _u(rng, (0, 6.28))),
+        a, fold_waves=waves, fold_wavenumbers=rng.uniform(13.0, 19.0, 11),
+        fold_phases=rng.uniform(0, 2 * np.pi, 11), bone=_u(rng, (3.5, 9.5)), bone_variation=(_u(rng, (0.0, 0.35)), _u(rng, (0, 6.28))),
         diploe_fraction=_u(rng, (0.3, 0.6)), ventricles=ventricles,
         third_ventricle=(half * factor, y_low, y_high, depth))
 
@@ -659,20 +665,30 @@ def _rotation(yaw_deg: float, pitch_deg: float, roll_deg: float) -> np.ndarray:
     return yaw @ pitch @ roll
 
 
-def _to_head(s: SubjectSettings, e: _Extras, xw, yw, zw):
-    """World points (mm) -> head-frame points: inverse pose, then the elastic displacement."""
-    xw, yw, zw = np.broadcast_arrays(xw, yw, zw)
-    p = np.stack([xw - np.float32(s.shift_mm[0]), yw - np.float32(s.shift_mm[1]),
-                  zw - np.float32(s.shift_mm[2])])
+def _to_head(s: SubjectSettings, e: _Extras, columns, rows, slices):
+    """World points (mm) -> head-frame points (float32, broadcast to (slices, rows, cols)):
+    inverse pose, plus the elastic displacement (a sum of low-frequency sine modes of the posed
+    point).
+
+    Args: ``columns`` world x of each column, ``rows`` world y of each row, ``slices`` world z of
+    each (sub-)slice, 1-D. The pose is affine and each mode ``sin(k . p + phase)`` separates into
+    a column and a (slice, row) factor, so only products and sums run on the full grid.
+    """
+    f32 = np.float32
+    xw = (np.asarray(columns, np.float64) - s.shift_mm[0])[None, None, :]
+    yw = (np.asarray(rows, np.float64) - s.shift_mm[1])[None, :, None]
+    zw = (np.asarray(slices, np.float64) - s.shift_mm[2])[:, None, None]
     inverse = _rotation(*s.rotation_deg).T / np.asarray(s.head_scale)[:, None]
-    x, y, z = (np.tensordot(inverse.astype(np.float32), p, axes=1))
+    posed = [(f32(m[0]) * xw.astype(f32), (m[1] * yw + m[2] * zw).astype(f32)) for m in inverse]
+    out = [col + plane for col, plane in posed]
     for mode in e.deformation:
         k, phase, amp = mode[:3], mode[3], mode[4:]
-        wave = np.sin(np.float32(k[0]) * x + np.float32(k[1]) * y + np.float32(k[2]) * z
-                      + np.float32(phase))
-        x, y, z = (x + np.float32(amp[0]) * wave, y + np.float32(amp[1]) * wave,
-                   z + np.float32(amp[2]) * wave)
-    return x, y, z
+        col = sum(k[i] * inverse[i, 0] for i in range(3)) * xw
+        plane = sum(k[i] * (inverse[i, 1] * yw + inverse[i, 2] * zw) for i in range(3)) + phase
+        wave = (np.sin(col).astype(f32) * np.cos(plane).astype(f32)
+                + np.cos(col).astype(f32) * np.sin(plane).astype(f32))
+        out = [o + f32(a) * wave for o, a in zip(out, amp)]
+    return tuple(o.astype(f32, copy=False) for o in out)
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -772,8 +788,8 @@ def make_subject(index: int, *, image_size: int = 256, num_slices: int = 32, see
     n = image_size
     pixel = s.field_of_view_mm / n
     dz = s.coverage_mm / num_slices
-    centres = (np.arange(n, dtype=np.float32) + 0.5 - n / 2.0) * np.float32(pixel)
-    xw, yw = np.meshgrid(centres, -centres)          # row 0 anterior, columns right -> left
+    # world x of the columns (right -> left) and y of the rows (row 0 anterior), mm
+    centres = (np.arange(n, dtype=np.float64) + 0.5 - n / 2.0) * pixel
     sub = max(1, int(math.ceil(s.slice_thickness_mm / 1.5)))
     sub += 1 - sub % 2                               # odd: the middle sub-slice is the centre
     offsets = ((np.arange(sub) + 0.5) / sub - 0.5) * s.slice_thickness_mm
@@ -783,9 +799,7 @@ def make_subject(index: int, *, image_size: int = 256, num_slices: int = 32, see
     mri = np.empty(shape, np.float32)
     for k in range(num_slices):
         zc = s.z_bottom_mm + (k + 0.5) * dz
-        zw = (zc + offsets).astype(np.float32)[:, None, None]
-        x, y, z = _to_head(s, extras, np.broadcast_to(xw, (sub, n, n)),
-                           np.broadcast_to(yw, (sub, n, n)), np.broadcast_to(zw, (sub, n, n)))
+        x, y, z = _to_head(s, extras, centres, -centres, zc + offsets)
         sub_labels = _labels(anatomy, extras, x.ravel(), y.ravel(), z.ravel()).reshape(sub, n, n)
         labels[k] = sub_labels[sub // 2]
         ct[k] = ct_lut[sub_labels].mean(axis=0)
@@ -802,9 +816,8 @@ def make_subject(index: int, *, image_size: int = 256, num_slices: int = 32, see
         ct += np.float32(s.ct_noise_hu) * _unit_noise(shape, render_rng,
                                                       lambda v: _ct_filter(v, s, coarse_px))
 
-    x, y, z = _to_head(s, extras, xw[None], yw[None],
-                       (s.z_bottom_mm + (np.arange(num_slices, dtype=np.float32) + 0.5) * dz
-                        )[:, None, None] + np.zeros((1, n, n), np.float32))
+    x, y, z = _to_head(s, extras, centres, -centres,
+                       s.z_bottom_mm + (np.arange(num_slices) + 0.5) * dz)
     field = phantom._bias_field(dataclasses.replace(anatomy, bias_amplitude=s.bias_amplitude),
                                 x, y, z)
     gain = np.float32(s.mri_gain)

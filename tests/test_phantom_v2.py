@@ -37,15 +37,15 @@ def brain_view(index, image_size=64, num_slices=4, **changes):
                         settings=settings)
 
 
-def core_medians(subject, image, size=3):
+def core_medians(subject, image, size=3, min_voxels=20):
     """Tissue name -> median of ``image`` over the tissue eroded in-plane (``size`` x ``size``),
-    for tissues with at least 20 such voxels."""
+    for tissues with at least ``min_voxels`` such voxels."""
     structure = np.zeros((1, size, size), bool)
     structure[0] = True
     out = {}
     for name, label in T.items():
         core = ndimage.binary_erosion(subject.labels == label, structure)
-        if core.sum() >= 20:
+        if core.sum() >= min_voxels:
             out[name] = float(np.median(image[core]))
     return out
 
@@ -118,9 +118,9 @@ def test_head_size_and_pose_move_the_head():
 
 @pytest.mark.parametrize("sequence", ["spin_echo", "mprage"])
 def test_t1_contrast_white_above_grey_above_dark_csf(sequence):
-    s = brain_view(first_index(lambda s: s.sequence == sequence))
+    s = brain_view(first_index(lambda s: s.sequence == sequence), image_size=128)
     assert s.settings["sequence"] == sequence
-    median = core_medians(s, s.mri)
+    median = core_medians(s, s.mri, min_voxels=10)
     assert median["white_matter"] > median["grey_matter"] > median["ventricle"]
     assert median["ventricle"] < 0.6 * median["white_matter"]
 
@@ -130,8 +130,8 @@ def test_heldout_sequences_are_t1_weighted_too():
     settings = dataclasses.replace(subject_settings(index, domain=HELDOUT_DOMAIN),
                                    z_bottom_mm=0.0, coverage_mm=32.0, field_of_view_mm=180.0,
                                    rotation_deg=(0.0, 0.0, 0.0), skull_stripped=False)
-    s = make_subject(index, image_size=64, num_slices=4, noise=False, settings=settings)
-    median = core_medians(s, s.mri)
+    s = make_subject(index, image_size=128, num_slices=4, noise=False, settings=settings)
+    median = core_medians(s, s.mri, min_voxels=10)
     assert median["white_matter"] > median["grey_matter"] > median["ventricle"]
 
 
