@@ -10,9 +10,9 @@ Anatomy (all sizes in mm, drawn per subject): the v1 head (its random draw,
 :func:`ctmri_tf.phantom._draw_anatomy`, and its analytic geometry, ``phantom._HeadGeometry``: the
 egg-shaped outline, skin/fat/muscle layers, the skull, the brain floor with its fossae, the
 folded cortex, ventricles, deep grey nuclei, paranasal sinuses, lesions) with wider ranges
-(skull thickness 3.5-9.5 mm, always with a diploe of cancellous bone between two cortical tables;
-ventricles 0.55-1.2 x v1's size, a denser cortical folding) and, new in v2: a nose with a nasal cavity (septum, turbinates),
-orbits (bony walls, orbital fat, the eye globe with sclera and vitreous, the optic nerve, four
+(skull thickness 3.5-9.5 mm, always with a diploe of cancellous bone between two cortical
+tables; ventricles 0.55-1.2 x v1's size; a denser cortical folding) and, new in v2: a nose with a
+nasal cavity (septum, turbinates), orbits (bony walls, orbital fat, the eye globe with sclera and vitreous, the optic nerve, four
 rectus muscles), mastoid air cells, the neck below the skull (no skull shell behind and below the
 occiput; mandible, cervical spine with the spinal cord in its canal, pharyngeal airway), a
 cerebellum with fine folia under a tentorium, and a low-frequency elastic deformation of the
@@ -490,7 +490,8 @@ def _widen(a: phantom._Anatomy, rng: np.random.Generator) -> phantom._Anatomy:
     waves /= np.linalg.norm(waves, axis=1, keepdims=True)
     return dataclasses.replace(
         a, fold_waves=waves, fold_wavenumbers=rng.uniform(13.0, 19.0, 11),
-        fold_phases=rng.uniform(0, 2 * np.pi, 11), bone=_u(rng, (3.5, 9.5)), bone_variation=(_u(rng, (0.0, 0.35)), _u(rng, (0, 6.28))),
+        fold_phases=rng.uniform(0, 2 * np.pi, 11), bone=_u(rng, (3.5, 9.5)),
+        bone_variation=(_u(rng, (0.0, 0.35)), _u(rng, (0, 6.28))),
         diploe_fraction=_u(rng, (0.3, 0.6)), ventricles=ventricles,
         third_ventricle=(half * factor, y_low, y_high, depth))
 

@@ -6,7 +6,7 @@ Configs:
   each a registered CT (true HU) / MRI (signal) pair with its ground-truth body mask;
 * ``synthetic_small``: 6 x 8 x 64, for smoke runs and tests; any other size is available by name,
   ``synthetic_<subjects>x<slices>x<pixels>[_seed<k>]`` (see :func:`synthetic_config`);
-* ``synthetic_v2``: 60 domain-randomised head phantoms x 32 slices x 256 px from
+* ``synthetic_v2``: 48 domain-randomised head phantoms x 32 slices x 256 px from
   :mod:`ctmri_tf.phantom_v2` (per-subject MRI sequence, resolution, slice thickness, field of
   view, skull stripping, CT kernel), with a fourth split, ``test_heldout_domain``, whose MRI
   contrasts and geometry never occur in the other splits; any size by name,
@@ -75,7 +75,8 @@ PHANTOM_SETTINGS_METADATA = "phantom_v2_settings"
 (:meth:`ctmri_tf.phantom_v2.SubjectSettings.as_dict`: sequence, TR/TE/TI, spacing, thickness,
 field of view, skull stripping, CT kernel, noise levels, pose)."""
 PHANTOM_DOMAINS_METADATA = "phantom_v2_domains"
-"""``info.metadata`` key of a ``synthetic_v2`` build: ``{split: domain}`` and the domains' ranges."""
+"""``info.metadata`` key of a ``synthetic_v2`` build: ``{"splits": {split: domain}, "ranges":
+{domain: its ranges}}``."""
 _SYNTHETIC_NAME = re.compile(r"synthetic_(\d+)x(\d+)x(\d+)(?:_seed(\d+))?")
 _SYNTHETIC_V2_NAME = re.compile(r"synthetic_v2_(\d+)x(\d+)x(\d+)(?:_seed(\d+))?")
 
@@ -382,9 +383,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         CtmriConfig(name="synthetic_small", source=SOURCE_SYNTHETIC, num_subjects=6,
                     num_slices=8, image_size=64, description="6 synthetic head phantoms x 8 "
                                                              "slices x 64 px, for smoke runs."),
-        CtmriConfig(name="synthetic_v2", source=SOURCE_SYNTHETIC_V2, num_subjects=60,
+        CtmriConfig(name="synthetic_v2", source=SOURCE_SYNTHETIC_V2, num_subjects=48,
                     num_slices=32, image_size=256,
-                    description="60 domain-randomised head phantoms (v2) x 32 slices x 256 px, "
+                    description="48 domain-randomised head phantoms (v2) x 32 slices x 256 px, "
                                 "paired CT (HU) / MRI of random contrast and geometry; split "
                                 "test_heldout_domain holds contrasts and geometry never "
                                 "trained on."),
