@@ -48,6 +48,12 @@ LOW_CONFIDENCE = 0.97
 SYNTHETIC_NOTE = ("trained on synthetic head phantoms only (ctmri_tf.phantom); not validated on "
                   "patient data: do not use the results for diagnosis or treatment planning")
 SYNTHETIC_ANATOMY = "head (synthetic phantom: scalp, skull, brain, CSF, sinuses, lesions)"
+SYNTHETIC_V2_NOTE = ("trained on domain-randomised synthetic head phantoms only "
+                     "(ctmri_tf.phantom_v2); not validated on patient data: do not use the "
+                     "results for diagnosis or treatment planning")
+SYNTHETIC_V2_ANATOMY = ("head and upper neck (synthetic phantom v2: scalp, skull with diploe, "
+                        "folded cortex, ventricles, cerebellum, orbits, sinuses, nasal cavity, "
+                        "mastoids, spine, lesions)")
 FOLDER_NOTE = ("trained on the user's own data (ctmri/folder); its anatomy and MRI contrasts "
                "are not recorded by the dataset")
 
@@ -93,8 +99,9 @@ class DataCard:
 
 def _describe_config(name: str) -> tuple[str, tuple[str, ...], str]:
     """``(anatomy, mri_contrasts, note)`` of a ctmri config name."""
-    from ctmri_tf import phantom
-    from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import SOURCE_SYNTHETIC, known_config
+    from ctmri_tf import phantom, phantom_v2
+    from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import (SOURCE_SYNTHETIC,
+                                                               SOURCE_SYNTHETIC_V2, known_config)
 
     try:
         source = known_config(name).source
@@ -105,6 +112,17 @@ def _describe_config(name: str) -> tuple[str, tuple[str, ...], str]:
         contrast = (f"T1-weighted spin echo (TR {sequence.tr_ms:g} ms, TE {sequence.te_ms:g} "
                     f"ms), simulated")
         return SYNTHETIC_ANATOMY, (contrast,), SYNTHETIC_NOTE
+    if source == SOURCE_SYNTHETIC_V2:     # what the train split holds: the training domain
+        d = phantom_v2.TRAINING_DOMAIN
+        contrasts = {
+            "spin_echo": f"T1-weighted spin echo (TR {d.spin_echo_tr_ms[0]:g}-"
+                         f"{d.spin_echo_tr_ms[1]:g} ms, TE {d.spin_echo_te_ms[0]:g}-"
+                         f"{d.spin_echo_te_ms[1]:g} ms), simulated",
+            "spoiled_gre": f"T1-weighted spoiled gradient echo (TR {d.gre_tr_ms[0]:g}-"
+                           f"{d.gre_tr_ms[1]:g} ms), simulated",
+            "mprage": f"MPRAGE (TI {d.mprage_ti_ms[0]:g}-{d.mprage_ti_ms[1]:g} ms), simulated"}
+        return (SYNTHETIC_V2_ANATOMY, tuple(contrasts[name] for name in d.sequences),
+                SYNTHETIC_V2_NOTE)
     return "unknown (user data)", ("unknown",), FOLDER_NOTE
 
 

@@ -12,7 +12,8 @@ in-process runner; ``--beam-options`` passes comma-separated pipeline flags, e.g
 ``direct_num_workers=2,direct_running_mode=multi_processing`` or another ``runner=...``.
 
 ``--num-subjects/--num-slices/--image-size/--seed`` override a synthetic config; the result is
-the config ``synthetic_<subjects>x<slices>x<px>[_seed<k>]`` (load it by that name). Prints where
+the config ``synthetic_<subjects>x<slices>x<px>[_seed<k>]`` (``synthetic_v2_...`` from a v2
+config; load it by that name). Prints where
 the dataset went, its splits, its size and the generation throughput in slices per second.
 """
 from __future__ import annotations
@@ -31,8 +32,10 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m datasets.ctmri
     commands = parser.add_subparsers(dest="command", required=True)
     build_parser = commands.add_parser("build", help="generate a config of the dataset")
     build_parser.add_argument("--config", default="synthetic",
-                              help="synthetic (default), synthetic_small, folder, "
-                                   "folder_unpaired or synthetic_<n>x<slices>x<px>")
+                              help="synthetic (default), synthetic_small, synthetic_v2 "
+                                   "(domain-randomised, with a test_heldout_domain split), "
+                                   "folder, folder_unpaired, synthetic_<n>x<slices>x<px> or "
+                                   "synthetic_v2_<n>x<slices>x<px>")
     build_parser.add_argument("--data-dir", default=None,
                               help="tfds data folder (default: $TFDS_DATA_DIR or "
                                    "~/tensorflow_datasets)")

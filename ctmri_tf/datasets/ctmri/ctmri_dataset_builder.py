@@ -6,6 +6,11 @@ Configs:
   each a registered CT (true HU) / MRI (signal) pair with its ground-truth body mask;
 * ``synthetic_small``: 6 x 8 x 64, for smoke runs and tests; any other size is available by name,
   ``synthetic_<subjects>x<slices>x<pixels>[_seed<k>]`` (see :func:`synthetic_config`);
+* ``synthetic_v2``: 48 domain-randomised head phantoms x 32 slices x 256 px from
+  :mod:`ctmri_tf.phantom_v2` (per-subject MRI sequence, resolution, slice thickness, field of
+  view, skull stripping, CT kernel), with a fourth split, ``test_heldout_domain``, whose MRI
+  contrasts and geometry never occur in the other splits; any size by name,
+  ``synthetic_v2_<subjects>x<slices>x<pixels>[_seed<k>]`` (:func:`synthetic_v2_config`);
 * ``folder``: the user's data in ``manual_dir`` (layout in :mod:`datasets.ctmri.folder_layout`),
   a subject present under both ``ct/`` and ``mri/`` being a registered pair;
 * ``folder_unpaired``: the same folder, every volume on its own (no counterparts), for CT and
@@ -43,7 +48,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core.utils import tqdm_utils
 from tensorflow_datasets.core.utils.lazy_imports_utils import apache_beam as beam
 
-from ctmri_tf import intensity, phantom
+from ctmri_tf import intensity, phantom, phantom_v2
 from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.io.volume import MODALITIES
 # Relative: `tfds build datasets/ctmri` imports this folder as the package `ctmri` while it hides
@@ -52,15 +57,28 @@ from . import folder_layout
 from .folder_layout import ModalityVolume
 
 SOURCE_SYNTHETIC = "synthetic"
+SOURCE_SYNTHETIC_V2 = "synthetic_v2"
 SOURCE_FOLDER = "folder"
+SOURCES = (SOURCE_SYNTHETIC, SOURCE_SYNTHETIC_V2, SOURCE_FOLDER)
+SYNTHETIC_SOURCES = (SOURCE_SYNTHETIC, SOURCE_SYNTHETIC_V2)
 SPLITS = ("train", "validation", "test")
+"""The splits of the v1 ``synthetic`` and the ``folder`` configs (``synthetic_v2`` adds
+:data:`ctmri_tf.phantom_v2.SPLIT_HELDOUT`)."""
 GEOMETRY_SPLIT = "train"
 """The split whose slice geometry the metadata records (what a model is trained on)."""
 PIXEL_SPACING_METADATA = "pixel_spacing_mm"
 """``info.metadata`` key: in-plane pixel spacing of the train slices, mm (row, col) stats."""
 FIELD_OF_VIEW_METADATA = "field_of_view_mm"
 """``info.metadata`` key: in-plane field of view (spacing x pixels) of the train slices, mm."""
+PHANTOM_SETTINGS_METADATA = "phantom_v2_settings"
+"""``info.metadata`` key of a ``synthetic_v2`` build: ``{subject_id: settings}`` of every subject
+(:meth:`ctmri_tf.phantom_v2.SubjectSettings.as_dict`: sequence, TR/TE/TI, spacing, thickness,
+field of view, skull stripping, CT kernel, noise levels, pose)."""
+PHANTOM_DOMAINS_METADATA = "phantom_v2_domains"
+"""``info.metadata`` key of a ``synthetic_v2`` build: ``{"splits": {split: domain}, "ranges":
+{domain: its ranges}}``."""
 _SYNTHETIC_NAME = re.compile(r"synthetic_(\d+)x(\d+)x(\d+)(?:_seed(\d+))?")
+_SYNTHETIC_V2_NAME = re.compile(r"synthetic_v2_(\d+)x(\d+)x(\d+)(?:_seed(\d+))?")
 
 
 @dataclasses.dataclass(eq=False)
@@ -68,7 +86,8 @@ class CtmriConfig(tfds.core.BuilderConfig):
     """What to build.
 
     Attributes:
-        source: ``"synthetic"`` (head phantoms) or ``"folder"`` (the user's ``manual_dir``).
+        source: ``"synthetic"`` (v1 head phantoms), ``"synthetic_v2"`` (domain-randomised
+            phantoms, :mod:`ctmri_tf.phantom_v2`) or ``"folder"`` (the user's ``manual_dir``).
         num_subjects: synthetic: number of phantom subjects.
         num_slices: synthetic: slices per subject.
         image_size: synthetic: rows = cols, in pixels.
@@ -86,9 +105,9 @@ class CtmriConfig(tfds.core.BuilderConfig):
     pair: bool = True
 
     def __post_init__(self):
-        if self.source not in (SOURCE_SYNTHETIC, SOURCE_FOLDER):
-            raise CtmriInputError(None, f"CtmriConfig.source must be {SOURCE_SYNTHETIC!r} or "
-                                        f"{SOURCE_FOLDER!r}, got {self.source!r}")
+        if self.source not in SOURCES:
+            raise CtmriInputError(None, f"CtmriConfig.source must be one of {SOURCES}, "
+                                        f"got {self.source!r}")
         for field in ("num_subjects", "num_slices", "image_size"):
             if int(getattr(self, field)) < 1:
                 raise CtmriInputError(None, f"CtmriConfig.{field} must be >= 1, "
@@ -119,6 +138,28 @@ def _synthetic_config(num_subjects: int, num_slices: int, image_size: int,
                     f"{image_size} px, paired CT (HU) / MRI, seed {seed}.")
 
 
+def synthetic_v2_config(num_subjects: int, num_slices: int, image_size: int,
+                        seed: int = 0) -> CtmriConfig:
+    """The ``synthetic_v2`` config of a given size, named
+    ``synthetic_v2_<subjects>x<slices>x<px>[_seed<k>]`` (found by ``tfds.builder`` like
+    :func:`synthetic_config`'s)."""
+    return _synthetic_v2_config(int(num_subjects), int(num_slices), int(image_size), int(seed))
+
+
+@functools.lru_cache(maxsize=None)
+def _synthetic_v2_config(num_subjects: int, num_slices: int, image_size: int,
+                         seed: int) -> CtmriConfig:
+    name = f"synthetic_v2_{num_subjects}x{num_slices}x{image_size}"
+    if seed:
+        name += f"_seed{seed}"
+    return CtmriConfig(
+        name=name, source=SOURCE_SYNTHETIC_V2, num_subjects=num_subjects, num_slices=num_slices,
+        image_size=image_size, seed=seed,
+        description=f"{num_subjects} domain-randomised head phantoms (v2) x {num_slices} slices "
+                    f"x {image_size} px, paired CT (HU) / MRI, seed {seed}, with a held-out "
+                    f"domain split.")
+
+
 def known_config(name: str) -> CtmriConfig:
     """The config called ``name`` (predefined or ``synthetic_<n>x<slices>x<px>[_seed<k>]``).
 
@@ -128,8 +169,9 @@ def known_config(name: str) -> CtmriConfig:
     config = Builder.get_builder_config(name)
     if config is None:
         names = ", ".join(c.name for c in Builder.BUILDER_CONFIGS)
-        raise CtmriInputError(None, f"unknown ctmri config {name!r}; use one of {names} or "
-                                    f"synthetic_<subjects>x<slices>x<pixels>[_seed<k>]")
+        raise CtmriInputError(None, f"unknown ctmri config {name!r}; use one of {names}, "
+                                    f"synthetic_<subjects>x<slices>x<pixels>[_seed<k>] or "
+                                    f"synthetic_v2_<subjects>x<slices>x<pixels>[_seed<k>]")
     return config
 
 
@@ -151,12 +193,13 @@ def resolve_config(name: str = "synthetic", *, num_subjects: int | None = None,
     if not overrides:
         return name
     base = known_config(name)
-    if base.source != SOURCE_SYNTHETIC:
+    if base.source not in SYNTHETIC_SOURCES:
         raise CtmriInputError(None, f"{', '.join(overrides)} can only change a synthetic "
                                     f"config, not {name!r}")
     values = {"num_subjects": base.num_subjects, "num_slices": base.num_slices,
               "image_size": base.image_size, "seed": base.seed, **overrides}
-    return synthetic_config(**values)
+    make = synthetic_v2_config if base.source == SOURCE_SYNTHETIC_V2 else synthetic_config
+    return make(**values)
 
 
 def features() -> tfds.features.FeaturesDict:
@@ -263,11 +306,41 @@ def _synthetic_geometry(config: CtmriConfig) -> dict:
     return geometry_metadata([[spacing, spacing]], [[config.image_size, config.image_size]])
 
 
+def synthetic_v2_members(config: CtmriConfig) -> dict[str, list[tuple[int, str]]]:
+    """``{split: [(subject index, domain name), ...]}`` of a ``synthetic_v2`` config (empty
+    splits left out)."""
+    members: dict[str, list[tuple[int, str]]] = {split: [] for split in phantom_v2.SPLITS}
+    for index in range(config.num_subjects):
+        split = phantom_v2.subject_split(index, config.num_subjects)
+        members[split].append((index, phantom_v2.split_domain(split).name))
+    return {split: items for split, items in members.items() if items}
+
+
+def _synthetic_v2_metadata(config: CtmriConfig) -> dict:
+    """Geometry of the train slices (each subject's ``field_of_view_mm / image_size`` pixels),
+    every subject's settings and the domains, computed from the settings alone (no rendering)."""
+    settings, spacings, domains = {}, [], {}
+    for split, items in synthetic_v2_members(config).items():
+        domains[split] = items[0][1]
+        for index, domain in items:
+            s = phantom_v2.subject_settings(index, seed=config.seed, domain=domain)
+            subject_id = phantom_v2.subject_id(index, config.seed, domain)
+            settings[subject_id] = dict(s.as_dict(), split=split)
+            if split == GEOMETRY_SPLIT:
+                pixel = s.field_of_view_mm / config.image_size
+                spacings += [[pixel, pixel]] * config.num_slices
+    geometry = geometry_metadata(spacings, [[config.image_size] * 2] * len(spacings))
+    ranges = {d.name: dataclasses.asdict(d) for d in phantom_v2.DOMAINS.values()}
+    return {**geometry, PHANTOM_SETTINGS_METADATA: settings,
+            PHANTOM_DOMAINS_METADATA: {"splits": domains, "ranges": ranges}}
+
+
 @dataclasses.dataclass(frozen=True)
 class SubjectExamples:
     """One split item -> the ``(key, example)`` of every slice of that subject.
 
-    Items are phantom indices (synthetic) or ``{modality: SubjectFolder}`` (folder). Plain,
+    Items are phantom indices (synthetic), ``(index, domain name)`` (synthetic_v2) or
+    ``{modality: SubjectFolder}`` (folder). Plain,
     picklable values only, so a Beam ``FlatMap`` can ship it to its workers.
     """
 
@@ -284,7 +357,12 @@ class SubjectExamples:
                    pair=bool(config.pair))
 
     def __call__(self, item) -> Iterator[tuple[str, dict]]:
-        if self.source == SOURCE_SYNTHETIC:
+        if self.source == SOURCE_SYNTHETIC_V2:
+            index, domain = item
+            volumes = phantom_volumes(phantom_v2.make_subject(
+                int(index), image_size=self.image_size, num_slices=self.num_slices,
+                seed=self.seed, domain=domain))
+        elif self.source == SOURCE_SYNTHETIC:
             volumes = phantom_volumes(phantom.make_subject(
                 item, image_size=self.image_size, num_slices=self.num_slices, seed=self.seed))
         else:
@@ -305,6 +383,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         CtmriConfig(name="synthetic_small", source=SOURCE_SYNTHETIC, num_subjects=6,
                     num_slices=8, image_size=64, description="6 synthetic head phantoms x 8 "
                                                              "slices x 64 px, for smoke runs."),
+        CtmriConfig(name="synthetic_v2", source=SOURCE_SYNTHETIC_V2, num_subjects=48,
+                    num_slices=32, image_size=256,
+                    description="48 domain-randomised head phantoms (v2) x 32 slices x 256 px, "
+                                "paired CT (HU) / MRI of random contrast and geometry; split "
+                                "test_heldout_domain holds contrasts and geometry never "
+                                "trained on."),
         CtmriConfig(name="folder", source=SOURCE_FOLDER, pair=True,
                     description="Your CT/MRI volumes from manual_dir; a subject in both ct/ and "
                                 "mri/ is a registered pair (same shape)."),
@@ -333,11 +417,15 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     @classmethod
     def get_builder_config(cls, name: str, version=None) -> CtmriConfig | None:
         """A predefined config, or the synthetic one named
-        ``synthetic_<n>x<slices>x<px>[_seed<k>]``; ``None`` for any other name."""
+        ``synthetic_<n>x<slices>x<px>[_seed<k>]`` or ``synthetic_v2_<n>x<slices>x<px>[_seed<k>]``;
+        ``None`` for any other name."""
         config = super().get_builder_config(name, version)
         if config is None and (match := _SYNTHETIC_NAME.fullmatch(name)):
             n, slices, size, seed = match.groups()
             config = synthetic_config(int(n), int(slices), int(size), int(seed or 0))
+        if config is None and (match := _SYNTHETIC_V2_NAME.fullmatch(name)):
+            n, slices, size, seed = match.groups()
+            config = synthetic_v2_config(int(n), int(slices), int(size), int(seed or 0))
         return config
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -352,6 +440,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             members: dict[str, list[int]] = {split: [] for split in SPLITS}
             for index in range(config.num_subjects):
                 members[phantom.subject_split(index, config.num_subjects)].append(index)
+        elif config.source == SOURCE_SYNTHETIC_V2:
+            members = synthetic_v2_members(config)
         else:
             subjects = folder_layout.scan_manual_dir(self._manual_dir(dl_manager))
             members = {split: [subjects[s] for s in ids]
@@ -382,8 +472,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         self._geometry = {"spacings": [], "sizes": []}      # of the train slices, without Beam
         try:
             result = super()._download_and_prepare(dl_manager, download_config)
-            geometry = (_synthetic_geometry(self.builder_config)
-                        if self.builder_config.source == SOURCE_SYNTHETIC
+            source = self.builder_config.source
+            geometry = (_synthetic_geometry(self.builder_config) if source == SOURCE_SYNTHETIC
+                        else _synthetic_v2_metadata(self.builder_config)
+                        if source == SOURCE_SYNTHETIC_V2
                         else geometry_metadata(**self._geometry))
             self.info.metadata.update(geometry)   # written with the DatasetInfo, after this
             return result
@@ -406,7 +498,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, split: str, items: list):
         """Every slice of the split's subjects.
 
-        ``items`` are phantom indices (synthetic) or ``{modality: SubjectFolder}`` (folder).
+        ``items`` are phantom indices (synthetic), ``(index, domain)`` (synthetic_v2) or
+        ``{modality: SubjectFolder}`` (folder).
         Asked for Beam, a ``beam.Create(items) | beam.FlatMap(...)`` transform: one subject per
         element, generated on the workers. Otherwise a generator, one subject at a time, with a
         progress bar counting subjects: under :func:`build`, one bar for the whole build (tfds'
