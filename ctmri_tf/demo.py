@@ -255,8 +255,8 @@ def translate_test_volume(run: DemoRun) -> None:
             f"{inside:.1f} HU where both masks agree")
     evaluated = _subject_mae(run.results.get("evaluation"), subject.subject_id)
     if evaluated is not None:
-        say(f"  the evaluation (true body mask) scores this subject {evaluated:.1f} HU; its table "
-            f"is the mean over the test subjects")
+        say(f"  the evaluation (true body mask, no test-time mirroring) scores this subject "
+            f"{evaluated:.1f} HU; its table is the mean over the test subjects")
     run.results["translate"] = output
 
 
