@@ -53,9 +53,14 @@ from ctmri_tf.pipeline.metadata import MetadataStore
 class Resolver:
     """An input taken from the store rather than from an upstream node: ``resolve(store,
     inputs)`` gets the node's other, already resolved, inputs and returns a recorded artifact
-    or None (then the input is absent: ``inputs[name]`` is None)."""
+    or None (then the input is absent: ``inputs[name]`` is None).
+
+    ``without_store(inputs)``, when set, resolves the same input where there is no store (a
+    Kubeflow task, :mod:`~ctmri_tf.pipeline.kubeflow`); without it such a runner passes None.
+    """
     name: str
     resolve: Callable[[MetadataStore, dict[str, Artifact | None]], Artifact | None]
+    without_store: Callable[[dict[str, Artifact | None]], Artifact | None] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,13 +71,19 @@ class Node:
         name: the component's name (TFX's: ``ExampleGen``, ``Trainer``...), unique in the
             pipeline; its executions go to ``<pipeline_root>/<name>/<execution id>/``.
         function: ``function(ctx, inputs, **parameters) -> ComponentResult``.
-        inputs: ``{input name: "Producer.output" | Resolver}``.
+        inputs: ``{input name: "Producer.output" | Resolver}`` (split at the last dot: a
+            producer may be named ``Trainer.segmentation``, an output has no dot).
         parameters: JSON-serialisable keyword arguments (part of the cache key).
+        outputs: the names of the outputs the component may return (it may return fewer,
+            e.g. a Pusher that pushes nothing). Empty: undeclared, anything goes. A runner that
+            must declare outputs before running (Kubeflow) needs them; when declared, this
+            runner refuses a component returning another one.
     """
     name: str
     function: Callable[..., "ComponentResult"]
     inputs: Mapping[str, str | Resolver] = dataclasses.field(default_factory=dict)
     parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    outputs: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -87,12 +98,14 @@ class ComponentResult:
 class ExecutionContext:
     """Handed to a component: where to write (``output_dir``, empty, renamed to
     ``final_dir`` when the component returns), its execution id, the store (read only, for
-    components that look up earlier results) and the pipeline root."""
+    components that look up earlier results) and the pipeline root. ``runner`` names the
+    runner; under ``"kubeflow"`` there is no store, execution id nor pipeline root (None)."""
     output_dir: Path
     final_dir: Path
-    execution_id: int
-    store: MetadataStore
-    pipeline_root: Path
+    execution_id: int | None
+    store: MetadataStore | None
+    pipeline_root: Path | None
+    runner: str = "embedded"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +197,7 @@ def topological_order(nodes: list[Node]) -> list[Node]:
         for name, source in node.inputs.items():
             if isinstance(source, Resolver):
                 continue
-            producer, _, _ = str(source).partition(".")
+            producer, _, _ = str(source).rpartition(".")
             if producer not in by_name:
                 raise CtmriInputError(None, f"pipeline: {node.name} input {name!r} = "
                                             f"{source!r} names no component of the pipeline")
@@ -202,6 +215,17 @@ def topological_order(nodes: list[Node]) -> list[Node]:
 
 
 # ----------------------------------------------------------------------------- running
+
+def check_result(node: Node, result: Any) -> None:
+    """Raise TypeError unless ``result`` is a ComponentResult with only declared outputs
+    (when ``node.outputs`` declares them)."""
+    if not isinstance(result, ComponentResult):
+        raise TypeError(f"{node.name} returned {type(result).__name__}, not a ComponentResult")
+    undeclared = sorted(set(result.outputs) - set(node.outputs)) if node.outputs else []
+    if undeclared:
+        raise TypeError(f"{node.name} returned the output(s) {', '.join(undeclared)} its node "
+                        f"does not declare (outputs: {', '.join(node.outputs)})")
+
 
 def _relocate(artifact: Artifact, tmp: Path, final: Path) -> None:
     uri = Path(artifact.uri)
@@ -246,7 +270,7 @@ def run(nodes: list[Node], pipeline_root: str | os.PathLike, *, pipeline: str = 
             for name, source in node.inputs.items():
                 if isinstance(source, Resolver):
                     continue
-                producer, _, output = str(source).partition(".")
+                producer, _, output = str(source).rpartition(".")
                 if output not in produced[producer]:
                     raise CtmriInputError(None, f"pipeline: {node.name} input {name!r}: "
                                                 f"{producer} produced no {output!r} "
@@ -303,9 +327,7 @@ def _execute(node: Node, store: MetadataStore, root: Path, pipeline: str, run_id
         ctx = ExecutionContext(output_dir=tmp, final_dir=final, execution_id=execution_id,
                                store=store, pipeline_root=root)
         result = node.function(ctx, dict(inputs), **parameters)
-        if not isinstance(result, ComponentResult):
-            raise TypeError(f"{node.name} returned {type(result).__name__}, not a "
-                            f"ComponentResult")
+        check_result(node, result)
         os.replace(tmp, final)
     except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
