@@ -13,6 +13,7 @@ from ctmri_tf.export.saved_model import model_versions, read_export_info
 from ctmri_tf.pipeline import config as pipeline_config
 from ctmri_tf.pipeline import runner
 from ctmri_tf.pipeline.components import run_pipeline
+from ctmri_tf.pipeline.lineage import PIPELINE_INFO
 from ctmri_tf.pipeline.metadata import MetadataStore
 from dataset_fixtures import tiny_dataset  # noqa: F401  (session fixture)
 from pipeline_fixtures import write_tiny_pipeline_config
@@ -81,6 +82,10 @@ def test_a_one_step_model_is_evaluated_not_pushed_cached_on_rerun_and_pushed_whe
     assert model_versions(serving / "stargan") == [1]
     assert f'base_path: "{serving / "stargan"}"' in (serving / "models.config").read_text()
     assert read_export_info(export)["data_card"]["dataset"] == f"ctmri/{config_name}"
+    record = json.loads((export / PIPELINE_INFO).read_text())      # what Kubeflow reads back
+    assert record["runner"] == "embedded" and record["pushed_model"]["version"] == 1
+    assert record["pushed_model"]["value"] == pushed.by_component()["Evaluator"].outputs[
+        "blessing"].properties["value"]
     assert "serving_default" in tf.saved_model.load(str(export)).signatures
     # its own push is not the bar a rerun must beat: still fully cached
     assert set(states(run_pipeline(lenient)).values()) == {"CACHED"}
