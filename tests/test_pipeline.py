@@ -397,7 +397,8 @@ def test_importing_the_pipeline_and_its_command_imports_no_tensorflow():
     import subprocess
     import sys
     code = ("import sys, ctmri_tf.pipeline.components, ctmri_tf.pipeline.lineage, ctmri_tf.cli\n"
-            "print('tensorflow' in sys.modules)")
+            "import ctmri_tf.pipeline.kubeflow\n"
+            "print('tensorflow' in sys.modules or 'kfp' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1], timeout=60)
     assert out.stdout.strip() == "False", out.stderr

@@ -61,6 +61,25 @@ def test_nodes_become_tasks_generically_dotted_names_undeclared_outputs_and_clas
         kubeflow.plan([Node("A", _noop, {}, {}, ("x-y", "x_y"))])
 
 
+class _KfpArtifact:
+    def __init__(self, metadata=None):
+        self.uri, self.metadata = "/kfp/out", dict(metadata or {})
+
+
+def test_our_artifacts_cross_tasks_in_kfp_metadata_as_json_and_an_absent_one_as_null():
+    out = _KfpArtifact()
+    kubeflow.write_artifact(out, Model("/runs/1", {"steps": 3, "fingerprint": "f"}))
+    assert out.metadata["ctmri_type"] == "Model" and out.metadata["ctmri_uri"] == "/runs/1"
+    back = kubeflow.read_artifact(_KfpArtifact(out.metadata))
+    assert isinstance(back, Model) and back.properties == {"steps": 3, "fingerprint": "f"}
+    assert type(back.properties["steps"]) is int        # KFP's Struct would make it 3.0
+    none = _KfpArtifact()
+    kubeflow.write_artifact(none, None)                 # a Pusher that pushed nothing
+    assert kubeflow.read_artifact(none) is None
+    with pytest.raises(CtmriInputError, match="not an artifact of a ctmri-tf task"):
+        kubeflow.read_artifact(_KfpArtifact())
+
+
 def test_compile_help_imports_neither_tensorflow_nor_kfp():
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "ctmri_tf.cli", "pipeline", "compile",
@@ -198,7 +217,7 @@ def test_the_spec_runs_with_the_subprocess_runner_and_pushes_a_loadable_version(
     assert set(outputs) == set(spec["root"]["dag"]["tasks"])
 
     def ours(task, output):
-        return kubeflow.read_artifact(type("A", (), {"metadata": outputs[task][output]}))
+        return kubeflow.read_artifact(_KfpArtifact(outputs[task][output]))
 
     model = ours("trainer", "model")
     assert isinstance(model, Model) and model.properties["steps"] == 1
