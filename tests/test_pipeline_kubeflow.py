@@ -49,9 +49,9 @@ def test_nodes_become_tasks_generically_dotted_names_undeclared_outputs_and_clas
     assert list(plans["Evaluator.stargan"].resolvers) == ["pushed"]
     assert plans["Trainer.stargan"].outputs == ("model",)       # undeclared: the consumed ones
     source = kubeflow.shim_source(plans["Evaluator.stargan"])
-    assert source.startswith("def evaluator_stargan(ctmri_config: str, ctmri_node: str, "
-                             "ctmri_parameters: str, ctmri_code_version: str, "
-                             "model: Input[Artifact], ctmri_execution: Output[Artifact]):")
+    assert source.startswith("def evaluator_stargan(ctmri_node: str, ctmri_function: str, "
+                             "ctmri_parameters: str, ctmri_inputs: str, ctmri_code_version: "
+                             "str, model: Input[Artifact], ctmri_execution: Output[Artifact]):")
     assert "from ctmri_tf.pipeline import kubeflow" in source
     with pytest.raises(CtmriInputError, match="ExampleGen declares no output 'model'"):
         kubeflow.plan(nodes + [Node("Pusher", _noop, {"model": "ExampleGen.model"})])
@@ -59,6 +59,10 @@ def test_nodes_become_tasks_generically_dotted_names_undeclared_outputs_and_clas
         kubeflow.plan(nodes + [Node("Pusher", _noop, {"model": "Trainer.model"})])
     with pytest.raises(CtmriInputError, match="clashes"):
         kubeflow.plan([Node("A", _noop, {}, {}, ("x-y", "x_y"))])
+    assert kubeflow.task_constants(plans["Trainer.segmentation"])["ctmri_function"] == (
+        f"{__name__}:_noop")
+    with pytest.raises(CtmriInputError, match="cannot be imported by name"):
+        kubeflow.task_constants(kubeflow.plan([Node("L", lambda ctx, inputs: None)])[0])
 
 
 class _KfpArtifact:
@@ -185,6 +189,14 @@ def test_the_spec_has_a_component_per_node_the_nodes_edges_and_parameters(compil
     assert json.loads(_constant(by_node["Pusher"][1], "ctmri_parameters"))[
         "serving_base"] == config.pusher.serving_base
     assert json.loads(_constant(by_node["Trainer"][1], "ctmri_parameters"))["steps"] == 1
+    assert _constant(by_node["Trainer"][1], "ctmri_function") == (
+        "ctmri_tf.pipeline.components:trainer")
+    evaluator_inputs = json.loads(_constant(by_node["Evaluator"][1], "ctmri_inputs"))
+    assert evaluator_inputs["model"] == "Trainer.model"
+    assert evaluator_inputs["pushed_model"] == {"resolver": "latest PushedModel", "factory": [
+        "ctmri_tf.pipeline.components:pushed_model_resolver",
+        {"serving_base": config.pusher.serving_base, "model_name": None}]}
+    assert all("ctmri_config" not in task["inputs"]["parameters"] for task in tasks.values())
 
 
 def _executor_outputs(run_dir: Path) -> dict:

@@ -525,7 +525,8 @@ def pushed_model_resolver(serving_base: str, model_name: str | None) -> Resolver
                 return pushed
         return None
 
-    return Resolver("latest PushedModel", resolve, without_store)
+    return Resolver("latest PushedModel", resolve, without_store, factory=(
+        f"{__name__}:pushed_model_resolver", {"serving_base": base, "model_name": model_name}))
 
 
 # ----------------------------------------------------------------------------- Pusher

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -123,23 +122,6 @@ class PipelineConfig:
             raise CtmriInputError(source, f"validator.ct_hu_limits must be [low, high], got "
                                           f"{list(self.validator.ct_hu_limits)}")
         return self
-
-    def to_dict(self) -> dict:
-        """The config as the mapping :func:`from_dict` reads back (JSON-serialisable)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    def absolute_paths(self) -> "PipelineConfig":
-        """This config with its relative paths (``pipeline_root``, ``dataset.data_dir``,
-        ``validator.schema``, ``pusher.serving_base``) made absolute from the current folder,
-        for a process that runs elsewhere (a Kubeflow task)."""
-        def absolute(path):
-            return None if path is None else os.path.abspath(path)
-        return dataclasses.replace(
-            self, pipeline_root=absolute(self.pipeline_root),
-            dataset=dataclasses.replace(self.dataset, data_dir=absolute(self.dataset.data_dir)),
-            validator=dataclasses.replace(self.validator, schema=absolute(self.validator.schema)),
-            pusher=dataclasses.replace(self.pusher,
-                                       serving_base=absolute(self.pusher.serving_base)))
 
     def schema_sha256(self) -> str | None:
         """sha256 of the schema file, when one is configured (part of SchemaGen's cache key).

@@ -9,16 +9,18 @@ the tasks, their inputs, outputs and parameters come from the nodes. Needs the `
 (``pip install 'ctmri-tf[kfp]'``); importing this module imports neither kfp nor TensorFlow.
 
 **A task** runs a generated shim (KFP serializes a component's source, so it stays tiny) that
-imports the *installed* ``ctmri_tf`` and calls :func:`run_node` with the task's constants:
-``ctmri_config`` (the config, JSON, paths made absolute), ``ctmri_node`` (the node's name),
-``ctmri_parameters`` (the node's parameters, JSON) and ``ctmri_code_version`` (the compiling
-checkout's :func:`~ctmri_tf.pipeline.runner.code_version` of the component, so that KFP's cache,
-keyed on a task's inputs, misses when the code changes). :func:`run_node` rebuilds the nodes
-from the config, refuses a node whose parameters differ from the compiled ones (the image holds
-another ctmri-tf than the compiler: recompile), and runs the **same component function** as the
-embedded runner, with an :class:`~ctmri_tf.pipeline.runner.ExecutionContext` whose
-``output_dir`` is the path of the task's ``ctmri_execution`` output artifact (the execution
-folder; ``runner="kubeflow"``, no store, no execution id).
+imports the *installed* ``ctmri_tf`` and calls :func:`run_node` with the task's constants, which
+describe its node: ``ctmri_node`` (the name), ``ctmri_function`` (the component function,
+``module:name``), ``ctmri_parameters`` (JSON), ``ctmri_inputs`` (JSON: each input's
+``"Producer.output"``, or its resolver's name and ``factory``) and ``ctmri_code_version`` (the
+compiling checkout's :func:`~ctmri_tf.pipeline.runner.code_version` of the function). So a
+task's inputs are what the embedded runner's cache key holds, and KFP's cache (keyed on them and
+on the upstream artifacts, whose metadata holds our fingerprints) misses when they change, as the
+embedded runner's does; a task does not depend on the rest of the config. :func:`run_node`
+imports the function and runs the **same component function** as the embedded runner, with an
+:class:`~ctmri_tf.pipeline.runner.ExecutionContext` whose ``output_dir`` is the path of the
+task's ``ctmri_execution`` output artifact (the execution folder; ``runner="kubeflow"``, no
+store, no execution id).
 
 **Artifacts** cross tasks as KFP ``Output[Artifact]`` / ``Input[Artifact]`` (``system.Artifact``)
 named as the node's outputs. An output the component wrote inside the execution folder is moved
@@ -31,12 +33,15 @@ An output the component did not return (a Pusher that pushed nothing) has ``ctmr
 ``null``; a task consuming it fails as the embedded runner does.
 
 **Resolver inputs** (the Evaluator's currently pushed model) are no DAG edges: KFP has no store
-to resolve them from. A task resolves them with the resolver's ``without_store`` (for the
-pushed model: the Pusher's records in the serving base, ``components.pushed_versions``), or
-gets None when it has none. A task with a resolver input is compiled with KFP's caching off
-(its result depends on more than its inputs).
+to resolve them from. A task rebuilds the resolver from its ``factory`` and resolves them with
+its ``without_store`` (for the pushed model: the Pusher's records in the serving base,
+``components.pushed_versions``), or gets None when the resolver has neither. A task with a
+resolver input is compiled with KFP's caching off (its result depends on more than its inputs).
+A component function must be importable by name (a module-level function): compiling refuses
+another.
 
-**Paths** are absolute (the config's, as the compiler's current folder sees them) and must mean
+**Paths** are absolute (``pipeline_nodes`` makes the config's absolute, as the compiler's current
+folder sees them) and must mean
 the same in the tasks: a shared file system (on Vertex AI, e.g. ``/gcs/BUCKET/...`` paths) for
 the tfds data folder, the schema and the serving base. The image (``--image``, default
 :data:`DEFAULT_IMAGE`) must have ``ctmri-tf[kfp]`` installed: nothing is pip-installed when a
@@ -45,8 +50,9 @@ task starts (``install_kfp_package=False``, no ``packages_to_install``).
 Unlike the embedded runner there is no ``metadata.sqlite`` (KFP records executions and artifacts
 in its own ML Metadata; ``config.pipeline_root`` is unused: KFP writes under the pipeline root
 given when the run is submitted), caching is KFP's (keyed on the component, image and inputs:
-the upstream artifacts' uris and metadata, the parameters and the code version; the embedded
-runner keys on content fingerprints and also checks that the cached outputs still exist), and
+the upstream artifacts' uris and metadata, the parameters and the code version; unlike the
+embedded runner's it does not check that a cached output, e.g. a served version, still exists),
+and
 ``ctmri pipeline lineage`` cannot follow a version a Kubeflow run pushed (its record says so).
 """
 from __future__ import annotations
@@ -76,7 +82,8 @@ RUNNER = "kubeflow"
 EXECUTION_OUTPUT = "ctmri_execution"
 """Every task's extra output: the execution folder (``ctx.output_dir``)."""
 METADATA_KEY = "ctmri_artifact"
-CONSTANTS = ("ctmri_config", "ctmri_node", "ctmri_parameters", "ctmri_code_version")
+CONSTANTS = ("ctmri_node", "ctmri_function", "ctmri_parameters", "ctmri_inputs",
+             "ctmri_code_version")
 """Every task's constant (string) inputs, in the shim's order."""
 
 
@@ -216,11 +223,56 @@ def pipeline_name(config) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", config.name.lower()).strip("-") or "ctmri"
 
 
+def function_path(function) -> str:
+    """``module:name`` of a component function, checked to import back to it.
+
+    Raises:
+        CtmriInputError: it does not (a nested function, a lambda): a task could not run it.
+    """
+    path = f"{getattr(function, '__module__', '')}:{getattr(function, '__qualname__', '')}"
+    try:
+        found = _import(path)
+    except (ImportError, AttributeError, ValueError):
+        found = None
+    if found is not function:
+        raise CtmriInputError(None, f"pipeline: the component function {path} cannot be "
+                                    f"imported by name, so a Kubeflow task cannot run it")
+    return path
+
+
+def _import(path: str):
+    import importlib
+
+    module, _, name = path.partition(":")
+    value = importlib.import_module(module)
+    for part in name.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def task_constants(task: TaskPlan) -> dict[str, str]:
+    """The constant inputs of ``task``'s KFP task (see the module docstring)."""
+    inputs = {}
+    for name, source in task.node.inputs.items():
+        if isinstance(source, Resolver):
+            factory = None if source.factory is None else [source.factory[0],
+                                                           dict(source.factory[1])]
+            inputs[name] = {"resolver": source.name, "factory": factory}
+        else:
+            inputs[name] = str(source)
+    return {"ctmri_node": task.node.name, "ctmri_function": function_path(task.node.function),
+            "ctmri_parameters": json.dumps(_canonical(dict(task.node.parameters)),
+                                           sort_keys=True),
+            "ctmri_inputs": json.dumps(_canonical(inputs), sort_keys=True),
+            "ctmri_code_version": code_version(task.node.function)}
+
+
 def build_pipeline(config, *, image: str = DEFAULT_IMAGE, enable_cache: bool = True):
     """The KFP pipeline (a ``@dsl.pipeline`` graph component) of ``config``.
 
     Args:
-        config: a :class:`~ctmri_tf.pipeline.config.PipelineConfig`; its paths are made absolute.
+        config: a :class:`~ctmri_tf.pipeline.config.PipelineConfig` (``pipeline_nodes`` makes
+            its paths absolute).
         image: the components' base image (with ``ctmri-tf[kfp]`` installed).
         enable_cache: ``False`` turns KFP's caching off for every task (tasks with resolver
             inputs always have it off).
@@ -228,9 +280,8 @@ def build_pipeline(config, *, image: str = DEFAULT_IMAGE, enable_cache: bool = T
     from ctmri_tf.pipeline.components import pipeline_nodes
 
     dsl, _ = _kfp()
-    config = config.absolute_paths()
-    config_json = json.dumps(config.to_dict(), sort_keys=True)
-    plans = plan(pipeline_nodes(config))         # what run_node rebuilds in the tasks
+    plans = plan(pipeline_nodes(config))
+    constants = {task.node.name: task_constants(task) for task in plans}
     components = {task.node.name: _component(task, image) for task in plans}
     by_name = {task.node.name: task for task in plans}
     description = (f"ctmri-tf pipeline {config.name}: "
@@ -239,11 +290,7 @@ def build_pipeline(config, *, image: str = DEFAULT_IMAGE, enable_cache: bool = T
     def ctmri_pipeline():
         tasks = {}
         for task in plans:
-            arguments = {
-                "ctmri_config": config_json, "ctmri_node": task.node.name,
-                "ctmri_parameters": json.dumps(_canonical(dict(task.node.parameters)),
-                                               sort_keys=True),
-                "ctmri_code_version": code_version(task.node.function)}
+            arguments = dict(constants[task.node.name])
             for name, (producer, output) in task.inputs.items():
                 arguments[task.identifiers[name]] = tasks[producer].outputs[
                     by_name[producer].identifiers[output]]
@@ -321,32 +368,36 @@ def _move_into(outputs: Mapping[str, Artifact], execution: Path, kfp_outputs: Ma
         outputs[name].uri = os.fspath(target / relative[name])
 
 
-def run_node(ctmri_config: str, ctmri_node: str, ctmri_parameters: str,
+def _node(ctmri_node: str, ctmri_function: str, ctmri_parameters: str, ctmri_inputs: str,
+          outputs) -> Node:
+    """The node a task's constants describe (its resolvers rebuilt from their factories)."""
+    inputs: dict[str, str | Resolver] = {}
+    for name, source in json.loads(ctmri_inputs).items():
+        if isinstance(source, str):
+            inputs[name] = source
+        elif source.get("factory"):
+            path, kwargs = source["factory"]
+            inputs[name] = _import(path)(**kwargs)
+        else:
+            inputs[name] = Resolver(source["resolver"], lambda store, inputs: None)
+    return Node(ctmri_node, _import(ctmri_function), inputs, json.loads(ctmri_parameters),
+                tuple(name for name in outputs if name != EXECUTION_OUTPUT))
+
+
+def run_node(ctmri_node: str, ctmri_function: str, ctmri_parameters: str, ctmri_inputs: str,
              ctmri_code_version: str, *, inputs: Mapping, outputs: Mapping) -> None:
     """Run one node in a KFP task (called by the generated shim; see the module docstring).
 
     Args:
-        ctmri_config, ctmri_node, ctmri_parameters, ctmri_code_version: the task's constants.
+        ctmri_node, ctmri_function, ctmri_parameters, ctmri_inputs, ctmri_code_version: the
+            task's constants (:func:`task_constants`).
         inputs: ``{input name: kfp Input[Artifact]}``, the node's upstream inputs.
         outputs: ``{output name: kfp Output[Artifact]}`` and the ``ctmri_execution`` folder.
     """
     from ctmri_tf import console
-    from ctmri_tf.pipeline import config as pipeline_config
-    from ctmri_tf.pipeline.components import pipeline_nodes
 
     console.quiet()      # as every ctmri-tf entry point (CTMRI_VERBOSE=1 in the task: all)
-    config = pipeline_config.from_dict(json.loads(ctmri_config))
-    found = [node for node in pipeline_nodes(config) if node.name == ctmri_node]
-    if not found:
-        raise CtmriInputError(None, f"the installed ctmri-tf builds no pipeline node "
-                                    f"{ctmri_node!r} from this config: recompile the pipeline")
-    node = found[0]
-    parameters = json.loads(ctmri_parameters)
-    if parameters != _canonical(dict(node.parameters)):
-        raise CtmriInputError(None, f"{ctmri_node}: the installed ctmri-tf builds the "
-                                    f"parameters {_canonical(dict(node.parameters))}, the "
-                                    f"pipeline spec has {parameters}: recompile the pipeline "
-                                    f"with the image's ctmri-tf")
+    node = _node(ctmri_node, ctmri_function, ctmri_parameters, ctmri_inputs, outputs)
     resolved: dict[str, Artifact | None] = {}
     for name, source in node.inputs.items():
         if isinstance(source, Resolver):
@@ -359,12 +410,12 @@ def run_node(ctmri_config: str, ctmri_node: str, ctmri_parameters: str,
         resolved[name] = artifact
     for name, source in node.inputs.items():
         if isinstance(source, Resolver):
-            found_input = None if source.without_store is None else source.without_store(
+            found = None if source.without_store is None else source.without_store(
                 dict(resolved))
-            resolved[name] = found_input
+            resolved[name] = found
             print(f"{node.name}: input {name!r} ({source.name}): "
-                  f"{found_input if found_input is not None else 'none'}"
-                  f"{'' if source.without_store else ' (no resolver without a store)'}",
+                  f"{found if found is not None else 'none'}"
+                  f"{'' if source.without_store else ' (it cannot be resolved without a store)'}",
                   flush=True)
     execution = Path(outputs[EXECUTION_OUTPUT].path)
     if execution.exists():                 # a retried task: never mix two executions
@@ -374,7 +425,7 @@ def run_node(ctmri_config: str, ctmri_node: str, ctmri_parameters: str,
                            store=None, pipeline_root=None, runner=RUNNER)
     t0 = time.perf_counter()
     try:
-        result = node.function(ctx, dict(resolved), **parameters)
+        result = node.function(ctx, dict(resolved), **node.parameters)
         check_result(node, result)
     except BaseException:
         shutil.rmtree(execution, ignore_errors=True)

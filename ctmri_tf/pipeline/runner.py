@@ -56,11 +56,14 @@ class Resolver:
     or None (then the input is absent: ``inputs[name]`` is None).
 
     ``without_store(inputs)``, when set, resolves the same input where there is no store (a
-    Kubeflow task, :mod:`~ctmri_tf.pipeline.kubeflow`); without it such a runner passes None.
+    Kubeflow task, :mod:`~ctmri_tf.pipeline.kubeflow`), and ``factory``, ``("module:function",
+    {keyword arguments})``, rebuilds this resolver in another process (``function(**kwargs)``);
+    without both such a runner passes None.
     """
     name: str
     resolve: Callable[[MetadataStore, dict[str, Artifact | None]], Artifact | None]
     without_store: Callable[[dict[str, Artifact | None]], Artifact | None] | None = None
+    factory: tuple[str, Mapping[str, Any]] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
