@@ -451,3 +451,22 @@ def test_a_node_declaring_its_outputs_may_return_fewer_but_no_other(tmp_path):
     with pytest.raises(TypeError, match="returned the output.s. surprise its node does not "
                                         "declare .outputs: data, more."):
         runner.run([Node("Make", make, {}, {"extra": True}, ("data", "more"))], tmp_path)
+
+
+def test_the_pusher_does_not_push_a_model_already_in_the_serving_base_again(tmp_path):
+    from ctmri_tf.pipeline.runner import ExecutionContext
+
+    base = tmp_path / "serving"
+    _pushed_record(base / "stargan" / "1", pushed=10.0, fingerprint="m1", value=300.0)
+    (base / "stargan" / "1" / "saved_model.pb").write_text("fake")
+    out = tmp_path / "Pusher"
+    out.mkdir()
+    ctx = ExecutionContext(out, out, None, None, None, runner="kubeflow")
+    result = pusher(ctx, {"model": Model("/runs/1", {"experiment": "stargan",
+                                                     "fingerprint": "m1"}),
+                          "blessing": ModelBlessing("/b", {"blessed": True})},
+                    serving_base=str(base), model_name=None)
+    assert result.note == "already pushed: stargan version 1"
+    assert result.outputs["pushed_model"].uri == str(base / "stargan" / "1")
+    assert json.loads((out / "push.json").read_text())["reason"] == "already pushed"
+    assert sorted(p.name for p in (base / "stargan").iterdir()) == ["1"]

@@ -33,7 +33,9 @@ pipeline a :class:`~ctmri_tf.pipeline.config.PipelineConfig` describes::
 * **Pusher** (model, blessing): blessed: the registry's export (``experiments.get(name).export``)
   into ``<execution>/staging``, the version folder copied into a hidden temporary folder in
   ``<serving_base>/<name>/`` and renamed to the next free version, ``models.config``
-  regenerated; output ``pushed_model`` (:class:`PushedModel`). The version folder holds the
+  regenerated; output ``pushed_model`` (:class:`PushedModel`); a model already pushed there
+  (same fingerprint, e.g. re-evaluated by a runner without cache) is not pushed again: its
+  version is the output, note ``already pushed: <name> version <n>``. The version folder holds the
   pipeline record :data:`~ctmri_tf.pipeline.lineage.PIPELINE_INFO` (the store, execution and
   the PushedModel's properties, metric value included). Not blessed: no output, the note
   ``not pushed: <reasons>`` (also in ``push.json``).
@@ -543,6 +545,14 @@ def pusher(ctx: ExecutionContext, inputs: Mapping, *, serving_base: str,
     from ctmri_tf.export.saved_model import next_version, write_models_config
 
     experiment = model.properties["experiment"]
+    for earlier in pushed_versions(os.path.abspath(serving_base), model_name):
+        p = earlier.properties
+        if p.get("experiment") == experiment and p.get("model_fingerprint") == \
+                model.fingerprint and Path(earlier.uri, "saved_model.pb").is_file():
+            _write_json(ctx.output_dir / "push.json", {"pushed": False, "uri": earlier.uri,
+                                                       "reason": "already pushed", **p})
+            return ComponentResult({"pushed_model": earlier}, f"already pushed: "
+                                   f"{p.get('model_name')} version {p.get('version')}")
     staging = ctx.output_dir / "staging"
     versions = experiments.get(experiment).export(model.uri, staging, name=model_name)
     if len(versions) != 1:

@@ -28,7 +28,9 @@ to its KFP artifact's path (``<artifact path>/<its name>``: a Model's ``run/``, 
 ``statistics.json``...); one it put outside (ExampleGen's dataset, the Pusher's served version)
 stays where it is. Either way the KFP artifact's metadata ``ctmri_artifact`` holds our artifact
 as JSON (``type_name``, ``uri``, ``properties`` with the ``fingerprint``; JSON text, because
-KFP's metadata would turn integers into floats), and a downstream task rebuilds it from there.
+KFP's metadata would turn integers into floats), and a downstream task rebuilds it from there;
+the same JSON is the file ``ctmri_artifact.json`` in the KFP artifact's folder (which so always
+exists: KFP's local cache treats a missing artifact path as a deleted output).
 An output the component did not return (a Pusher that pushed nothing) has ``ctmri_artifact``
 ``null``; a task consuming it fails as the embedded runner does.
 
@@ -82,6 +84,8 @@ RUNNER = "kubeflow"
 EXECUTION_OUTPUT = "ctmri_execution"
 """Every task's extra output: the execution folder (``ctx.output_dir``)."""
 METADATA_KEY = "ctmri_artifact"
+ARTIFACT_FILE = "ctmri_artifact.json"
+"""Also in each output's KFP folder: the ``ctmri_artifact`` metadata, as a file."""
 CONSTANTS = ("ctmri_node", "ctmri_function", "ctmri_parameters", "ctmri_inputs",
              "ctmri_code_version")
 """Every task's constant (string) inputs, in the shim's order."""
@@ -339,7 +343,8 @@ def write_artifact(kfp_artifact, artifact: Artifact | None) -> None:
     """Carry ``artifact`` (None: absent) in ``kfp_artifact``'s metadata."""
     value = None if artifact is None else {"type_name": artifact.type_name, "uri": artifact.uri,
                                            "properties": artifact.properties}
-    kfp_artifact.metadata[METADATA_KEY] = json.dumps(value, sort_keys=True, allow_nan=False)
+    text = json.dumps(value, sort_keys=True, allow_nan=False)
+    kfp_artifact.metadata[METADATA_KEY] = text
     if artifact is not None:       # shown as they are in the KFP / Vertex AI UIs
         kfp_artifact.metadata["ctmri_type"] = artifact.type_name
         kfp_artifact.metadata["ctmri_uri"] = artifact.uri
@@ -438,6 +443,9 @@ def run_node(ctmri_node: str, ctmri_function: str, ctmri_parameters: str, ctmri_
     for name, kfp_artifact in outputs.items():
         if name != EXECUTION_OUTPUT:
             write_artifact(kfp_artifact, produced.get(name))
+            folder = Path(kfp_artifact.path)   # exists, or KFP's cache takes it for deleted
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / ARTIFACT_FILE).write_text(kfp_artifact.metadata[METADATA_KEY] + "\n")
     seconds = time.perf_counter() - t0
     outputs[EXECUTION_OUTPUT].metadata.update({
         "ctmri_node": node.name, "ctmri_note": result.note, "ctmri_seconds": round(seconds, 3),
