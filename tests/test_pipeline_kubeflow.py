@@ -246,6 +246,8 @@ def test_the_spec_runs_with_the_subprocess_runner_and_pushes_a_loadable_version(
     pushed = ours("pusher", "pushed_model")
     export = serving / "stargan" / "2"
     assert pushed.uri == str(export) and pushed.properties["version"] == 2
+    assert json.loads((run_dir / "pusher" / "pushed_model" / "ctmri_artifact.json").read_text()
+                      )["uri"] == str(export)        # the KFP artifact's folder says where
     assert (export / "saved_model.pb").is_file()
     record = json.loads((export / PIPELINE_INFO).read_text())
     assert record["runner"] == "kubeflow" and record["metadata"] is None

@@ -42,20 +42,23 @@ resolver input is compiled with KFP's caching off (its result depends on more th
 A component function must be importable by name (a module-level function): compiling refuses
 another.
 
-**Paths** are absolute (``pipeline_nodes`` makes the config's absolute, as the compiler's current
-folder sees them) and must mean
-the same in the tasks: a shared file system (on Vertex AI, e.g. ``/gcs/BUCKET/...`` paths) for
-the tfds data folder, the schema and the serving base. The image (``--image``, default
-:data:`DEFAULT_IMAGE`) must have ``ctmri-tf[kfp]`` installed: nothing is pip-installed when a
-task starts (``install_kfp_package=False``, no ``packages_to_install``).
+**Paths** are absolute (``pipeline_nodes`` makes the config's absolute, as the compiler's
+current folder sees them) and must mean the same in the tasks: a shared file system (on Vertex
+AI, e.g. ``/gcs/BUCKET/...`` paths) for the tfds data folder, the schema and the serving base.
+The image (``--image``, default :data:`DEFAULT_IMAGE`) must have ``ctmri-tf[kfp]`` installed:
+nothing is pip-installed when a task starts (``install_kfp_package=False``, no
+``packages_to_install``).
 
 Unlike the embedded runner there is no ``metadata.sqlite`` (KFP records executions and artifacts
 in its own ML Metadata; ``config.pipeline_root`` is unused: KFP writes under the pipeline root
-given when the run is submitted), caching is KFP's (keyed on the component, image and inputs:
-the upstream artifacts' uris and metadata, the parameters and the code version; unlike the
-embedded runner's it does not check that a cached output, e.g. a served version, still exists),
-and
-``ctmri pipeline lineage`` cannot follow a version a Kubeflow run pushed (its record says so).
+given when the run is submitted) and ``ctmri pipeline lineage`` cannot follow a version a
+Kubeflow run pushed (its record says so). Caching is KFP's: keyed on the component, image and
+inputs (the constants above and the upstream artifacts' uris and metadata); unlike the embedded
+runner's it does not check that a cached output (a served version) still exists, and the
+Evaluator, which reads the serving base, is never cached, so a rerun evaluates again (the Pusher
+then does not push the same model twice: ``already pushed``). In a local rerun with
+``kfp.local.init(enable_caching=True)`` everything but the Evaluator and the Pusher was cached
+(6 s instead of 36 s).
 """
 from __future__ import annotations
 
