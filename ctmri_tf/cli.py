@@ -381,14 +381,45 @@ def _pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     lineage.add_argument("--metadata", type=Path, metavar="STORE",
                          help="the metadata store (default: the one the Pusher recorded in "
                               "EXPORT_DIR/assets.extra/ctmri_pipeline.json)")
+    compile_ = actions.add_parser(
+        "compile", help="write the Kubeflow Pipelines / Vertex AI pipeline spec of a config",
+        description="Compile the same components into a Kubeflow Pipelines (v2) pipeline spec: "
+                    "one lightweight Python component per component of the pipeline, running "
+                    "the installed ctmri_tf in the image (nothing is installed when a task "
+                    "starts). Paths of the config are made absolute and must mean the same in "
+                    "the tasks (a shared file system). Needs the kfp extra: pip install "
+                    "'ctmri-tf[kfp]'.")
+    compile_.add_argument("--config", type=Path, required=True, metavar="FILE",
+                          help="pipeline config YAML, e.g. ctmri_tf/pipeline/configs/demo.yaml")
+    compile_.add_argument("--output", type=Path, required=True, metavar="SPEC",
+                          help="the pipeline spec to write: .yaml (KFP's format) or .json "
+                               "(deprecated by KFP, still read by Vertex AI)")
+    compile_.add_argument("--image", default="python:3.11", metavar="IMAGE",
+                          help="the components' base image; it must have ctmri-tf[kfp] "
+                               "installed (default: %(default)s, which has not: build one "
+                               "FROM it)")
+    compile_.add_argument("--no-cache", dest="cache", action="store_false",
+                          help="turn Kubeflow's caching off for every task (tasks that read "
+                               "the serving base always have it off)")
 
 
 @command("pipeline", help="train, validate, evaluate and push through the pipeline "
-                          "(run, lineage)", arguments=_pipeline_arguments)
+                          "(run, lineage, compile)", arguments=_pipeline_arguments)
 def _pipeline(args: argparse.Namespace) -> int:
     """ctmri pipeline run --config FILE: run the TFX-style pipeline of FILE in this process,
     one line per component (executed or cached, seconds, outputs). ctmri pipeline lineage
-    EXPORT_DIR: the executions behind a pushed export, back to the dataset."""
+    EXPORT_DIR: the executions behind a pushed export, back to the dataset. ctmri pipeline
+    compile --config FILE --output SPEC: the same components as a Kubeflow Pipelines / Vertex
+    AI pipeline spec."""
+    if args.pipeline_command == "compile":
+        from ctmri_tf.pipeline import config as pipeline_config
+        from ctmri_tf.pipeline.kubeflow import compile_pipeline
+
+        config = pipeline_config.load(args.config)
+        path = compile_pipeline(config, args.output, image=args.image, enable_cache=args.cache)
+        print(f"wrote the Kubeflow pipeline spec of {config.name} to {path} (image "
+              f"{args.image})")
+        return 0
     if args.pipeline_command == "lineage":
         from ctmri_tf.pipeline.lineage import lineage, store_for_export
         from ctmri_tf.pipeline.metadata import MetadataStore

@@ -12,8 +12,8 @@ imported. Without ``--verbose`` it hides what a user cannot act on:
   removed from the process's native standard error (file descriptor 2, filtered line by line
   by a thread; see :data:`NATIVE_NOISE`). Every other native line passes through unchanged;
   Python's own ``sys.stderr`` (progress bars, warnings, tracebacks) bypasses the filter.
-* deprecation warnings raised inside tensorflow-datasets, Keras, TensorFlow and absl
-  (e.g. ``FeatureConnector.dtype is deprecated``), and TensorFlow's and absl's Python INFO /
+* deprecation warnings raised inside tensorflow-datasets, Keras, TensorFlow, absl and kfp
+  (e.g. ``FeatureConnector.dtype is deprecated``, kfp's "Compiling to JSON is deprecated"), and TensorFlow's and absl's Python INFO /
   WARNING logs. ctmri-tf's own warnings (:class:`ctmri_tf.errors.CtmriInputWarning` and
   ``UserWarning``\\ s about the user's data) are never hidden.
 
@@ -50,7 +50,7 @@ _PYTHON_NOISE = (
     # (message regex, category, module regex)
     (r".*is deprecated", DeprecationWarning, r"(tensorflow_datasets|keras|tensorflow|absl|"
                                              r"keras_cv|tf_keras|google|jax|pkg_resources)"),
-    (r".*", DeprecationWarning, r"(tensorflow_datasets|keras_cv|absl|google\.protobuf)"),
+    (r".*", DeprecationWarning, r"(tensorflow_datasets|keras_cv|absl|google\.protobuf|kfp)"),
     (r".*FeatureConnector\.dtype is deprecated.*", Warning, r".*"),
     (r".*np\.find_common_type is deprecated.*", Warning, r".*"),
 )

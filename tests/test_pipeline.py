@@ -427,7 +427,76 @@ def test_importing_the_pipeline_and_its_command_imports_no_tensorflow():
     import subprocess
     import sys
     code = ("import sys, ctmri_tf.pipeline.components, ctmri_tf.pipeline.lineage, ctmri_tf.cli\n"
-            "print('tensorflow' in sys.modules)")
+            "import ctmri_tf.pipeline.kubeflow\n"
+            "print('tensorflow' in sys.modules or 'kfp' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1], timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+# ----------------------------------------------------------------------------- without a store
+
+def _pushed_record(folder, *, pushed, fingerprint, value, name="stargan", experiment="stargan"):
+    (folder / "assets.extra").mkdir(parents=True)
+    (folder / PIPELINE_INFO).write_text(json.dumps({
+        "runner": "kubeflow", "metadata": None, "pushed": pushed, "pushed_model": {
+            "serving_base": str(folder.parent.parent), "model_name": name,
+            "version": int(folder.name), "experiment": experiment, "value": value,
+            "model_fingerprint": fingerprint, "metric": "mae"}}))
+
+
+def test_without_a_store_the_pushed_model_is_read_back_from_the_serving_base(tmp_path):
+    from ctmri_tf.pipeline.components import pushed_model_resolver, pushed_versions
+
+    base = tmp_path / "serving"
+    _pushed_record(base / "stargan" / "1", pushed=10.0, fingerprint="m1", value=300.0)
+    _pushed_record(base / "stargan" / "2", pushed=20.0, fingerprint="m2", value=200.0)
+    _pushed_record(base / "cyclegan" / "1", pushed=30.0, fingerprint="c1", value=100.0,
+                   name="cyclegan", experiment="cyclegan")
+    (base / "stargan" / "3").mkdir()                       # exported by hand: no record
+    assert [(p.properties["model_name"], p.properties["version"])
+            for p in pushed_versions(base)] == [("cyclegan", 1), ("stargan", 2), ("stargan", 1)]
+    assert [p.uri for p in pushed_versions(base, "stargan")] == [
+        str(base / "stargan" / "2"), str(base / "stargan" / "1")]
+    assert pushed_versions(tmp_path / "nothing") == []
+    resolve = pushed_model_resolver(str(base), None).without_store
+    stargan = Model("/runs/new", {"experiment": "stargan", "fingerprint": "new"})
+    found = resolve({"model": stargan})                    # newest of the model's experiment
+    assert found.uri == str(base / "stargan" / "2") and found.properties["value"] == 200.0
+    again = Model("/runs/m2", {"experiment": "stargan", "fingerprint": "m2"})
+    assert resolve({"model": again}).properties["version"] == 1    # not its own push
+    assert pushed_model_resolver(str(base), "cyclegan").without_store(
+        {"model": stargan}).properties["model_name"] == "cyclegan"
+    assert pushed_model_resolver(str(tmp_path / "empty"), None).without_store(
+        {"model": stargan}) is None
+
+
+def test_a_node_declaring_its_outputs_may_return_fewer_but_no_other(tmp_path):
+    def make(ctx, inputs, *, extra):
+        outputs = {"data": Examples(str(ctx.output_dir))}
+        if extra:
+            outputs["surprise"] = Examples(str(ctx.output_dir))
+        return ComponentResult(outputs)
+    runner.run([Node("Make", make, {}, {"extra": False}, ("data", "more"))], tmp_path)
+    with pytest.raises(TypeError, match="returned the output.s. surprise its node does not "
+                                        "declare .outputs: data, more."):
+        runner.run([Node("Make", make, {}, {"extra": True}, ("data", "more"))], tmp_path)
+
+
+def test_the_pusher_does_not_push_a_model_already_in_the_serving_base_again(tmp_path):
+    from ctmri_tf.pipeline.runner import ExecutionContext
+
+    base = tmp_path / "serving"
+    _pushed_record(base / "stargan" / "1", pushed=10.0, fingerprint="m1", value=300.0)
+    (base / "stargan" / "1" / "saved_model.pb").write_text("fake")
+    out = tmp_path / "Pusher"
+    out.mkdir()
+    ctx = ExecutionContext(out, out, None, None, None, runner="kubeflow")
+    result = pusher(ctx, {"model": Model("/runs/1", {"experiment": "stargan",
+                                                     "fingerprint": "m1"}),
+                          "blessing": ModelBlessing("/b", {"blessed": True})},
+                    serving_base=str(base), model_name=None)
+    assert result.note == "already pushed: stargan version 1"
+    assert result.outputs["pushed_model"].uri == str(base / "stargan" / "1")
+    assert json.loads((out / "push.json").read_text())["reason"] == "already pushed"
+    assert sorted(p.name for p in (base / "stargan").iterdir()) == ["1"]

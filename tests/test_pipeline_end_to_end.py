@@ -13,8 +13,10 @@ from ctmri_tf.export.saved_model import model_versions, read_export_info
 from ctmri_tf.pipeline import config as pipeline_config
 from ctmri_tf.pipeline import runner
 from ctmri_tf.pipeline.components import run_pipeline
+from ctmri_tf.pipeline.lineage import PIPELINE_INFO
 from ctmri_tf.pipeline.metadata import MetadataStore
 from dataset_fixtures import tiny_dataset  # noqa: F401  (session fixture)
+from pipeline_fixtures import write_tiny_pipeline_config
 
 COMPONENTS = ["ExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Trainer",
               "Evaluator", "Pusher"]
@@ -30,21 +32,11 @@ def timings(result):
 
 def test_a_one_step_model_is_evaluated_not_pushed_cached_on_rerun_and_pushed_when_blessed(
         tiny_dataset, tmp_path, capsys):
-    config_name, data_dir = tiny_dataset
+    config_name, _ = tiny_dataset
     serving = tmp_path / "serving"
-    yaml_file = tmp_path / "pipeline.yaml"
-    yaml_file.write_text(f"""
-name: e2e
-pipeline_root: {tmp_path / "root"}
-dataset: {{config: {config_name}, data_dir: {data_dir}}}
-trainer:
-  experiment: stargan
-  preset: smoke
-  steps: 1
-  overrides: {{data.validation_batches: 0}}
-evaluator: {{batch_size: 8, grid_subjects: 1}}
-pusher: {{serving_base: {serving}}}
-""")
+    yaml_file = write_tiny_pipeline_config(tmp_path / "pipeline.yaml",
+                                           pipeline_root=tmp_path / "root",
+                                           dataset=tiny_dataset, serving_base=serving)
     assert cli.main(["pipeline", "run", "--config", str(yaml_file)]) == 0
     printed = [line for line in capsys.readouterr().out.splitlines()
                if line.split()[:1] and line.split()[0] in COMPONENTS + ["pipeline"]]
@@ -90,6 +82,10 @@ pusher: {{serving_base: {serving}}}
     assert model_versions(serving / "stargan") == [1]
     assert f'base_path: "{serving / "stargan"}"' in (serving / "models.config").read_text()
     assert read_export_info(export)["data_card"]["dataset"] == f"ctmri/{config_name}"
+    record = json.loads((export / PIPELINE_INFO).read_text())      # what Kubeflow reads back
+    assert record["runner"] == "embedded" and record["pushed_model"]["version"] == 1
+    assert record["pushed_model"]["value"] == pushed.by_component()["Evaluator"].outputs[
+        "blessing"].properties["value"]
     assert "serving_default" in tf.saved_model.load(str(export)).signatures
     # its own push is not the bar a rerun must beat: still fully cached
     assert set(states(run_pipeline(lenient)).values()) == {"CACHED"}

@@ -31,13 +31,18 @@ there are several, as in ``make demo``).
   segmentation model Dice / mean IoU; for the classifier accuracy) on ``split`` into
   ``<execution>/evaluation``; the blessing (:func:`blessing_decision`) into
   ``<execution>/blessing``. ``pushed_model`` is resolved from the store
-  (:func:`pushed_model_resolver`): the newest PushedModel of this serving base and model name
-  pushed from another model, still on disk; its recorded metric is the bar to beat. Outputs
+  (:func:`pushed_model_resolver`; under Kubeflow, from the Pusher's records in the serving
+  base): the newest PushedModel of this serving base and model name pushed from another model,
+  still on disk; its recorded metric is the bar to beat. Outputs
   ``evaluation`` (:class:`ModelEvaluation`) and ``blessing`` (:class:`ModelBlessing`).
 * **Pusher** (model, blessing): blessed: the registry's export (``experiments.get(name).export``)
   into ``<execution>/staging``, the version folder copied into a hidden temporary folder in
   ``<serving_base>/<name>/`` and renamed to the next free version, ``models.config``
-  regenerated; output ``pushed_model`` (:class:`PushedModel`). Not blessed: no output, the note
+  regenerated; output ``pushed_model`` (:class:`PushedModel`); a model already pushed there
+  (same fingerprint, e.g. re-evaluated by a runner without cache) is not pushed again: its
+  version is the output, note ``already pushed: <name> version <n>``. The version folder holds the
+  pipeline record :data:`~ctmri_tf.pipeline.lineage.PIPELINE_INFO` (the store, execution and
+  the PushedModel's properties, metric value included). Not blessed: no output, the note
   ``not pushed: <reasons>`` (also in ``push.json``).
 
 TensorFlow is imported inside the components that need it, not by this module.
@@ -48,6 +53,7 @@ import json
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -444,29 +450,72 @@ def evaluator(ctx: ExecutionContext, inputs: Mapping, *, split: str, reference_s
     return ComponentResult({"evaluation": evaluation, "blessing": blessing}, note)
 
 
+def _competes(pushed: PushedModel, *, base: str, model_name: str | None,
+              model: Model | None) -> bool:
+    """Whether ``pushed`` is the bar for ``model`` (see :func:`pushed_model_resolver`)."""
+    p = pushed.properties
+    if p.get("serving_base") != base or not Path(pushed.uri).is_dir():
+        return False
+    if model_name is not None and p.get("model_name") != model_name:
+        return False
+    if model is not None and model_name is None and p.get("experiment") != \
+            model.properties.get("experiment"):
+        return False
+    return model is None or p.get("model_fingerprint") != model.fingerprint
+
+
+def pushed_versions(serving_base: str | os.PathLike,
+                    model_name: str | None = None) -> list[PushedModel]:
+    """The versions of ``serving_base`` (of ``model_name``; None: of every model) that a
+    pipeline pushed, read back from the record the Pusher writes into each
+    (:data:`~ctmri_tf.pipeline.lineage.PIPELINE_INFO`, its ``pushed_model`` properties),
+    newest push first. Versions without a record (exported by hand, or pushed before the
+    record held the properties) are left out."""
+    from ctmri_tf.export.saved_model import model_versions
+
+    base = Path(serving_base)
+    names = [model_name] if model_name is not None else sorted(
+        child.name for child in base.iterdir() if child.is_dir()) if base.is_dir() else []
+    found = []
+    for name in names:
+        for version in model_versions(base / name):
+            folder = base / name / str(version)
+            try:
+                record = json.loads((folder / PIPELINE_INFO).read_text())
+                properties = dict(record["pushed_model"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            found.append((float(record.get("pushed") or 0.0), version,
+                          PushedModel(os.fspath(folder), properties)))
+    found.sort(key=lambda entry: entry[:2], reverse=True)
+    return [pushed for _, _, pushed in found]
+
+
 def pushed_model_resolver(serving_base: str, model_name: str | None) -> Resolver:
-    """The newest recorded PushedModel of ``serving_base`` (and ``model_name``; None: any of
-    the model's experiment) whose folder still exists and that was pushed from another model
-    than the node's ``model`` input (a rerun does not compete with its own earlier push)."""
+    """The newest PushedModel of ``serving_base`` (and ``model_name``; None: any of the
+    model's experiment) whose folder still exists and that was pushed from another model than
+    the node's ``model`` input (a rerun does not compete with its own earlier push).
+
+    With the store (embedded runner): the newest recorded PushedModel artifact. Without
+    (Kubeflow): the newest version of the serving base whose Pusher record
+    (:func:`pushed_versions`) passes the same test, so it may also be one another pipeline
+    pushed into the same serving base."""
     base = os.path.abspath(serving_base)
 
     def resolve(store, inputs):
-        model = inputs.get("model")
         for artifact in store.artifacts_of_type(PushedModel.type_name):
-            p = artifact.properties
-            if p.get("serving_base") != base or not Path(artifact.uri).is_dir():
-                continue
-            if model_name is not None and p.get("model_name") != model_name:
-                continue
-            if model is not None and model_name is None and p.get("experiment") != \
-                    model.properties.get("experiment"):
-                continue
-            if model is not None and p.get("model_fingerprint") == model.fingerprint:
-                continue
-            return artifact
+            if _competes(artifact, base=base, model_name=model_name, model=inputs.get("model")):
+                return artifact
         return None
 
-    return Resolver("latest PushedModel", resolve)
+    def without_store(inputs):
+        for pushed in pushed_versions(base, model_name):
+            if _competes(pushed, base=base, model_name=model_name, model=inputs.get("model")):
+                return pushed
+        return None
+
+    return Resolver("latest PushedModel", resolve, without_store, factory=(
+        f"{__name__}:pushed_model_resolver", {"serving_base": base, "model_name": model_name}))
 
 
 # ----------------------------------------------------------------------------- Pusher
@@ -483,6 +532,14 @@ def pusher(ctx: ExecutionContext, inputs: Mapping, *, serving_base: str,
     from ctmri_tf.export.saved_model import next_version, write_models_config
 
     experiment = model.properties["experiment"]
+    for earlier in pushed_versions(os.path.abspath(serving_base), model_name):
+        p = earlier.properties
+        if p.get("experiment") == experiment and p.get("model_fingerprint") == \
+                model.fingerprint and Path(earlier.uri, "saved_model.pb").is_file():
+            _write_json(ctx.output_dir / "push.json", {"pushed": False, "uri": earlier.uri,
+                                                       "reason": "already pushed", **p})
+            return ComponentResult({"pushed_model": earlier}, f"already pushed: "
+                                   f"{p.get('model_name')} version {p.get('version')}")
     staging = ctx.output_dir / "staging"
     versions = experiments.get(experiment).export(model.uri, staging, name=model_name)
     if len(versions) != 1:
@@ -495,20 +552,24 @@ def pusher(ctx: ExecutionContext, inputs: Mapping, *, serving_base: str,
     model_dir.mkdir(parents=True, exist_ok=True)
     version = next_version(model_dir)
     target = model_dir / str(version)
-    record = {"metadata": os.fspath(ctx.store.path), "pipeline_root": os.fspath(ctx.pipeline_root),
-              "execution_id": ctx.execution_id, "model": model.uri}
-    (staged / PIPELINE_INFO).parent.mkdir(parents=True, exist_ok=True)
-    _write_json(staged / PIPELINE_INFO, record)
-    with atomic_output(target, directory=True) as tmp:   # hidden name: TF Serving ignores it
-        shutil.copytree(staged, tmp, dirs_exist_ok=True)
-    write_models_config(base)
-    shutil.rmtree(staging)
     properties = {"serving_base": os.fspath(base), "model_name": name, "version": version,
                   "experiment": experiment, "model_fingerprint": model.fingerprint,
                   **{k: blessing.properties.get(k) for k in ("metric", "direction", "region",
                                                               "value")}}
     properties["fingerprint"] = sha256_bytes(json.dumps(
         [os.fspath(target), model.fingerprint]).encode())
+    record = {"runner": ctx.runner,
+              "metadata": None if ctx.store is None else os.fspath(ctx.store.path),
+              "pipeline_root": None if ctx.pipeline_root is None else os.fspath(
+                  ctx.pipeline_root),
+              "execution_id": ctx.execution_id, "execution_dir": os.fspath(ctx.final_dir),
+              "model": model.uri, "pushed": time.time(), "pushed_model": properties}
+    (staged / PIPELINE_INFO).parent.mkdir(parents=True, exist_ok=True)
+    _write_json(staged / PIPELINE_INFO, record)
+    with atomic_output(target, directory=True) as tmp:   # hidden name: TF Serving ignores it
+        shutil.copytree(staged, tmp, dirs_exist_ok=True)
+    write_models_config(base)
+    shutil.rmtree(staging)
     _write_json(ctx.output_dir / "push.json", {"pushed": True, "uri": os.fspath(target),
                                                **properties})
     return ComponentResult({"pushed_model": PushedModel(os.fspath(target), properties)},
@@ -528,14 +589,17 @@ def pipeline_nodes(config: PipelineConfig) -> list[Node]:
     validator = config.validator
     nodes = [
         Node("ExampleGen", example_gen, {}, {"config": config.dataset.config,
-                                             "data_dir": _absolute(config.dataset.data_dir)}),
-        Node("StatisticsGen", statistics_gen, {"examples": "ExampleGen.examples"}),
+                                             "data_dir": _absolute(config.dataset.data_dir)},
+             ("examples",)),
+        Node("StatisticsGen", statistics_gen, {"examples": "ExampleGen.examples"}, {},
+             ("statistics",)),
         Node("SchemaGen", schema_gen, {"statistics": "StatisticsGen.statistics"}, {
             "schema_file": _absolute(validator.schema), "schema_sha256": config.schema_sha256(),
             "require_paired": validator.require_paired,
-            "ct_hu_limits": list(validator.ct_hu_limits)}),
+            "ct_hu_limits": list(validator.ct_hu_limits)}, ("schema",)),
         Node("ExampleValidator", example_validator, {"statistics": "StatisticsGen.statistics",
-                                                     "schema": "SchemaGen.schema"}),
+                                                     "schema": "SchemaGen.schema"}, {},
+             ("anomalies",)),
     ]
     serving_base = os.path.abspath(config.pusher.serving_base)
     for spec, suffix in zip(config.model_specs(), config.node_suffixes()):
@@ -545,7 +609,7 @@ def pipeline_nodes(config: PipelineConfig) -> list[Node]:
             Node(names["Trainer"], trainer, {"examples": "ExampleGen.examples",
                                              "anomalies": "ExampleValidator.anomalies"}, {
                 "experiment": train.experiment, "preset": train.preset, "steps": train.steps,
-                "overrides": dict(train.overrides)}),
+                "overrides": dict(train.overrides)}, ("model",)),
             Node(names["Evaluator"], evaluator, {
                 "examples": "ExampleGen.examples", "model": f"{names['Trainer']}.model",
                 "pushed_model": pushed_model_resolver(serving_base, spec.model_name)}, {
@@ -553,10 +617,11 @@ def pipeline_nodes(config: PipelineConfig) -> list[Node]:
                 "batch_size": ev.batch_size, "metric": ev.metric, "direction": ev.direction,
                 "region": ev.region, "beat_baselines": list(ev.beat_baselines),
                 "beat_pushed": ev.beat_pushed, "threshold": ev.threshold,
-                "grid_subjects": ev.grid_subjects}),
+                "grid_subjects": ev.grid_subjects}, ("evaluation", "blessing")),
             Node(names["Pusher"], pusher, {"model": f"{names['Trainer']}.model",
                                            "blessing": f"{names['Evaluator']}.blessing"}, {
-                "serving_base": serving_base, "model_name": spec.model_name}),
+                "serving_base": serving_base, "model_name": spec.model_name},
+                 ("pushed_model",)),
         ]
     return nodes
 

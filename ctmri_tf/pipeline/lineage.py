@@ -20,8 +20,12 @@ from ctmri_tf.pipeline.metadata import MetadataStore
 
 PIPELINE_INFO = "assets.extra/ctmri_pipeline.json"
 """Written by Pusher into each pushed version folder (TF Serving ignores ``assets.extra``):
-``{"metadata": <store path>, "pipeline_root": ..., "execution_id": ...}``, how
-``ctmri pipeline lineage EXPORT_DIR`` finds the store."""
+``{"runner": "embedded" | "kubeflow", "metadata": <store path>, "pipeline_root": ...,
+"execution_id": ..., "execution_dir": ..., "model": <Model uri>, "pushed": <Unix time>,
+"pushed_model": <the PushedModel's properties>}``: how ``ctmri pipeline lineage EXPORT_DIR``
+finds the store, and how a runner without the store finds the pushed model's metric
+(``components.pushed_versions``). Under Kubeflow ``metadata``, ``pipeline_root`` and
+``execution_id`` are null (the lineage is in Kubeflow's metadata)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +86,13 @@ def store_for_export(export_dir: str | os.PathLike) -> Path:
         raise CtmriInputError(export_dir, f"has no {PIPELINE_INFO}: it was not pushed by "
                                           f"ctmri pipeline run; pass --metadata STORE")
     try:
-        return Path(json.loads(path.read_text())["metadata"])
+        record = json.loads(path.read_text())
+        store = record["metadata"]
     except (ValueError, KeyError, TypeError) as err:
         raise CtmriInputError(path, f"is not a pipeline record ({err})") from None
+    if store is None:
+        raise CtmriInputError(export_dir, f"was pushed by a {record.get('runner')} pipeline run "
+                                          f"(execution {record.get('execution_dir')}): its "
+                                          f"lineage is in that runner's metadata, not in a "
+                                          f"ctmri store")
+    return Path(store)

@@ -53,9 +53,17 @@ from ctmri_tf.pipeline.metadata import MetadataStore
 class Resolver:
     """An input taken from the store rather than from an upstream node: ``resolve(store,
     inputs)`` gets the node's other, already resolved, inputs and returns a recorded artifact
-    or None (then the input is absent: ``inputs[name]`` is None)."""
+    or None (then the input is absent: ``inputs[name]`` is None).
+
+    ``without_store(inputs)``, when set, resolves the same input where there is no store (a
+    Kubeflow task, :mod:`~ctmri_tf.pipeline.kubeflow`), and ``factory``, ``("module:function",
+    {keyword arguments})``, rebuilds this resolver in another process (``function(**kwargs)``);
+    without both such a runner passes None.
+    """
     name: str
     resolve: Callable[[MetadataStore, dict[str, Artifact | None]], Artifact | None]
+    without_store: Callable[[dict[str, Artifact | None]], Artifact | None] | None = None
+    factory: tuple[str, Mapping[str, Any]] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,13 +74,19 @@ class Node:
         name: the component's name (TFX's: ``ExampleGen``, ``Trainer``...), unique in the
             pipeline; its executions go to ``<pipeline_root>/<name>/<execution id>/``.
         function: ``function(ctx, inputs, **parameters) -> ComponentResult``.
-        inputs: ``{input name: "Producer.output" | Resolver}``.
+        inputs: ``{input name: "Producer.output" | Resolver}`` (split at the last dot: a
+            producer may be named ``Trainer.segmentation``, an output has no dot).
         parameters: JSON-serialisable keyword arguments (part of the cache key).
+        outputs: the names of the outputs the component may return (it may return fewer,
+            e.g. a Pusher that pushes nothing). Empty: undeclared, anything goes. A runner that
+            must declare outputs before running (Kubeflow) needs them; when declared, this
+            runner refuses a component returning another one.
     """
     name: str
     function: Callable[..., "ComponentResult"]
     inputs: Mapping[str, str | Resolver] = dataclasses.field(default_factory=dict)
     parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    outputs: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -87,12 +101,14 @@ class ComponentResult:
 class ExecutionContext:
     """Handed to a component: where to write (``output_dir``, empty, renamed to
     ``final_dir`` when the component returns), its execution id, the store (read only, for
-    components that look up earlier results) and the pipeline root."""
+    components that look up earlier results) and the pipeline root. ``runner`` names the
+    runner; under ``"kubeflow"`` there is no store, execution id nor pipeline root (None)."""
     output_dir: Path
     final_dir: Path
-    execution_id: int
-    store: MetadataStore
-    pipeline_root: Path
+    execution_id: int | None
+    store: MetadataStore | None
+    pipeline_root: Path | None
+    runner: str = "embedded"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,6 +219,17 @@ def topological_order(nodes: list[Node]) -> list[Node]:
 
 # ----------------------------------------------------------------------------- running
 
+def check_result(node: Node, result: Any) -> None:
+    """Raise TypeError unless ``result`` is a ComponentResult with only declared outputs
+    (when ``node.outputs`` declares them)."""
+    if not isinstance(result, ComponentResult):
+        raise TypeError(f"{node.name} returned {type(result).__name__}, not a ComponentResult")
+    undeclared = sorted(set(result.outputs) - set(node.outputs)) if node.outputs else []
+    if undeclared:
+        raise TypeError(f"{node.name} returned the output(s) {', '.join(undeclared)} its node "
+                        f"does not declare (outputs: {', '.join(node.outputs)})")
+
+
 def _relocate(artifact: Artifact, tmp: Path, final: Path) -> None:
     uri = Path(artifact.uri)
     try:
@@ -303,9 +330,7 @@ def _execute(node: Node, store: MetadataStore, root: Path, pipeline: str, run_id
         ctx = ExecutionContext(output_dir=tmp, final_dir=final, execution_id=execution_id,
                                store=store, pipeline_root=root)
         result = node.function(ctx, dict(inputs), **parameters)
-        if not isinstance(result, ComponentResult):
-            raise TypeError(f"{node.name} returned {type(result).__name__}, not a "
-                            f"ComponentResult")
+        check_result(node, result)
         os.replace(tmp, final)
     except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
