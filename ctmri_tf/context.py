@@ -77,3 +77,21 @@ def tf_stack_neighbours(volume, k: int):
     index = tf.clip_by_value(tf.range(count)[:, None] + offsets[None, :], 0, count - 1)
     stacked = tf.gather(volume, index)                  # (S, k, H, W)
     return tf.transpose(stacked, [0, 2, 3, 1])
+
+
+def centre_slice(images):
+    """The centre slice ``(B, H, W, 1)`` of stacks ``(B, H, W, k)`` (a tensor; k odd, k = 1:
+    itself). Units unchanged."""
+    c = centre_channel(images.shape[-1])
+    return images[..., c:c + 1]
+
+
+def flat_context(images, k: int):
+    """Single slices ``(B, H, W, 1)`` tensor as a k-slice input, every channel the slice itself
+    (the trainers' cycle passes feed a translation this way); ``(B, H, W, k)`` stacks pass
+    through. Units unchanged (model space [-1, 1])."""
+    import tensorflow as tf
+
+    if k == 1 or images.shape[-1] == k:
+        return images
+    return tf.repeat(images, k, axis=-1)

@@ -37,7 +37,12 @@ Pipeline (:func:`translate_file`; :func:`translate_volume` is steps 3-6 on an in
    input grid (:func:`ctmri_tf.tiling.predict_physical`). When the models do not record their
    training spacing (exports and run folders from before it was recorded) each batch is instead
    resized (bilinear, antialiased) to the image size and back, whatever its pixel spacing, with
-   a warning (once per :class:`ModelSet`);
+   a warning (once per :class:`ModelSet`). A 2.5-D generator (:meth:`ModelSet.context_slices`
+   k = 3 or 5: a run's ``model.context_slices``, an export's ``context_slices`` in
+   ``assets.extra/ctmri_export.json``; 1 when neither records it) is fed each slice with its
+   neighbours as k channels (:func:`ctmri_tf.context.stack_neighbours`, replicate padding at
+   the volume's ends, as in training), resampled and tiled together, and gives the centre
+   slice;
 6. back to physical units: CT output in HU (``unit_to_ct``, [-1024, 3000]); MRI output as the
    *scaled MR signal* [0, 1] (:data:`TRANSLATED_MRI_RANGE`: MRI has no absolute scale; -1 -> 0,
    +1 -> 1, the same convention as the SavedModels' ``translate`` signature). Outside the body
@@ -88,6 +93,7 @@ import pydicom
 from tqdm.auto import tqdm
 
 from ctmri_tf import intensity, tiling
+from ctmri_tf.context import check_context_slices, stack_neighbours
 from ctmri_tf.atomic import atomic_output, check_output_path
 from ctmri_tf.body_mask import body_mask
 from ctmri_tf.data_card import DataCard, OutOfDistributionWarning, compare, describe
@@ -322,6 +328,25 @@ class ModelSet:
         return None if recorded is None else _spacing(recorded, self.folder,
                                                       "training_pixel_spacing_mm")
 
+    def context_slices(self) -> int:
+        """Slices the translation generator takes as channels: a run's
+        ``model.context_slices``, an export's ``context_slices`` (the first translation export
+        that records it, as :meth:`pixel_spacing`), else 1 (2-D; exports from before 2.5-D
+        models).
+
+        Raises:
+            CtmriInputError: an export records a value other than 1, 3 or 5.
+        """
+        if self.is_run:
+            return int(self.run_config.model.context_slices)
+        recorded = self._exported_training_value("context_slices")
+        if recorded is None:
+            return 1
+        try:
+            return check_context_slices(recorded, "context_slices")
+        except CtmriInputError as error:
+            raise CtmriInputError(self.folder, f"translation export: {error.problem}") from None
+
     def _exported_training_size(self) -> tuple[int, int] | None:
         """The ``training_image_size`` recorded with the newest translation export (StarGAN,
         else CycleGAN MRI->CT, else CT->MRI), or None (older exports do not record it)."""
@@ -479,7 +504,8 @@ class ModelSet:
 
     # ------------------------------------------------------------------ running
     def translate_unit(self, images_unit: np.ndarray, source: str, target: str) -> np.ndarray:
-        """Translate a batch ``(B, H, W, 1)`` in [-1, 1] (H, W multiples of 4) -> same shape."""
+        """Translate a batch ``(B, H, W, k)`` in [-1, 1] (H, W multiples of 4; ``k`` =
+        :meth:`context_slices`, each slice with its neighbours) -> ``(B, H, W, 1)``."""
         out = self._translator(source, target)(np.asarray(images_unit, np.float32))
         return np.asarray(out, np.float32)
 
@@ -627,7 +653,8 @@ def _in_plane_spacing(volume: Volume) -> tuple[float, float]:
 
 def _translate_slices(unit: np.ndarray, volume: Volume, models: ModelSet, source: str,
                       target: str, batch_size: int) -> np.ndarray:
-    """Step 5 on a batch ``(B, H, W, 1)`` in [-1, 1] of ``volume``'s slices -> the same shape: at
+    """Step 5 on a batch ``(B, H, W, k)`` in [-1, 1] of ``volume``'s slices (k-slice stacks,
+    ``k = models.context_slices()``) -> ``(B, H, W, 1)``: at
     the generator's training spacing with tiles of its size, else (unknown spacing) resized to
     its size and back, with :meth:`ModelSet.warn_matrix_resize`."""
     trained = models.pixel_spacing()
@@ -711,12 +738,13 @@ def translate_volume(volume: Volume, *, to: str | None = None, models: ModelSet,
             raise CtmriInputError(volume.source or None, error.problem) from None
     unit = intensity.to_unit(data, source, source_range).astype(np.float32)
     unit[mask == 0] = -1.0
+    stacks = stack_neighbours(unit, models.context_slices())    # (S, H, W, k); k = 1: 2-D
     target_range = None if target == "ct" else TRANSLATED_MRI_RANGE
     out = np.empty_like(data)
     with tqdm(total=data.shape[0], unit="slice", desc=f"{source}->{target}",
               disable=not progress) as bar:
         for start in range(0, data.shape[0], batch_size):
-            batch = unit[start:start + batch_size, :, :, None]
+            batch = stacks[start:start + batch_size]
             translated = _translate_slices(batch, volume, models, source, target, batch_size)
             out[start:start + len(batch)] = intensity.from_unit(translated[..., 0], target,
                                                                 target_range)
