@@ -482,8 +482,8 @@ def get_config(name: str, preset: str = "paper") -> ExperimentConfig:
         raise CtmriInputError(None, f"unknown experiment {name!r}; valid experiments: "
                                     f"{', '.join(_PRESET_BUILDERS)}")
     if preset not in presets(name):
-        raise CtmriInputError(None, f"unknown preset {preset!r} for {name}; valid presets: "
-                                    f"{', '.join(presets(name))}")
+        raise CtmriInputError(None, f"unknown preset {preset!r}; valid presets: "
+                                    f"{', '.join(presets(name))} (for {name})")
     if preset in CONTEXT_PRESETS:
         base = _PRESET_BUILDERS[name](CONTEXT_PRESETS[preset])
         return dataclasses.replace(base, preset=preset,

@@ -33,7 +33,8 @@ def test_presets_and_bad_values():
             with pytest.raises(CtmriInputError, match="model.context_slices=.* must be one of "
                                                       "1, 3, 5"):
                 configs.override(configs.get_config(name, "smoke"), {"model.context_slices": bad})
-    with pytest.raises(CtmriInputError, match="unknown preset 'smoke_2p5d' for segmentation"):
+    with pytest.raises(CtmriInputError, match="unknown preset 'smoke_2p5d'; valid presets: "
+                                              "smoke, demo, paper .for segmentation."):
         configs.get_config("segmentation", "smoke_2p5d")
     # a config.json from before the field: 2-D
     old = configs.to_dict(configs.get_config("stargan", "smoke"))

@@ -398,7 +398,6 @@ class _Translator(ServingModule):
         self.hidden.reference_ranges = self.hidden.default_ranges
         if self.context_slices > 1:
             self.hidden.default_ranges = _inner(default_ranges, images, _FLAGS)
-        if self.context_slices > 1:
             self.UNITS = {**self.UNITS, "image": (
                 f"physical units of the source: HU for a CT, MR signal (scanner units) for an "
                 f"MRI; (batch, height, width, {self.context_slices}): each slice with its "
