@@ -60,7 +60,9 @@ def stack_neighbours(volume: np.ndarray, k: int) -> np.ndarray:
         raise CtmriInputError(None, f"expected a (slices, rows, cols) volume, got shape "
                                     f"{volume.shape}")
     index = neighbour_indices(volume.shape[0], k)
-    return np.moveaxis(volume[index], 1, -1)
+    if k == 1:
+        return volume[..., np.newaxis]      # the 2-D input, exactly as before 2.5-D models
+    return np.ascontiguousarray(np.moveaxis(volume[index], 1, -1))
 
 
 def tf_stack_neighbours(volume, k: int):
