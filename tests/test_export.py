@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -797,7 +798,8 @@ def test_real_tensorflow_model_server(stargan, classifier, base, phantom):
 
 def test_a_2p5d_export_takes_k_slice_stacks_and_says_so(stargan_2p5d, phantom):
     """A 2.5-D StarGAN's ``image`` is ``(B, H, W, 3)``, its outputs the centre slice; the export
-    info records ``context_slices`` (read by ``ctmri translate``) and describes the stacks."""
+    info records ``context_slices`` and describes the stacks; ``ctmri translate`` reads it and
+    feeds the export each slice with its neighbours."""
     from ctmri_tf.translate import ModelSet
 
     _, path = stargan_2p5d
@@ -819,3 +821,18 @@ def test_a_2p5d_export_takes_k_slice_stacks_and_says_so(stargan_2p5d, phantom):
     with pytest.raises(tf.errors.InvalidArgumentError, match="height, width, 3"):
         call(loaded, "translate", image=phantom.mri[:2, :, :, None],
              target_domain=np.array([b"ct", b"ct"]))
+    # ctmri translate on the export feeds each slice with its neighbours, as by hand
+    from ctmri_tf.io import Volume
+    from ctmri_tf.translate import translate_volume
+
+    generator, _ = stargan_2p5d
+    scan = Volume(phantom.mri.astype(np.float32), "mri", (3.0, 1.0, 1.0), np.eye(4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                  # no training spacing in a smoke run
+        result = translate_volume(scan, models=ModelSet(path.parent.parent))
+    mask = result.meta["body_mask"]
+    unit = intensity.to_unit(scan.data, "mri", result.meta["source_range"]).astype(np.float32)
+    unit[mask == 0] = -1.0
+    out = generator([context.stack_neighbours(unit, 3), np.tile([[1.0, 0.0]], (len(unit), 1))])
+    expected = intensity.unit_to_ct(out.numpy()[..., 0])
+    np.testing.assert_allclose(result.data[mask != 0], expected[mask != 0], atol=0.05)
