@@ -10,6 +10,8 @@ Presets:
     ``demo``   128 px, width 32, 4 residual blocks, batch 8: minutes on a 2-core CPU.
     ``paper``  the published architectures at 256 px (StarGAN: 64 filters, 6 residual blocks,
                6-layer critic; CycleGAN: 64 filters, 9 residual blocks, 70x70 PatchGAN).
+    ``smoke_2p5d``, ``demo_2p5d`` (StarGAN and CycleGAN only): ``smoke`` / ``demo`` with 2.5-D
+               generators (``model.context_slices = 3``, :mod:`ctmri_tf.context`).
 
 Units: ``image_size`` is in pixels (square model input); learning rates are per optimizer update;
 ``steps`` count training iterations (one optimizer step of the most frequently updated network).
@@ -28,9 +30,14 @@ import types
 import typing
 from typing import Any, ClassVar, Mapping
 
+from ctmri_tf.context import check_context_slices
 from ctmri_tf.errors import CtmriInputError
 
 PRESETS = ("smoke", "demo", "paper")
+CONTEXT_PRESETS = {"smoke_2p5d": "smoke", "demo_2p5d": "demo"}
+"""The 2.5-D presets of the translation experiments (StarGAN, CycleGAN): the base preset
+with ``model.context_slices = 3`` (each generator sees a slice and its two neighbours)."""
+CONTEXT_EXPERIMENTS = ("stargan", "cyclegan")
 PRECISIONS = ("float32", "mixed_bfloat16")
 
 
@@ -174,12 +181,19 @@ class StarGANModelConfig:
     default, and the ``paper`` preset): the paper's single channel. The generator does not know
     its input's modality, so an MRI input gets the same channel (the same model-space interval
     of its [-1, 1] scale); the target-domain label tells the network when the channel matters.
+
+    ``context_slices`` (not in the paper): 1 (the default) is the 2-D generator; 3 or 5 make it
+    2.5-D: it sees that many neighbouring slices of the same volume as channels (replicate
+    padding at the volume's ends, :mod:`ctmri_tf.context`) and predicts the centre slice. Each
+    CT window then adds ``context_slices`` channels (one windowed copy per slice). The critic
+    still judges single slices.
     """
     generator_filters: int = 64
     generator_residual_blocks: int = 6
     discriminator_filters: int = 64
     discriminator_layers: int = 6
     generator_ct_windows_hu: tuple[float, ...] = ()
+    context_slices: int = 1
 
     def ct_windows(self) -> tuple[tuple[float, float], ...]:
         """``generator_ct_windows_hu`` as ``(low, high)`` pairs in HU."""
@@ -245,6 +259,7 @@ class StarGANConfig(ExperimentConfig):
         if len(windows) % 2 or any(not low < high for low, high in self.model.ct_windows()):
             raise CtmriInputError(None, f"model.generator_ct_windows_hu={list(windows)} must be "
                                         "(low, high) pairs in HU with low < high, e.g. 0,80")
+        check_context_slices(self.model.context_slices)
         return self
 
 
@@ -254,11 +269,16 @@ class StarGANConfig(ExperimentConfig):
 @dataclasses.dataclass(frozen=True)
 class CycleGANModelConfig:
     """ResNet generator (2 stride-2 down-samplings) and PatchGAN with ``discriminator_layers``
-    stride-2 convolutions (3: the 70x70 PatchGAN)."""
+    stride-2 convolutions (3: the 70x70 PatchGAN).
+
+    ``context_slices``: 1 (the default) 2-D generators; 3 or 5: 2.5-D generators that see that
+    many neighbouring slices as channels and predict the centre slice (as
+    :class:`StarGANModelConfig`); the discriminators judge single slices."""
     generator_filters: int = 64
     generator_residual_blocks: int = 9
     discriminator_filters: int = 64
     discriminator_layers: int = 3
+    context_slices: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,6 +312,7 @@ class CycleGANConfig(ExperimentConfig):
             raise CtmriInputError(None, f"data.image_size={self.data.image_size} px is smaller "
                                         f"than {smallest} px, the smallest image the PatchGAN "
                                         f"with {self.model.discriminator_layers} layers can judge")
+        check_context_slices(self.model.context_slices)
         return self
 
 
@@ -443,8 +464,16 @@ _PRESET_BUILDERS = {"stargan": _stargan, "cyclegan": _cyclegan,
                     "segmentation": _segmentation, "classifier": _classifier}
 
 
+def presets(name: str) -> tuple[str, ...]:
+    """The presets of experiment ``name``: :data:`PRESETS`, plus the 2.5-D
+    :data:`CONTEXT_PRESETS` for StarGAN and CycleGAN."""
+    return PRESETS + (tuple(CONTEXT_PRESETS) if name in CONTEXT_EXPERIMENTS else ())
+
+
 def get_config(name: str, preset: str = "paper") -> ExperimentConfig:
-    """The config of experiment ``name`` (stargan, cyclegan, segmentation, classifier) at a preset.
+    """The config of experiment ``name`` (stargan, cyclegan, segmentation, classifier) at a preset
+    (one of :func:`presets`; ``smoke_2p5d`` / ``demo_2p5d``: the base preset with
+    ``model.context_slices = 3`` and ``preset`` recorded as the 2.5-D name).
 
     Raises:
         CtmriInputError: unknown experiment or preset (the message lists the valid ones).
@@ -452,9 +481,14 @@ def get_config(name: str, preset: str = "paper") -> ExperimentConfig:
     if name not in _PRESET_BUILDERS:
         raise CtmriInputError(None, f"unknown experiment {name!r}; valid experiments: "
                                     f"{', '.join(_PRESET_BUILDERS)}")
-    if preset not in PRESETS:
+    if preset not in presets(name):
         raise CtmriInputError(None, f"unknown preset {preset!r}; valid presets: "
-                                    f"{', '.join(PRESETS)}")
+                                    f"{', '.join(presets(name))} (for {name})")
+    if preset in CONTEXT_PRESETS:
+        base = _PRESET_BUILDERS[name](CONTEXT_PRESETS[preset])
+        return dataclasses.replace(base, preset=preset,
+                                   model=dataclasses.replace(base.model, context_slices=3)
+                                   ).validate()
     return _PRESET_BUILDERS[name](preset).validate()
 
 

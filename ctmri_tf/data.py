@@ -21,6 +21,17 @@ dataset (the median over its train slices) and :func:`resolve_pixel_spacing` rec
 config's ``data.pixel_spacing_mm``, so that ``ctmri translate`` can bring scans to it.
 
 Every batch tensor is ``(B, H, W, 1)`` float32 channels-last; masks are float32 in {0, 1}.
+
+2.5-D (``context_slices`` k = 3 or 5 in :func:`unpaired_batches` and :func:`paired_batches`):
+the image of a slice becomes ``(B, H, W, k)``, the slice and its neighbours of the same subject
+and modality in slice order (:mod:`ctmri_tf.context`: replicate padding at the volume's ends).
+The dataset stores one slice per example in hashed, not slice, order, so the pipeline first
+fits every slice to the model size, then groups them into volumes (``group_by_window`` on the
+modality and subject, sorted by ``slice_index``), builds each volume's stacks and unbatches
+them; the volumes and then the slices are shuffled, so batches still mix subjects. Grouping
+holds one pass over the split at model size in memory (a volume is complete only once the
+whole split has been read). Augmentation transforms all k channels (and the target) of an
+example with the same random flip / rotation / zoom.
 With the same ``seed`` a pipeline yields the same batches in the same order (per-example maps
 run in parallel with ``deterministic=True``; the augmentation step runs sequentially because
 keras-cv's layers draw from one stateful generator).
@@ -37,7 +48,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from ctmri_tf import intensity
+from ctmri_tf import context, intensity
 from ctmri_tf.errors import CtmriInputError, DatasetNotBuiltError
 from ctmri_tf.datasets.ctmri import CtmriConfig
 from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import (FIELD_OF_VIEW_METADATA, GEOMETRY_SPLIT,
@@ -49,6 +60,10 @@ SHUFFLE_BUFFER = 512
 ROTATION_DEGREES = 10.0
 ZOOM_FRACTION = 0.1
 FITS = ("resize", "crop")
+VOLUME_SHUFFLE_BUFFER = 64
+"""2.5-D pipelines: volumes held in the shuffle buffer of whole volumes (before their slices
+are shuffled with ``shuffle_buffer``)."""
+_WHOLE_VOLUME = 2 ** 31 - 1     # group_by_window: a volume's window ends with the input
 CLASSIFIER_FIELD_OF_VIEW = (0.6, 1.6)
 """Classifier augmentation: each side of the view, relative to the slice's (< 1 crops, > 1 pads
 with the slice's minimum, the background), drawn independently for rows and columns: the
@@ -261,6 +276,38 @@ def _batched(ds: tf.data.Dataset, batch_size: int, *, shuffle: bool, shuffle_buf
                     num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
+def _context_slices(ds: tf.data.Dataset, k: int, stacked: tuple[str, ...], *, shuffle: bool,
+                    seed: int) -> tf.data.Dataset:
+    """Per-slice dicts (fitted to the model size; each with ``"subject_id"``, ``"modality"``
+    and ``"slice_index"``) -> the same dicts with the ``stacked`` images ``(H, W, 1)`` replaced
+    by their k-slice stacks ``(H, W, k)`` (:func:`ctmri_tf.context.tf_stack_neighbours`)
+    among the slices of the same modality and subject, in ``slice_index`` order. With
+    ``shuffle`` the volumes come in a seeded random order (the caller shuffles the slices)."""
+    def key(example):
+        name = tf.strings.join([tf.strings.as_string(example["modality"]),
+                                example["subject_id"]], "/")
+        return tf.strings.to_hash_bucket_strong(name, 2 ** 62, [0x63746d72, 0x32703564])
+
+    def stacks(volume):
+        subjects = volume["subject_id"]
+        same = tf.debugging.assert_equal(  # a hash collision must not mix two volumes
+            tf.reduce_all(tf.logical_and(tf.equal(subjects, subjects[0]),
+                                         tf.equal(volume["modality"], volume["modality"][0]))),
+            True, message="2.5-D grouping mixed two volumes")
+        with tf.control_dependencies([same]):
+            order = tf.argsort(volume["slice_index"], stable=True)
+        volume = {name: tf.gather(values, order) for name, values in volume.items()}
+        for name in stacked:
+            volume[name] = context.tf_stack_neighbours(volume[name], k)
+        return tf.data.Dataset.from_tensor_slices(volume)
+
+    volumes = ds.group_by_window(key, lambda _, window: window.batch(_WHOLE_VOLUME),
+                                 window_size=_WHOLE_VOLUME)
+    if shuffle:
+        volumes = volumes.shuffle(VOLUME_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
+    return volumes.flat_map(stacks)
+
+
 def _modality_id(modality: str) -> int:
     if modality not in MODALITIES:
         raise CtmriInputError(None, f"modality must be one of {MODALITIES}, got {modality!r}")
@@ -274,7 +321,8 @@ def unpaired_batches(split: str, batch_size: int, image_size, *, mask_inputs: bo
                      repeat: bool = False, fit: str = "resize",
                      shuffle_buffer: int = SHUFFLE_BUFFER,
                      drop_remainder: bool = False, config: str | CtmriConfig = "synthetic",
-                     data_dir: str | os.PathLike | None = None) -> tf.data.Dataset:
+                     data_dir: str | os.PathLike | None = None,
+                     context_slices: int = 1) -> tf.data.Dataset:
     """CT and MRI batches for unpaired translation (CycleGAN, StarGAN).
 
     The CT slices and the MRI slices of ``split`` are two streams, each shuffled with its own
@@ -294,11 +342,15 @@ def unpaired_batches(split: str, batch_size: int, image_size, *, mask_inputs: bo
         shuffle_buffer: examples held in each shuffle buffer.
         drop_remainder: drop a last, smaller batch.
         config, data_dir: which built dataset (see :func:`load`).
+        context_slices: 1 (2-D) or 3 / 5: each image is the slice and its neighbours as
+            channels (see the module docstring).
 
     Returns:
-        Dataset of ``{"ct": (B, H, W, 1), "mri": (B, H, W, 1)}`` float32 in [-1, 1].
+        Dataset of ``{"ct": (B, H, W, k), "mri": (B, H, W, k)}`` float32 in [-1, 1] with
+        ``k = context_slices`` (each slice masked with its own body mask).
     """
     size = _check(batch_size, image_size, fit)
+    k = context.check_context_slices(context_slices, "context_slices")
 
     def side(modality: str, side_seed: int) -> tf.data.Dataset:
         label = _modality_id(modality)
@@ -308,12 +360,18 @@ def unpaired_batches(split: str, batch_size: int, image_size, *, mask_inputs: bo
                            size, fit)
             if mask_inputs:
                 x = _background_to_minus_one(x, _fit_mask(example["mask"], size, fit))
-            return x
+            if k == 1:
+                return x
+            return {"image": x, "subject_id": example["subject_id"],
+                    "modality": example["modality"], "slice_index": example["slice_index"]}
 
         ds = load(split, config=config, data_dir=data_dir, shuffle_files=shuffle, seed=side_seed,
                   decode_counterpart=False)
         ds = ds.filter(lambda example: tf.equal(example["modality"], label))
         ds = ds.map(to_model, num_parallel_calls=AUTOTUNE, deterministic=True)
+        if k > 1:
+            ds = _context_slices(ds, k, ("image",), shuffle=shuffle, seed=side_seed)
+            ds = ds.map(lambda example: example["image"])
         ds = _batched(ds, batch_size, shuffle=shuffle, shuffle_buffer=shuffle_buffer,
                       seed=side_seed, repeat=repeat, drop_remainder=drop_remainder)
         if augment:
@@ -329,7 +387,8 @@ def paired_batches(split: str, batch_size: int, image_size, source: str = "mri",
                    shuffle: bool = True, repeat: bool = False, fit: str = "resize",
                    shuffle_buffer: int = SHUFFLE_BUFFER, drop_remainder: bool = False,
                    config: str | CtmriConfig = "synthetic",
-                   data_dir: str | os.PathLike | None = None) -> tf.data.Dataset:
+                   data_dir: str | os.PathLike | None = None, context_slices: int = 1,
+                   stack_target: bool = False) -> tf.data.Dataset:
     """Registered source/target pairs (supervised translation, evaluation against the truth).
 
     Only examples of modality ``source`` with a counterpart are used; the target is that
@@ -340,18 +399,26 @@ def paired_batches(split: str, batch_size: int, image_size, source: str = "mri",
         mask_inputs: set the background (the source's body mask 0) to -1 in source and target
             (after augmentation too, with the transformed mask).
         augment: one random flip / rotation / zoom per pair, applied to source, target and mask.
+        context_slices: 1 (2-D) or 3 / 5: ``source`` is the slice and its neighbours of the
+            source volume as channels (see the module docstring); ``target`` and ``mask`` stay
+            the centre slice's.
+        stack_target: with ``context_slices`` > 1, ``target`` is a stack too (the registered
+            counterparts of the source's slices, in the same order): StarGAN's paired training
+            feeds both halves to the generator.
         Other arguments as in :func:`unpaired_batches`.
 
     Returns:
-        Dataset of dicts: ``source``, ``target`` (B, H, W, 1) float32 [-1, 1]; ``mask``
-        (B, H, W, 1) float32 {0, 1} (the source's body mask); ``source_range``, ``target_range``
-        (B, 2) float32, the physical (low, high) of each side, so that
-        ``intensity.from_unit(x, modality, range)`` gives HU / MR signal back; ``subject_id``
-        (B,) string; ``slice_index`` (B,) int32.
+        Dataset of dicts: ``source`` (B, H, W, k) and ``target`` (B, H, W, 1), or (B, H, W, k)
+        with ``stack_target``, float32 [-1, 1] (``k = context_slices``; channel ``k // 2`` the
+        centre slice); ``mask`` (B, H, W, 1) float32 {0, 1} (the centre source slice's body
+        mask); ``source_range``, ``target_range`` (B, 2) float32, the physical (low, high) of
+        each side's centre slice, so that ``intensity.from_unit(x, modality, range)`` gives HU /
+        MR signal back; ``subject_id`` (B,) string; ``slice_index`` (B,) int32 (the centre).
     """
     size = _check(batch_size, image_size, fit)
     label = _modality_id(source)
     target = MODALITIES[1 - label]
+    k = context.check_context_slices(context_slices, "context_slices")
 
     def to_model(example):
         mask = _fit_mask(example["mask"], size, fit)
@@ -363,11 +430,17 @@ def paired_batches(split: str, batch_size: int, image_size, source: str = "mri",
         return {"source": src, "target": tgt, "mask": mask,
                 "source_range": tf.cast(example["intensity_range"], tf.float32),
                 "target_range": tf.cast(example["counterpart_range"], tf.float32),
-                "subject_id": example["subject_id"], "slice_index": example["slice_index"]}
+                "subject_id": example["subject_id"], "slice_index": example["slice_index"],
+                **({"modality": example["modality"]} if k > 1 else {})}
 
     ds = load(split, config=config, data_dir=data_dir, shuffle_files=shuffle, seed=seed)
     ds = ds.filter(lambda e: tf.logical_and(tf.equal(e["modality"], label), e["has_counterpart"]))
     ds = ds.map(to_model, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if k > 1:
+        stacked = ("source", "target") if stack_target else ("source",)
+        ds = _context_slices(ds, k, stacked, shuffle=shuffle, seed=seed)
+        ds = ds.map(lambda e: {name: value for name, value in e.items() if name != "modality"})
+    source_channels = k
     ds = _batched(ds, batch_size, shuffle=shuffle, shuffle_buffer=shuffle_buffer, seed=seed,
                   repeat=repeat, drop_remainder=drop_remainder)
     if augment:
@@ -377,8 +450,17 @@ def paired_batches(split: str, batch_size: int, image_size, source: str = "mri",
             both, mask = joint(tf.concat([batch["source"], batch["target"]], axis=-1),
                                batch["mask"])
             if mask_inputs:  # interpolation blurs the edge: mask again with the moved mask
-                both = _background_to_minus_one(both, mask)
-            return {**batch, "source": both[..., :1], "target": both[..., 1:], "mask": mask}
+                if k == 1:
+                    both = _background_to_minus_one(both, mask)
+                else:  # the centre slices only: the neighbours' bodies differ from the centre's
+                    centre = [context.centre_channel(k), source_channels
+                              + (context.centre_channel(k) if stack_target else 0)]
+                    channels = [_background_to_minus_one(both[..., c:c + 1], mask)
+                                if c in centre else both[..., c:c + 1]
+                                for c in range(both.shape[-1])]
+                    both = tf.concat(channels, axis=-1)
+            return {**batch, "source": both[..., :source_channels],
+                    "target": both[..., source_channels:], "mask": mask}
 
         ds = ds.map(augment_pair)
     return ds.prefetch(AUTOTUNE)

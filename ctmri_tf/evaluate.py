@@ -16,6 +16,12 @@ the baselines of :mod:`ctmri_tf.baselines`. Optional attributes a translator may
   skipped and shown as "-".
 * ``cycle_is_trivial = True``: translate-and-back returns the input itself (the identity), so no
   cycle-reconstruction error is reported for it (it would compare an image with itself).
+* ``context_slices = k`` (3 or 5; default 1): a 2.5-D translator. It takes ``(B, H, W, k)``
+  stacks, each slice with its neighbours of the same volume as channels
+  (:func:`ctmri_tf.context.stack_neighbours`: replicate padding at the volume's ends, the rule
+  of training and of ``ctmri translate``), and returns the centre slices ``(B, H, W, 1)``; the
+  evaluation builds the stacks from each volume. :func:`stargan_translator` and
+  :func:`cyclegan_translator` read it from the generator's input channels.
 
 Paired data (every subject has registered CT and MRI)
 -----------------------------------------------------
@@ -80,6 +86,7 @@ import numpy as np
 
 from ctmri_tf import intensity
 from ctmri_tf.atomic import atomic_output
+from ctmri_tf.context import stack_neighbours
 from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.metrics import (CT_RANGE_HU, MRI_UNIT_RANGE, image_metrics, mae,
                               mri_to_unit_interval, psnr, summarize, through_plane_mae)
@@ -124,9 +131,20 @@ def _units(modality: str) -> str:
 
 # ----------------------------------------------------------------------------- adapters
 
+def _input_channels(model, index: int | None = None) -> int:
+    """The image channels a Keras generator takes (its ``context_slices``); 1 when the callable
+    does not say (not a Keras model, or an unknown channel count)."""
+    inputs = getattr(model, "inputs", None)
+    if not inputs:
+        return 1
+    channels = (inputs[index] if index is not None else inputs[0]).shape[-1]
+    return 1 if channels is None else int(channels)
+
+
 def stargan_translator(generator: Callable) -> Callable:
-    """Adapt a StarGAN generator ``[image (B,H,W,1), one-hot target (B,2)] -> image`` (Keras
-    model, CT = 0, MRI = 1) to the translator protocol (inference mode)."""
+    """Adapt a StarGAN generator ``[image (B,H,W,k), one-hot target (B,2)] -> image (B,H,W,1)``
+    (Keras model, CT = 0, MRI = 1; ``k`` its input channels, 1 or a 2.5-D model's 3 / 5) to the
+    translator protocol (inference mode); the translator's ``context_slices`` is ``k``."""
     import tensorflow as tf
 
     def translate(images_unit, source: str, target: str) -> np.ndarray:
@@ -135,6 +153,7 @@ def stargan_translator(generator: Callable) -> Callable:
         labels = tf.one_hot(tf.fill([tf.shape(x)[0]], DOMAIN_INDEX[target]), len(DOMAIN_INDEX))
         return np.asarray(generator([x, labels], training=False))
 
+    translate.context_slices = _input_channels(generator, 0)
     return translate
 
 
@@ -157,6 +176,12 @@ def cyclegan_translator(generators: Mapping[str, Callable]) -> Callable:
         return np.asarray(generators[name](x, training=False))
 
     translate.directions = tuple(tuple(name.split("->")) for name in generators)
+    contexts = {_input_channels(g) for g in generators.values()}
+    if len(contexts) > 1:
+        raise CtmriInputError(None, f"the CycleGAN generators take different numbers of slices "
+                                    f"({sorted(contexts)}); both must have the same "
+                                    f"context_slices")
+    translate.context_slices = contexts.pop()
     return translate
 
 
@@ -184,7 +209,7 @@ def resized_translator(translator: Callable, image_size) -> Callable:
         out = tf.convert_to_tensor(translator(small, source, target), tf.float32)
         return tf.image.resize(out, tf.shape(x)[1:3], method="bilinear").numpy()
 
-    for attribute in ("directions", "cycle_is_trivial"):
+    for attribute in ("directions", "cycle_is_trivial", "context_slices"):
         if hasattr(translator, attribute):
             setattr(translate, attribute, getattr(translator, attribute))
     return translate
@@ -558,12 +583,15 @@ def _supports(translator, source: str, target: str) -> bool:
 
 def _translate(name: str, translator, volume_unit: np.ndarray, mask: np.ndarray, source: str,
                target: str, batch_size: int) -> np.ndarray:
-    """(S, H, W) [-1, 1] -> (S, H, W) [-1, 1] through ``translator``."""
+    """(S, H, W) [-1, 1] -> (S, H, W) [-1, 1] through ``translator`` (a 2.5-D translator gets
+    each slice's ``context_slices`` stack, :func:`ctmri_tf.context.stack_neighbours`)."""
     x = volume_unit[..., np.newaxis].astype(np.float32)
     if getattr(translator, "whole_volume", False):
         out = np.asarray(translator(x, source, target, mask=mask[..., np.newaxis]))
     else:
-        parts = [np.asarray(translator(x[i:i + batch_size], source, target))
+        k = getattr(translator, "context_slices", 1)
+        stacks = x if k == 1 else stack_neighbours(volume_unit.astype(np.float32), k)
+        parts = [np.asarray(translator(stacks[i:i + batch_size], source, target))
                  for i in range(0, x.shape[0], batch_size)]
         out = np.concatenate(parts, axis=0)
     if out.shape != x.shape:

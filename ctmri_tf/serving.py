@@ -94,14 +94,16 @@ def _from_json(value: Any) -> np.ndarray:
 
 def _image_batch(image: Any) -> tuple[np.ndarray, bool]:
     """Slices ``(B, H, W)`` or ``(B, H, W, 1)`` -> float32 ``(B, H, W, 1)`` (what the signatures
-    declare), and whether the channel axis was added."""
+    declare), and whether the channel axis was added. ``(B, H, W, 3)`` / ``(B, H, W, 5)``
+    stacks (each slice with its neighbours, for a 2.5-D translation export) pass unchanged."""
     image = np.asarray(image, dtype=np.float32)
     if image.ndim == 3:
         return image[..., None], True
-    if image.ndim == 4 and image.shape[-1] == 1:
+    if image.ndim == 4 and image.shape[-1] in (1, 3, 5):
         return image, False
     raise ValueError(f"image must be slices (batch, height, width) or (batch, height, width, "
-                     f"1); got shape {image.shape}")
+                     f"1), or a 2.5-D export's stacks (batch, height, width, 3 or 5); got shape "
+                     f"{image.shape}")
 
 
 def _drop_channel(outputs: dict, names: tuple[str, ...], added: bool) -> dict:
@@ -212,7 +214,9 @@ class RestClient:
         """Translate CT (HU) / MRI (signal) slices ``(B, H, W)`` or ``(B, H, W, 1)`` with a
         StarGAN export (give ``target_domain``, one name or one per image) or a CycleGAN export
         (leave it None). Returns ``translated`` (HU or [0, 1] scaled MR signal) and
-        ``translated_unit`` ([-1, 1]) of the shape of ``image``."""
+        ``translated_unit`` ([-1, 1]) of the shape of ``image`` (a 2.5-D export: ``image`` is
+        ``(B, H, W, k)`` stacks of neighbouring slices, the outputs ``(B, H, W, 1)``, the centre
+        slices)."""
         image, added = _image_batch(image)
         inputs: dict[str, Any] = {"image": image}
         if target_domain is not None:

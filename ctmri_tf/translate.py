@@ -38,7 +38,12 @@ Pipeline (:func:`translate_file`; :func:`translate_volume` is steps 3-6 on an in
    (:func:`ctmri_tf.tiling.predict_physical`). When the models do not record their training
    spacing (exports and run folders from before it was recorded) each batch is instead resized
    (bilinear, antialiased) to the image size and back, whatever its pixel spacing, with a
-   warning (once per :class:`ModelSet`). Test-time augmentation (``tta``, default
+   warning (once per :class:`ModelSet`). A 2.5-D generator (:meth:`ModelSet.context_slices`
+   k = 3 or 5: a run's ``model.context_slices``, an export's ``context_slices`` in
+   ``assets.extra/ctmri_export.json``; 1 when neither records it) is fed each slice with its
+   neighbours as k channels (:func:`ctmri_tf.context.stack_neighbours`, replicate padding at
+   the volume's ends, as in training), resampled and tiled together, and gives the centre
+   slice. Test-time augmentation (``tta``, default
    :data:`DEFAULT_TTA` ``"lr"``): every tile is also translated mirrored left-right (``"lr+ud"``:
    and up-down, and both), mirrored back, and the passes averaged in model space; their
    per-voxel standard deviation is the *uncertainty* (:func:`ctmri_tf.tiling.predict_tiled`);
@@ -100,6 +105,7 @@ import pydicom
 from tqdm.auto import tqdm
 
 from ctmri_tf import intensity, tiling
+from ctmri_tf.context import check_context_slices, stack_neighbours
 from ctmri_tf.atomic import atomic_output, check_output_path
 from ctmri_tf.body_mask import body_mask
 from ctmri_tf.data_card import DataCard, OutOfDistributionWarning, compare, describe
@@ -345,6 +351,25 @@ class ModelSet:
         return None if recorded is None else _spacing(recorded, self.folder,
                                                       "training_pixel_spacing_mm")
 
+    def context_slices(self) -> int:
+        """Slices the translation generator takes as channels: a run's
+        ``model.context_slices``, an export's ``context_slices`` (the first translation export
+        that records it, as :meth:`pixel_spacing`), else 1 (2-D; exports from before 2.5-D
+        models).
+
+        Raises:
+            CtmriInputError: an export records a value other than 1, 3 or 5.
+        """
+        if self.is_run:
+            return int(self.run_config.model.context_slices)
+        recorded = self._exported_training_value("context_slices")
+        if recorded is None:
+            return 1
+        try:
+            return check_context_slices(recorded, "context_slices")
+        except CtmriInputError as error:
+            raise CtmriInputError(self.folder, f"translation export: {error.problem}") from None
+
     def _exported_training_size(self) -> tuple[int, int] | None:
         """The ``training_image_size`` recorded with the newest translation export (StarGAN,
         else CycleGAN MRI->CT, else CT->MRI), or None (older exports do not record it)."""
@@ -502,7 +527,8 @@ class ModelSet:
 
     # ------------------------------------------------------------------ running
     def translate_unit(self, images_unit: np.ndarray, source: str, target: str) -> np.ndarray:
-        """Translate a batch ``(B, H, W, 1)`` in [-1, 1] (H, W multiples of 4) -> same shape."""
+        """Translate a batch ``(B, H, W, k)`` in [-1, 1] (H, W multiples of 4; ``k`` =
+        :meth:`context_slices`, each slice with its neighbours) -> ``(B, H, W, 1)``."""
         out = self._translator(source, target)(np.asarray(images_unit, np.float32))
         return np.asarray(out, np.float32)
 
@@ -651,10 +677,11 @@ def _in_plane_spacing(volume: Volume) -> tuple[float, float]:
 def _translate_slices(unit: np.ndarray, volume: Volume, models: ModelSet, source: str,
                       target: str, batch_size: int, *, tta: str | None = DEFAULT_TTA,
                       tile_overlap: float = TILE_OVERLAP) -> tuple[np.ndarray, np.ndarray]:
-    """Step 5 on a batch ``(B, H, W, 1)`` in [-1, 1] of ``volume``'s slices -> ``(mean, std)``
-    of the ``tta`` passes, both that shape, float32 in model space: at the generator's training
-    spacing with tiles of its size, else (unknown spacing) resized to its size and back (each
-    pass), with :meth:`ModelSet.warn_matrix_resize`."""
+    """Step 5 on a batch ``(B, H, W, k)`` in [-1, 1] of ``volume``'s slices (k-slice stacks,
+    ``k = models.context_slices()``) -> ``(mean, std)`` of the ``tta`` passes, each
+    ``(B, H, W, 1)`` float32 in model space: at the generator's training spacing with tiles of
+    its size, else (unknown spacing) resized to its size and back (each pass), with
+    :meth:`ModelSet.warn_matrix_resize`."""
     trained = models.pixel_spacing()
 
     def predict(batch):
@@ -762,6 +789,7 @@ def translate_volume(volume: Volume, *, to: str | None = None, models: ModelSet,
             raise CtmriInputError(volume.source or None, error.problem) from None
     unit = intensity.to_unit(data, source, source_range).astype(np.float32)
     unit[mask == 0] = -1.0
+    stacks = stack_neighbours(unit, models.context_slices())    # (S, H, W, k); k = 1: 2-D
     target_range = None if target == "ct" else TRANSLATED_MRI_RANGE
     low, high = intensity.CT_WINDOW_HU if target == "ct" else TRANSLATED_MRI_RANGE
     out = np.empty_like(data)
@@ -769,7 +797,7 @@ def translate_volume(volume: Volume, *, to: str | None = None, models: ModelSet,
     with tqdm(total=data.shape[0], unit="slice", desc=f"{source}->{target}",
               disable=not progress) as bar:
         for start in range(0, data.shape[0], batch_size):
-            batch = unit[start:start + batch_size, :, :, None]
+            batch = stacks[start:start + batch_size]
             translated, std = _translate_slices(batch, volume, models, source, target,
                                                 batch_size, tta=tta, tile_overlap=tile_overlap)
             out[start:start + len(batch)] = intensity.from_unit(translated[..., 0], target,

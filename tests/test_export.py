@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ctmri_tf import configs, intensity, metrics
+from ctmri_tf import configs, context, intensity, metrics
 from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.models import deeplab_v3_plus, resnet_generator, stargan_generator
 from ctmri_tf.phantom import make_subject
@@ -61,13 +62,13 @@ def _perturb(model: keras.Model, rng: np.random.Generator) -> None:
 
 
 def _trained_run(root: Path, experiment: str, task_class, seed: int, prefix: str = "generator",
-                 count: int | None = None):
+                 count: int | None = None, preset: str = "smoke"):
     """A smoke-size run folder whose checkpoint, saved with the trainer's own objects as the
     training loop does, holds the weights of the task's models named ``prefix*`` moved away
     from the seeded initialisation. Returns the task, whose models hold the checkpointed
     weights."""
-    config = configs.get_config(experiment, "smoke")      # models of width 4-8, 32 px
-    run = create_run_dir(root / f"{experiment}-smoke", config)
+    config = configs.get_config(experiment, preset)      # models of width 4-8, 32 px
+    run = create_run_dir(root / f"{experiment}-{preset}", config)
     task = task_class(config, tf.distribute.get_strategy())
     rng = np.random.default_rng(seed)
     models = [model for name, model in task.checkpoint_objects().items()
@@ -89,7 +90,8 @@ def _trained_run(root: Path, experiment: str, task_class, seed: int, prefix: str
 def _any_size_copy(builder, config, trained):
     """The trained weights in a generator that takes any image size, for the comparisons."""
     generator = builder(filters=config.model.generator_filters,
-                        num_residual=config.model.generator_residual_blocks)
+                        num_residual=config.model.generator_residual_blocks,
+                        context_slices=config.model.context_slices)
     generator.set_weights(trained.get_weights())
     return generator
 
@@ -120,6 +122,17 @@ def stargan(tmp_path_factory, base):
     if cli.poll() is None:
         cli.kill()
         cli.communicate()
+
+
+@pytest.fixture(scope="module")
+def stargan_2p5d(tmp_path_factory):
+    """A 2.5-D StarGAN run (``smoke_2p5d``: 3 slices in) exported by the command line."""
+    run, config, task = _trained_run(tmp_path_factory.mktemp("runs"), "stargan", StarGAN, 7,
+                                     preset="smoke_2p5d")
+    generator = _any_size_copy(stargan_generator, config, task.generator)
+    base = tmp_path_factory.mktemp("exports_2p5d")
+    _export_by_cli(run, base, "--kind", "stargan")
+    return generator, base / "stargan" / "1"
 
 
 @pytest.fixture(scope="module")
@@ -536,15 +549,24 @@ def test_layout_and_models_config_list_every_model(stargan, cyclegan, segmentati
 # ----------------------------------------------------------------------------- TF Serving's loader
 
 @pytest.fixture(scope="module")
-def serving_cases(stargan, cyclegan, segmentation, classifier, phantom):
-    """One call per export kind: ``(export folder, signature, inputs (B, H, W, 1), {output:
-    expected from the Keras model})``."""
+def serving_cases(stargan, stargan_2p5d, cyclegan, segmentation, classifier, phantom):
+    """One call per export kind (and a 2.5-D StarGAN): ``(export folder, signature, inputs
+    (B, H, W, 1) or (B, H, W, 3) stacks, {output: expected from the Keras model})``."""
     generator, stargan_path, _, _ = stargan
     images = np.stack([phantom.ct[1], phantom.mri[1]])[..., None]
     unit, physical = stargan_expected(generator, images[..., 0], ["ct", "mri"])
     cases = [(stargan_path, "serving_default",
               {"image": images, "target_domain": np.array([b"mri", b"ct"])},
               {"translated_unit": unit, "translated": physical})]
+    generator, stargan_2p5d_path = stargan_2p5d
+    stacks = np.stack([context.stack_neighbours(phantom.ct, 3)[0],     # edge: (0, 0, 1)
+                       context.stack_neighbours(phantom.mri, 3)[2]])   # (1, 2, 3)
+    units = np.stack([unit_of(stacks[0], "ct"), unit_of(stacks[1], "mri")])
+    unit = generator([units, np.array([[0.0, 1.0], [1.0, 0.0]], np.float32)]).numpy()
+    cases.append((stargan_2p5d_path, "serving_default",
+                  {"image": stacks, "target_domain": np.array([b"mri", b"ct"])},
+                  {"translated_unit": unit,
+                   "translated": np.stack([(unit[0] + 1.0) / 2.0, intensity.unit_to_ct(unit[1])])}))
     generators, cyclegan_path, _, _ = cyclegan
     mri = phantom.mri[:2]
     expected = generators["mri2ct"](np.stack([unit_of(m, "mri") for m in mri])[..., None])
@@ -694,7 +716,8 @@ def test_exports_record_the_training_image_size_for_translate(stargan, cyclegan,
 
     size = configs.get_config("stargan", "smoke").data.image_size
     info = sm.read_export_info(stargan[1])
-    assert set(info) == {"training_image_size", "data_card", "signatures"}
+    assert set(info) == {"training_image_size", "data_card", "signatures", "context_slices"}
+    assert info["context_slices"] == 1
     assert info["training_image_size"] == [size, size]
     assert sm.read_export_info(cyclegan[1])["training_image_size"] == [size, size]
     alone = tmp_path / "exports"
@@ -771,3 +794,45 @@ def test_real_tensorflow_model_server(stargan, classifier, base, phantom):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_2p5d_export_takes_k_slice_stacks_and_says_so(stargan_2p5d, phantom):
+    """A 2.5-D StarGAN's ``image`` is ``(B, H, W, 3)``, its outputs the centre slice; the export
+    info records ``context_slices`` and describes the stacks; ``ctmri translate`` reads it and
+    feeds the export each slice with its neighbours."""
+    from ctmri_tf.translate import ModelSet
+
+    _, path = stargan_2p5d
+    info = sm.read_export_info(path)
+    assert info["context_slices"] == 3
+    assert "(batch, height, width, 3)" in info["signatures"]["translate"]["inputs"]["image"]
+    assert ModelSet(path.parent.parent).context_slices() == 3
+    loaded = tf.saved_model.load(str(path))
+    function = loaded.signatures["translate"]
+    assert function.structured_input_signature[1]["image"].shape.as_list() == [None, None, None, 3]
+    stacks = context.stack_neighbours(phantom.mri, 3)[:2]
+    out = call(loaded, "translate", image=stacks, target_domain=np.array([b"ct", b"ct"]))
+    assert out["translated_unit"].shape == (2, SIZE, SIZE, 1)
+    reference = phantom.ct[:2, :, :, None]
+    scored = call(loaded, "evaluate", image=stacks, target_domain=np.array([b"ct", b"ct"]),
+                  reference=reference)
+    np.testing.assert_allclose(scored["translated_unit"], out["translated_unit"], atol=UNIT_ATOL)
+    assert scored["psnr"].shape == (2,)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="height, width, 3"):
+        call(loaded, "translate", image=phantom.mri[:2, :, :, None],
+             target_domain=np.array([b"ct", b"ct"]))
+    # ctmri translate on the export feeds each slice with its neighbours, as by hand
+    from ctmri_tf.io import Volume
+    from ctmri_tf.translate import translate_volume
+
+    generator, _ = stargan_2p5d
+    scan = Volume(phantom.mri.astype(np.float32), "mri", (3.0, 1.0, 1.0), np.eye(4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                  # no training spacing in a smoke run
+        result = translate_volume(scan, models=ModelSet(path.parent.parent))
+    mask = result.meta["body_mask"]
+    unit = intensity.to_unit(scan.data, "mri", result.meta["source_range"]).astype(np.float32)
+    unit[mask == 0] = -1.0
+    out = generator([context.stack_neighbours(unit, 3), np.tile([[1.0, 0.0]], (len(unit), 1))])
+    expected = intensity.unit_to_ct(out.numpy()[..., 0])
+    np.testing.assert_allclose(result.data[mask != 0], expected[mask != 0], atol=0.05)

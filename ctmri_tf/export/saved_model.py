@@ -132,8 +132,10 @@ def write_models_config(base: str | os.PathLike, serving_base: str | None = None
 def read_export_info(version_dir: str | os.PathLike) -> dict:
     """The ``assets.extra/ctmri_export.json`` of an export version folder (``{}`` if none):
     what the SavedModel itself cannot say: ``signatures`` (``{signature: {"inputs": {name:
-    unit}, "outputs": {name: unit}}}``), ``training_image_size`` ``[rows, cols]`` (pixels) and
-    ``training_pixel_spacing_mm`` ``[row, col]`` (the spacing the model saw in training).
+    unit}, "outputs": {name: unit}}}``), ``training_image_size`` ``[rows, cols]`` (pixels),
+    ``training_pixel_spacing_mm`` ``[row, col]`` (the spacing the model saw in training) and, for
+    a translation export, ``context_slices`` (slices per input image: 1, or 3 / 5 for a 2.5-D
+    generator; missing in exports from before 2.5-D models, which means 1).
 
     Raises:
         CtmriInputError: the file exists but is not a JSON object.
@@ -218,6 +220,13 @@ def _size_info(training_image_size, training_pixel_spacing_mm=None) -> dict | No
     return info or None
 
 
+def _translator_info(module, training_image_size, training_pixel_spacing_mm) -> dict:
+    """:func:`_size_info` plus the translator's ``context_slices`` (1: 2-D; 3 / 5: each
+    ``image`` is that many neighbouring slices, the output the centre slice)."""
+    return {**(_size_info(training_image_size, training_pixel_spacing_mm) or {}),
+            "context_slices": module.context_slices}
+
+
 def export_stargan(generator, base: str | os.PathLike, name: str = "stargan",
                    version: int | None = None, *, training_image_size=None,
                    training_pixel_spacing_mm=None, **kwargs) -> Path:
@@ -227,11 +236,14 @@ def export_stargan(generator, base: str | os.PathLike, name: str = "stargan",
     ``(rows, cols)``) and ``training_pixel_spacing_mm`` (mm ``(row, col)``, the spacing of the
     images the generator was trained on) are recorded in ``assets.extra/ctmri_export.json`` so
     that ``ctmri translate`` brings scans to that spacing and runs the generator on tiles of that
-    size. Returns the version folder."""
+    size. A 2.5-D generator (3 or 5 input channels) is exported with ``image`` inputs of that
+    many neighbouring slices and records ``context_slices`` there too, so ``ctmri translate``
+    feeds it stacks. Returns the version folder."""
     from ctmri_tf.export.signatures import StarGANTranslator
-    return export_module(StarGANTranslator(generator), base, name, version,
-                         info=_size_info(training_image_size, training_pixel_spacing_mm),
-                         **kwargs)
+    module = StarGANTranslator(generator)
+    return export_module(module, base, name, version,
+                         info=_translator_info(module, training_image_size,
+                                               training_pixel_spacing_mm), **kwargs)
 
 
 def export_cyclegan(generator, base: str | os.PathLike, direction: str, name: str | None = None,
@@ -245,10 +257,10 @@ def export_cyclegan(generator, base: str | os.PathLike, direction: str, name: st
     if direction not in CYCLEGAN_DIRECTIONS:
         raise CtmriInputError(None, f"CycleGAN direction must be one of "
                                     f"{', '.join(CYCLEGAN_DIRECTIONS)}, got {direction!r}")
-    return export_module(CycleGANTranslator(generator, direction), base,
-                         name or f"cyclegan_{direction}", version,
-                         info=_size_info(training_image_size, training_pixel_spacing_mm),
-                         **kwargs)
+    module = CycleGANTranslator(generator, direction)
+    return export_module(module, base, name or f"cyclegan_{direction}", version,
+                         info=_translator_info(module, training_image_size,
+                                               training_pixel_spacing_mm), **kwargs)
 
 
 def export_segmentation(model, base: str | os.PathLike, name: str = "segmentation",

@@ -31,6 +31,12 @@ Conventions shared by all signatures:
 * a range input is float32 ``(B, 2)``: the physical ``(low, high)`` that maps to -1 and +1 (HU for
   CT, MR signal for MRI).
 
+2.5-D generators (``model.context_slices`` k = 3 or 5): the translators' ``image`` is
+``(B, H, W, k)``, each image the slice and its neighbours (same volume, in slice order,
+replicate padding at the ends: :mod:`ctmri_tf.context`); one ``(low, high)`` range maps the whole
+stack (the default MRI range: the percentiles of all k slices). The outputs, ``reference`` and
+``mask`` are the centre slice's, ``(B, H, W, 1)``. A 2-D export (k = 1) is unchanged.
+
 Translation outputs (``translate*`` and ``evaluate*``):
 
 * ``translated_unit``: the generator's output in model space [-1, 1].
@@ -81,9 +87,19 @@ _RANGES = tf.TensorSpec((None, 2), tf.float32)
 
 # ----------------------------------------------------------------------------- graph helpers
 
-def _batch_image(image: tf.Tensor, name: str) -> tf.Tensor:
+def _batch_image(image: tf.Tensor, name: str, channels: int = 1) -> tf.Tensor:
     """``(B, H, W)`` or ``(B, H, W, 1)`` -> ``(B, H, W, 1)`` (checked in the graph). The
-    signatures declare ``(B, H, W, 1)``; the 3-D form serves the modules' eager use."""
+    signatures declare ``(B, H, W, 1)``; the 3-D form serves the modules' eager use. With
+    ``channels`` k > 1 (a 2.5-D translator's k-slice stacks) only ``(B, H, W, k)`` is taken."""
+    if channels > 1:
+        shape = tf.shape(image)
+        check = tf.debugging.Assert(
+            tf.logical_and(tf.equal(tf.rank(image), 4), tf.equal(shape[-1], channels)),
+            [f"{name} must have shape (batch, height, width, {channels}): each slice with its "
+             f"neighbours, {channels} slices in order; got shape", shape])
+        with tf.control_dependencies([check]):
+            image = tf.identity(image)
+        return tf.ensure_shape(image, (None, None, None, channels))
     rank = tf.rank(image)
     shape = tf.shape(image)
     ok = tf.logical_or(tf.equal(rank, 3),
@@ -268,9 +284,9 @@ def signature(*input_signature: tf.TensorSpec):
     return mark
 
 
-def _image(name: str = "image", dtype=tf.float32) -> tf.TensorSpec:
-    """An image input ``(B, H, W, 1)``."""
-    return tf.TensorSpec((None, None, None, 1), dtype, name=name)
+def _image(name: str = "image", dtype=tf.float32, channels: int = 1) -> tf.TensorSpec:
+    """An image input ``(B, H, W, channels)``."""
+    return tf.TensorSpec((None, None, None, channels), dtype, name=name)
 
 
 def _names(name: str) -> tf.TensorSpec:
@@ -369,8 +385,37 @@ class _Translator(ServingModule):
     }
 
     def __init__(self, generator, label: str):
+        channels = generator.inputs[0].shape[-1]
+        if channels not in (1, 3, 5):
+            raise ValueError(f"the generator takes {channels} image channels; the export "
+                             f"supports 1 (2-D) or 3 / 5 neighbouring slices (2.5-D)")
+        self.context_slices = int(channels)
+        """Slices per input image (1: 2-D; 3 or 5: a 2.5-D generator's stacks)."""
+        images = _image("image", channels=self.context_slices)
         super().__init__(generator, label,
-                         core=_inner(self._core, _IMAGES, _FLAGS, _RANGES, _RANGES))
+                         core=_inner(self._core, images, _FLAGS, _RANGES, _RANGES))
+        # the source's ranges: of the whole k-slice stack; the reference's: of one slice
+        self.hidden.reference_ranges = self.hidden.default_ranges
+        if self.context_slices > 1:
+            self.hidden.default_ranges = _inner(default_ranges, images, _FLAGS)
+            self.UNITS = {**self.UNITS, "image": (
+                f"physical units of the source: HU for a CT, MR signal (scanner units) for an "
+                f"MRI; (batch, height, width, {self.context_slices}): each slice with its "
+                f"{self.context_slices - 1} neighbours of the same volume in slice order (edge "
+                f"slices repeated), the output is the centre slice's (channel "
+                f"{self.context_slices // 2})"),
+                "translated": self.UNITS["translated"] + "; the centre slice, (batch, height, "
+                                                         "width, 1)"}
+
+    def signature_methods(self) -> dict:
+        """As :meth:`ServingModule.signature_methods`, the ``image`` input with
+        :attr:`context_slices` channels."""
+        found = super().signature_methods()
+        if self.context_slices == 1:
+            return found
+        stacked = _image("image", channels=self.context_slices)
+        return {name: (method, tuple(stacked if spec.name == "image" else spec for spec in specs))
+                for name, (method, specs) in found.items()}
 
     # Each subclass defines ``_generate(unit4 in [-1, 1], target_is_mri (B,))`` -> translated
     # unit image (B, H, W, 1): how its generator is called.
@@ -381,8 +426,8 @@ class _Translator(ServingModule):
         return out, unit_to_physical(out, target_is_mri, target_ranges)
 
     def _translate(self, image, target_is_mri_fn, source_ranges=None, target_ranges=None):
-        image4 = _check_spatial(_batch_image(image, "image"), GENERATOR_MULTIPLE,
-                                GENERATOR_MIN_SIZE, self.name)
+        image4 = _check_spatial(_batch_image(image, "image", self.context_slices),
+                                GENERATOR_MULTIPLE, GENERATOR_MIN_SIZE, self.name)
         target_is_mri = target_is_mri_fn(image4)
         if source_ranges is None:
             source_ranges = self.hidden.default_ranges(image4, tf.logical_not(target_is_mri))
@@ -396,18 +441,25 @@ class _Translator(ServingModule):
     def _translation(self, image, target_is_mri_fn, source_ranges=None, target_ranges=None):
         _, _, out, translated = self._translate(image, target_is_mri_fn, source_ranges,
                                                 target_ranges)
-        return {"translated": _like(translated, image), "translated_unit": _like(out, image)}
+        return {"translated": self._like(translated, image),
+                "translated_unit": self._like(out, image)}
+
+    def _like(self, out4: tf.Tensor, image: tf.Tensor) -> tf.Tensor:
+        """The output in the input's layout: a 2-D input's own shape ``(B, H, W)`` or
+        ``(B, H, W, 1)``; a 2.5-D stack's centre slice ``(B, H, W, 1)``."""
+        return out4 if self.context_slices > 1 else _like(out4, image)
 
     def _evaluation(self, image, reference, target_is_mri_fn, mask=None):
         image4, target_is_mri, out, translated = self._translate(image, target_is_mri_fn)
-        reference4 = _check_same_shape(image4, _batch_image(reference, "reference"), "reference")
+        centre4 = image4[..., self.context_slices // 2:self.context_slices // 2 + 1]
+        reference4 = _check_same_shape(centre4, _batch_image(reference, "reference"), "reference")
         mask4 = None
         if mask is not None:
-            mask4 = _check_same_shape(image4, _batch_image(mask, "mask"), "mask")
-        reference_ranges = self.hidden.default_ranges(reference4, target_is_mri)
+            mask4 = _check_same_shape(centre4, _batch_image(mask, "mask"), "mask")
+        reference_ranges = self.hidden.reference_ranges(reference4, target_is_mri)
         psnr, ssim = image_metrics(out, reference4, target_is_mri, reference_ranges, mask4)
-        return {"translated": _like(translated, image), "translated_unit": _like(out, image),
-                "psnr": psnr, "ssim": ssim}
+        return {"translated": self._like(translated, image),
+                "translated_unit": self._like(out, image), "psnr": psnr, "ssim": ssim}
 
 
 class StarGANTranslator(_Translator):

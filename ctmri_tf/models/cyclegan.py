@@ -26,7 +26,8 @@ from ctmri_tf.models.layers import (check_positive_ints, conv2d, conv_norm_act,
 GENERATOR_DOWNSAMPLING = 4   # two stride-2 convolutions
 
 
-def resnet_generator(filters: int = 64, num_residual: int = 9, image_size=None) -> keras.Model:
+def resnet_generator(filters: int = 64, num_residual: int = 9, image_size=None,
+                     context_slices: int = 1) -> keras.Model:
     """The CycleGAN ResNet generator (one per translation direction).
 
     Args:
@@ -34,19 +35,22 @@ def resnet_generator(filters: int = 64, num_residual: int = 9, image_size=None) 
         num_residual: residual blocks (9 for 256 px images, 6 for 128 px).
         image_size: int, ``(height, width)`` or None for any size; sizes must be multiples of 4
             and at least 8 (checked here when given; with None the caller must feed such sizes).
+        context_slices: input channels: 1 (the paper's 2-D slice) or, 2.5-D, 3 or 5
+            neighbouring slices in slice order (:mod:`ctmri_tf.context`); the output is the
+            centre slice's translation, 1 channel.
 
     Returns:
-        ``keras.Model`` named ``resnet_generator``: image ``(B, H, W, 1)`` in [-1, 1] ->
-        translated image ``(B, H, W, 1)`` in [-1, 1] (tanh), float32 under any mixed-precision
-        policy.
+        ``keras.Model`` named ``resnet_generator``: image ``(B, H, W, context_slices)`` in
+        [-1, 1] -> translated image ``(B, H, W, 1)`` in [-1, 1] (tanh), float32 under any
+        mixed-precision policy.
     """
-    check_positive_ints(filters=filters)
+    check_positive_ints(filters=filters, context_slices=context_slices)
     if num_residual < 0:
         raise ValueError(f"num_residual must be >= 0, got {num_residual}")
     init = gan_normal_initializers  # called once per layer: every kernel gets its own seed
     common = dict(affine=False, use_bias=True, initializers=init)
     image = image_input(image_size, divisible_by=GENERATOR_DOWNSAMPLING, min_size=8,
-                        model="resnet_generator", name="image")
+                        model="resnet_generator", channels=context_slices, name="image")
 
     x = conv_norm_act(image, filters, 7, padding=3, padding_mode="reflect", name="c7s1", **common)
     channels = filters

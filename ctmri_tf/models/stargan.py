@@ -51,7 +51,7 @@ class TileDomainLabel(keras.layers.Layer):
 
 
 def stargan_generator(num_domains: int = 2, filters: int = 64, num_residual: int = 6,
-                      image_size=None, input_windows=()) -> keras.Model:
+                      image_size=None, input_windows=(), context_slices: int = 1) -> keras.Model:
     """The StarGAN generator: translate an image to the domain given by a one-hot label.
 
     Args:
@@ -64,17 +64,21 @@ def stargan_generator(num_domains: int = 2, filters: int = 64, num_residual: int
         input_windows: ``(low, high)`` pairs in model space ([-1, 1]); each adds a windowed copy
             of the image as an input channel before the label (:class:`IntensityWindows`; not in
             the paper, which has none). The model's inputs and outputs stay the same.
+        context_slices: image channels: 1 (the paper's 2-D slice) or, for a 2.5-D generator,
+            3 or 5 neighbouring slices in slice order (:mod:`ctmri_tf.context`); the output is
+            always the centre slice's translation, 1 channel. With windows, each slice gets
+            its windowed copies.
 
     Returns:
-        ``keras.Model`` named ``stargan_generator``: inputs ``[image (B, H, W, 1) in [-1, 1],
-        target_domain (B, num_domains) one-hot float32]`` -> translated image ``(B, H, W, 1)``
-        in [-1, 1] (tanh), float32 under any mixed-precision policy.
+        ``keras.Model`` named ``stargan_generator``: inputs ``[image (B, H, W, context_slices)
+        in [-1, 1], target_domain (B, num_domains) one-hot float32]`` -> translated image
+        ``(B, H, W, 1)`` in [-1, 1] (tanh), float32 under any mixed-precision policy.
     """
-    check_positive_ints(num_domains=num_domains, filters=filters)
+    check_positive_ints(num_domains=num_domains, filters=filters, context_slices=context_slices)
     if num_residual < 0:
         raise ValueError(f"num_residual must be >= 0, got {num_residual}")
     image = image_input(image_size, divisible_by=GENERATOR_DOWNSAMPLING,
-                        model="stargan_generator", name="image")
+                        model="stargan_generator", channels=context_slices, name="image")
     label = keras.Input(shape=(num_domains,), name="target_domain")
 
     x = image

@@ -77,8 +77,9 @@ def build_parser(experiment: str, description: str, *, prog: str | None = None
     parser = FlagParser(prog=prog or f"ctmri train {experiment}", description=description,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default=None,
-                        help=f"starting config: {', '.join(configs.PRESETS)} (default: demo; "
-                             f"paper is the published architecture at 256 px)")
+                        help=f"starting config: {', '.join(configs.presets(experiment))} "
+                             f"(default: demo; paper is the published architecture at 256 px; "
+                             f"*_2p5d: 2.5-D generators, 3 slices in)")
     parser.add_argument("--build-dataset", action="store_true",
                         help="build the config's dataset (data.dataset_config in data.data_dir) "
                              "first if it is not built yet")

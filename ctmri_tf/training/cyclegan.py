@@ -21,6 +21,13 @@ epochs). Losses are per-example vectors from :mod:`ctmri_tf.losses` reduced with
 same gradients; the pools query the whole global batch (see ``image_pool``), so their choices
 are the same too.
 
+2.5-D (``model.context_slices`` k = 3 or 5): the batches hold k-slice stacks ``(B, H, W, k)``
+(:mod:`ctmri_tf.context`) and each generator translates a stack to its centre slice; the
+discriminators, the pools and every loss see single slices (the real centre slices and the
+translations), so the losses are the paper's. The cycle passes feed the translated centre slice
+as all k channels (a flat context: the neighbours' translations are not computed); the identity
+passes feed the real stacks.
+
 One run trains both directions; the run's *primary* direction (``mri2ct`` or ``ct2mri``,
 ``--direction``) says which generator the export and evaluation use by default. It is recorded in
 ``<run_dir>/direction.json`` because :class:`ctmri_tf.configs.CycleGANConfig` has no field for it.
@@ -37,6 +44,7 @@ import tensorflow as tf
 from ctmri_tf import losses
 from ctmri_tf.atomic import atomic_output
 from ctmri_tf.configs import CycleGANConfig
+from ctmri_tf.context import centre_slice, flat_context
 from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.models.cyclegan import patchgan_discriminator, resnet_generator
 from ctmri_tf.training import translation_validation
@@ -81,12 +89,13 @@ class CycleGAN:
         self.config = config
         self.strategy = strategy
         self.global_batch_size = config.data.batch_size
+        self.context_slices = config.model.context_slices
         model, schedule, size = config.model, config.schedule, config.data.image_size
 
         def generator():
             return resnet_generator(filters=model.generator_filters,
                                     num_residual=model.generator_residual_blocks,
-                                    image_size=size)
+                                    image_size=size, context_slices=model.context_slices)
 
         def discriminator():
             return patchgan_discriminator(filters=model.discriminator_filters,
@@ -127,20 +136,23 @@ class CycleGAN:
                 "discriminator": self.discriminator_optimizer.learning_rate}
 
     def replica_step(self, batch, seed, kind: str) -> dict:
-        """One replica's step on ``{"ct": (b, H, W, 1), "mri": (b, H, W, 1)}`` in [-1, 1]."""
+        """One replica's step on ``{"ct": (b, H, W, k), "mri": (b, H, W, k)}`` in [-1, 1]
+        (``k = model.context_slices``)."""
         lambda_cycle = self.config.loss.lambda_cycle
         lambda_identity = self.config.loss.lambda_identity * lambda_cycle
         G, F = self.generator_ct2mri, self.generator_mri2ct
         D_mri, D_ct = self.discriminator_mri, self.discriminator_ct
-        real_ct = tf.cast(batch["ct"], tf.float32)
-        real_mri = tf.cast(batch["mri"], tf.float32)
+        k = self.context_slices
+        input_ct = tf.cast(batch["ct"], tf.float32)
+        input_mri = tf.cast(batch["mri"], tf.float32)
+        real_ct, real_mri = centre_slice(input_ct), centre_slice(input_mri)
 
         # 1. Train the generators G (CT -> MRI) and F (MRI -> CT); the discriminators are fixed.
         with tf.GradientTape() as tape:
-            fake_mri = G(real_ct, training=True)
-            reconstructed_ct = F(fake_mri, training=True)
-            fake_ct = F(real_mri, training=True)
-            reconstructed_mri = G(fake_ct, training=True)
+            fake_mri = G(input_ct, training=True)
+            reconstructed_ct = F(flat_context(fake_mri, k), training=True)
+            fake_ct = F(input_mri, training=True)
+            reconstructed_mri = G(flat_context(fake_ct, k), training=True)
             # Adversarial: G(ct) should look like MRI to D_mri, F(mri) like CT to D_ct.
             g_adv_mri = self._average(losses.lsgan_generator_loss(D_mri(fake_mri, training=True)))
             g_adv_ct = self._average(losses.lsgan_generator_loss(D_ct(fake_ct, training=True)))
@@ -148,8 +160,8 @@ class CycleGAN:
             cycle_ct = self._average(losses.l1_loss(reconstructed_ct, real_ct))
             cycle_mri = self._average(losses.l1_loss(reconstructed_mri, real_mri))
             # Identity: a generator fed an image of its output modality leaves it unchanged.
-            identity_mri = self._average(losses.l1_loss(G(real_mri, training=True), real_mri))
-            identity_ct = self._average(losses.l1_loss(F(real_ct, training=True), real_ct))
+            identity_mri = self._average(losses.l1_loss(G(input_mri, training=True), real_mri))
+            identity_ct = self._average(losses.l1_loss(F(input_ct, training=True), real_ct))
             g_total = (g_adv_mri + g_adv_ct + lambda_cycle * (cycle_ct + cycle_mri)
                        + lambda_identity * (identity_mri + identity_ct))
         variables = self._generator_variables()
@@ -194,10 +206,12 @@ class CycleGAN:
 
     # ------------------------------------------------------------------ helpers
     def translate(self, images, target: str) -> tf.Tensor:
-        """Translate ``images`` (B, H, W, 1) in [-1, 1] to ``target`` (``"ct"``: F, ``"mri"``: G);
-        returns [-1, 1]."""
+        """Translate ``images`` in [-1, 1] to ``target`` (``"ct"``: F, ``"mri"``: G): k-slice
+        stacks ``(B, H, W, k)`` or single slices ``(B, H, W, 1)`` (fed as a flat context) ->
+        ``(B, H, W, 1)`` in [-1, 1]."""
         generator = {"mri": self.generator_ct2mri, "ct": self.generator_mri2ct}[target]
-        return generator(tf.convert_to_tensor(images, tf.float32), training=False)
+        images = flat_context(tf.convert_to_tensor(images, tf.float32), self.context_slices)
+        return generator(images, training=False)
 
     def generators(self) -> dict:
         """``{"ct->mri": G, "mri->ct": F}``, the keys ``ctmri_tf.evaluate.cyclegan_translator``
@@ -270,7 +284,8 @@ def load_cyclegan_generators(run_dir: str | os.PathLike) -> dict:
     is built and the global dtype policy is left as it was.
 
     Returns:
-        ``{"ct->mri": G, "mri->ct": F}``: keras models, image (B, H, W, 1) in [-1, 1] -> [-1, 1].
+        ``{"ct->mri": G, "mri->ct": F}``: keras models, image ``(B, H, W, k)`` in [-1, 1] ->
+        ``(B, H, W, 1)`` in [-1, 1], ``k`` the run's ``model.context_slices`` (1: 2-D).
 
     Raises:
         CtmriInputError: not a CycleGAN run folder, or no restorable checkpoint (naming the
@@ -278,7 +293,8 @@ def load_cyclegan_generators(run_dir: str | os.PathLike) -> dict:
     """
     def build(config):
         return {name: resnet_generator(filters=config.model.generator_filters,
-                                       num_residual=config.model.generator_residual_blocks)
+                                       num_residual=config.model.generator_residual_blocks,
+                                       context_slices=config.model.context_slices)
                 for name in CHECKPOINT_NAMES.values()}
 
     _, _, models = restore_models(run_dir, "cyclegan", build)

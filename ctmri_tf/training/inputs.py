@@ -77,10 +77,12 @@ def evaluation_datasets(config: configs.ExperimentConfig, make: Callable[[str], 
 def paired_validation(config: configs.ExperimentConfig) -> Any | None:
     """The translation trainers' periodic validation: the first ``data.validation_batches``
     paired MRI/CT batches of the validation split, or None (none asked for, or no validation
-    split)."""
+    split). A 2.5-D model (``model.context_slices`` k > 1) gets k-slice stacks on both sides
+    (``paired_batches(..., stack_target=True)``); other experiments 2-D slices."""
     from ctmri_tf import data
 
     d = config.data
+    k = getattr(getattr(config, "model", None), "context_slices", 1)
     if d.validation_batches == 0:
         return None
     validation = optional_split(
@@ -88,7 +90,8 @@ def paired_validation(config: configs.ExperimentConfig) -> Any | None:
         lambda split: data.paired_batches(split, d.validation_batch_size, d.image_size,
                                           source="mri", mask_inputs=d.mask_inputs,
                                           shuffle=False, config=d.dataset_config,
-                                          data_dir=d.data_dir),
+                                          data_dir=d.data_dir, context_slices=k,
+                                          stack_target=k > 1),
         "training without validation")
     return None if validation is None else validation.take(d.validation_batches)
 
@@ -106,7 +109,7 @@ def cyclegan_inputs(config: configs.CycleGANConfig) -> Inputs:
     train = data.unpaired_batches("train", d.batch_size, d.image_size, mask_inputs=d.mask_inputs,
                                   augment=d.augment, seed=config.seed, repeat=True,
                                   drop_remainder=True, config=d.dataset_config,
-                                  data_dir=d.data_dir)
+                                  data_dir=d.data_dir, context_slices=config.model.context_slices)
     return Inputs(train, paired_validation(config))
 
 

@@ -14,6 +14,13 @@ the paper's random target label is always the other one). Then, as in ``solver.p
    registered counterpart when ``loss.lambda_paired > 0``: the batches are then registered
    pairs, :func:`training_batches`).
 
+2.5-D (``model.context_slices`` k = 3 or 5): the batches hold k-slice stacks ``(B/2, H, W, k)``
+(:mod:`ctmri_tf.context`); the generator translates a stack to its centre slice and the critic,
+the classification, the reconstruction and the paired losses all see single slices (the real
+centre slices and the translations), so the losses are the paper's. The reconstruction pass
+feeds the translated centre slice as all k channels (a flat context: the neighbours'
+translations are not computed).
+
 Two things are computed once where the official code computes them twice, with the same
 result: on a generator step the critic update and the generator update use the same
 translations (the generator has not changed in between), and the critic scores real and fake
@@ -36,6 +43,7 @@ import tensorflow as tf
 
 from ctmri_tf import data, intensity, losses
 from ctmri_tf.configs import StarGANConfig, StarGANModelConfig
+from ctmri_tf.context import centre_slice, flat_context
 from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.models.stargan import stargan_discriminator, stargan_generator
 from ctmri_tf.training import translation_validation
@@ -51,12 +59,13 @@ NUM_DOMAINS = len(DOMAINS)
 def generator_from_config(model: StarGANModelConfig, image_size=None) -> keras.Model:
     """``stargan_generator`` with the sizes of ``model`` (a ``StarGANConfig.model``), its CT
     windows converted from HU to model space (``intensity.ct_to_unit``); ``image_size`` None
-    builds it for any size that is a multiple of 4."""
+    builds it for any size that is a multiple of 4; it takes ``model.context_slices`` image
+    channels."""
     windows = tuple((float(intensity.ct_to_unit(low)), float(intensity.ct_to_unit(high)))
                     for low, high in model.ct_windows())
     return stargan_generator(num_domains=NUM_DOMAINS, filters=model.generator_filters,
                              num_residual=model.generator_residual_blocks, image_size=image_size,
-                             input_windows=windows)
+                             input_windows=windows, context_slices=model.context_slices)
 
 
 class StarGAN:
@@ -81,6 +90,7 @@ class StarGAN:
         self.strategy = strategy
         self.global_batch_size = config.data.batch_size
         self.images_per_domain = config.data.batch_size // 2
+        self.context_slices = config.model.context_slices
         model, schedule, loss = config.model, config.schedule, config.loss
         with strategy.scope():
             self.generator = generator_from_config(model, config.data.image_size)
@@ -112,23 +122,25 @@ class StarGAN:
                 "discriminator": self.discriminator_optimizer.learning_rate}
 
     def replica_step(self, batch, seed, kind: str) -> dict:
-        """One replica's step on ``{"ct": (b, H, W, 1), "mri": (b, H, W, 1)}`` in [-1, 1]."""
+        """One replica's step on ``{"ct": (b, H, W, k), "mri": (b, H, W, k)}`` in [-1, 1]
+        (``k = model.context_slices``)."""
         lambda_cls = self.config.loss.lambda_cls
         lambda_rec = self.config.loss.lambda_rec
         lambda_paired = self.config.loss.lambda_paired
         G, D = self.generator, self.discriminator
-        x_real, label_org, label_trg, alpha = self._inputs(batch, seed)
+        x_input, label_org, label_trg, alpha = self._inputs(batch, seed)
+        x_real = centre_slice(x_input)       # what the critic and the losses see
 
         if kind == "d":
             # The generator is not trained at this step: no tape records its forward pass.
-            x_fake = G([x_real, label_trg], training=True)
+            x_fake = G([x_input, label_trg], training=True)
             return self._train_discriminator(x_real, x_fake, label_org, alpha)
 
         with tf.GradientTape() as tape:
             # Original-to-target domain. The critic update below uses the same translations:
             # the generator has not changed since, so the official code's second forward pass
             # would compute exactly these images again.
-            x_fake = G([x_real, label_trg], training=True)
+            x_fake = G([x_input, label_trg], training=True)
             # 1. Train the discriminator (outside the generator's tape).
             with tape.stop_recording():
                 step_losses = self._train_discriminator(x_real, tf.stop_gradient(x_fake),
@@ -141,7 +153,8 @@ class StarGAN:
             if lambda_rec > 0:
                 # Target-to-original domain. With lambda_rec 0 (paired training can do without
                 # the cycle) this second generator pass, about 40 % of a demo step, is skipped.
-                x_reconst = G([x_fake, label_org], training=True)
+                x_reconst = G([flat_context(x_fake, self.context_slices), label_org],
+                              training=True)
                 g_loss_rec = self._average(losses.l1_loss(x_real, x_reconst))
                 g_loss += lambda_rec * g_loss_rec
             if lambda_paired > 0:
@@ -200,8 +213,10 @@ class StarGAN:
 
     # ------------------------------------------------------------------ helpers
     def translate(self, images, domain: int) -> tf.Tensor:
-        """Translate ``images`` (B, H, W, 1) in [-1, 1] to ``domain`` (0 = CT, 1 = MRI)."""
-        images = tf.convert_to_tensor(images, tf.float32)
+        """Translate ``images`` in [-1, 1] to ``domain`` (0 = CT, 1 = MRI): ``(B, H, W, k)``
+        stacks or single slices ``(B, H, W, 1)`` (fed as a flat context,
+        :func:`ctmri_tf.context.flat_context`) -> ``(B, H, W, 1)`` in [-1, 1]."""
+        images = flat_context(tf.convert_to_tensor(images, tf.float32), self.context_slices)
         labels = tf.one_hot(tf.fill([tf.shape(images)[0]], domain), NUM_DOMAINS)
         return self.generator([images, labels], training=False)
 
@@ -242,7 +257,8 @@ class StarGAN:
 # ----------------------------------------------------------------------------- input
 def training_batches(config: StarGANConfig, split: str = "train") -> tf.data.Dataset:
     """The infinite, seeded training stream of :class:`StarGAN`:
-    ``{"ct": (B/2, H, W, 1), "mri": (B/2, H, W, 1)}`` in [-1, 1] with ``B = data.batch_size``.
+    ``{"ct": (B/2, H, W, k), "mri": (B/2, H, W, k)}`` in [-1, 1] with ``B = data.batch_size``
+    and ``k = model.context_slices`` (neighbouring slices as channels, 1 for 2-D).
 
     Unpaired (``loss.lambda_paired == 0``): independent CT and MRI streams
     (``ctmri_tf.data.unpaired_batches``). Paired (``loss.lambda_paired > 0``): registered slices
@@ -259,13 +275,15 @@ def training_batches(config: StarGANConfig, split: str = "train") -> tf.data.Dat
         return data.unpaired_batches(split, per_side, d.image_size, mask_inputs=d.mask_inputs,
                                      augment=d.augment, seed=config.seed, repeat=True,
                                      drop_remainder=True, config=d.dataset_config,
-                                     data_dir=d.data_dir)
+                                     data_dir=d.data_dir,
+                                     context_slices=config.model.context_slices)
 
     def pairs(repeat: bool) -> tf.data.Dataset:
         return data.paired_batches(split, per_side, d.image_size, source="mri",
                                    mask_inputs=d.mask_inputs, augment=d.augment, seed=config.seed,
                                    repeat=repeat, drop_remainder=True, config=d.dataset_config,
-                                   data_dir=d.data_dir)
+                                   data_dir=d.data_dir,
+                                   context_slices=config.model.context_slices, stack_target=True)
 
     if not any(True for _ in pairs(repeat=False).take(1)):
         raise CtmriInputError(None, f"loss.lambda_paired={config.loss.lambda_paired} needs "
@@ -286,8 +304,9 @@ def load_stargan_generator(run_dir: str | os.PathLike) -> keras.Model:
     global dtype policy is left as it was.
 
     Returns:
-        ``keras.Model``: ``[image (B, H, W, 1) in [-1, 1], one-hot target domain (B, 2)]`` (0 =
-        CT, 1 = MRI) -> image in [-1, 1].
+        ``keras.Model``: ``[image (B, H, W, k) in [-1, 1], one-hot target domain (B, 2)]`` (0 =
+        CT, 1 = MRI) -> image ``(B, H, W, 1)`` in [-1, 1]; ``k`` is the run's
+        ``model.context_slices`` (1 for runs from before 2.5-D models).
 
     Raises:
         CtmriInputError: not a StarGAN run folder, or no restorable checkpoint (naming the file

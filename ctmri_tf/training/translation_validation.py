@@ -2,7 +2,11 @@
 directions on paired validation batches, and the rows of the sample image grids.
 
 ``translate(images, target)`` is the trainer's inference call: images ``(B, H, W, 1)`` in [-1, 1]
-translated to ``target`` (``"ct"`` or ``"mri"``), returned in [-1, 1].
+translated to ``target`` (``"ct"`` or ``"mri"``), returned in [-1, 1]. For a 2.5-D trainer
+(``model.context_slices`` k > 1) the batches hold k-slice stacks ``(B, H, W, k)``
+(``ctmri_tf.data.paired_batches(..., stack_target=True)``): ``translate`` gets the stacks (or, for
+a reconstruction, a single translated slice), returns the centre slice ``(B, H, W, 1)``, and the
+metrics and grids compare and show centre slices (channel ``k // 2``).
 """
 from __future__ import annotations
 
@@ -60,6 +64,13 @@ ROW_CT_WINDOWS_HU = {"brain": (0.0, 80.0), "bone": (-450.0, 1050.0)}
 window, a second row the same CT cells in the bone window."""
 
 
+def _centre(x) -> tf.Tensor:
+    """The centre slice ``(B, H, W, 1)`` of a stack ``(B, H, W, k)`` (itself for k = 1)."""
+    x = tf.convert_to_tensor(x)
+    c = x.shape[-1] // 2
+    return x[..., c:c + 1]
+
+
 def _to_unit_interval(x: tf.Tensor) -> tf.Tensor:
     """Model space [-1, 1] -> [0, 1] (clipped), the range tf.image.psnr/ssim are told."""
     return (tf.clip_by_value(tf.cast(x, tf.float32), -1.0, 1.0) + 1.0) / 2.0
@@ -81,20 +92,21 @@ def paired_psnr_ssim(translate: Translate, batch) -> dict:
         batch's ``target_range`` when it has one, else ``intensity.CT_WINDOW_HU``). Their
         TensorBoard tags and descriptions: :data:`SUMMARY_TAGS`.
     """
-    mri, ct = batch["source"], batch["target"]
+    mri_input, ct_input = batch["source"], batch["target"]
+    mri, ct = _centre(mri_input), _centre(ct_input)
     if "target_range" in batch:
         ct_range = tf.cast(batch["target_range"], tf.float32)
         hu_per_unit = (ct_range[:, 1] - ct_range[:, 0]) / 2.0
     else:
         hu_per_unit = tf.constant((_CT_HIGH - _CT_LOW) / 2.0)
-    fake_ct = translate(mri, "ct")
+    fake_ct = translate(mri_input, "ct")
     difference = tf.abs(tf.clip_by_value(tf.cast(fake_ct, tf.float32), -1.0, 1.0)
                         - tf.clip_by_value(tf.cast(ct, tf.float32), -1.0, 1.0))
     metrics = {"mae_hu_mri_to_ct": tf.reduce_mean(difference, axis=[1, 2, 3]) * hu_per_unit}
-    for name, source, target, real in (("mri_to_ct", mri, "ct", ct),
-                                       ("ct_to_mri", ct, "mri", mri)):
+    for name, source, source_input, target, real in (("mri_to_ct", mri, mri_input, "ct", ct),
+                                                     ("ct_to_mri", ct, ct_input, "mri", mri)):
         real = _to_unit_interval(real)
-        translated = fake_ct if target == "ct" else translate(source, target)
+        translated = fake_ct if target == "ct" else translate(source_input, target)
         for prefix, fake in (("", translated), ("identity_", source)):
             fake = _to_unit_interval(fake)
             metrics[f"{prefix}psnr_{name}"] = tf.image.psnr(fake, real, max_val=1.0)
@@ -136,8 +148,9 @@ def sample_rows(translate: Translate, batch, max_examples: int = 2, *,
         + (["ground truth"] if truth_column else [])
     brain_hu, bone_hu = ROW_CT_WINDOWS_HU["brain"], ROW_CT_WINDOWS_HU["bone"]
     rows, labels = [], []
-    for image, modality, other, truth in ((mri, "mri", "ct", ct), (ct, "ct", "mri", mri)):
-        translated = translate(image, other)
+    for stack, modality, other, truth in ((mri, "mri", "ct", ct), (ct, "ct", "mri", mri)):
+        translated = translate(stack, other)
+        image, truth = _centre(stack).numpy(), _centre(truth).numpy()
         reconstructed = translate(translated, modality) if reconstruct else None
         # the modality of each column: input, translated, reconstructed, ground truth
         kinds = [modality, other] + ([modality] if reconstruct else []) \
