@@ -25,6 +25,7 @@ def identity_models(tmp_path, monkeypatch):
     monkeypatch.setattr(ModelSet, "data_card", lambda self, source, target: None)
     monkeypatch.setattr(ModelSet, "pixel_spacing", lambda self: None)
     monkeypatch.setattr(ModelSet, "warn_matrix_resize", lambda self, size: None)
+    monkeypatch.setattr(ModelSet, "context_slices", lambda self: 1)          # a 2-D model
     return base
 
 
