@@ -436,6 +436,16 @@ def _grid(anatomy: _Anatomy, image_size: int, num_slices: int):
 
 # ----------------------------------------------------------------------------- label map
 
+def _lesion(lesion, x, y, z) -> np.ndarray:
+    """Where the lesion ``(ellipsoid, (amplitudes, phases))`` is: its ellipsoid with a boundary
+    bumped by two angular harmonics (mm grid ``x, y, z``)."""
+    shape_, (amps, phases) = lesion
+    cx, cy, _ = shape_.center
+    psi = np.arctan2(y - cy, x - cx)
+    bumps = 1.0 + amps[0] * np.cos(2 * psi + phases[0]) + amps[1] * np.cos(3 * psi + phases[1])
+    return shape_.rho2(x, y, z) < bumps ** 2
+
+
 def _label_map(anatomy: _Anatomy, image_size: int, num_slices: int) -> np.ndarray:
     t = TISSUES
     geo = _HeadGeometry(anatomy)
@@ -494,11 +504,7 @@ def _label_map(anatomy: _Anatomy, image_size: int, num_slices: int) -> np.ndarra
     labels[parenchyma & geo.ventricle(x, y, z)] = t["csf"]
 
     if anatomy.lesion is not None:
-        shape_, (amps, phases) = anatomy.lesion
-        cx, cy, cz = shape_.center
-        psi = np.arctan2(y - cy, x - cx)
-        bumps = 1.0 + amps[0] * np.cos(2 * psi + phases[0]) + amps[1] * np.cos(3 * psi + phases[1])
-        labels[intracranial & (shape_.rho2(x, y, z) < bumps ** 2)] = t["lesion"]
+        labels[intracranial & _lesion(anatomy.lesion, x, y, z)] = t["lesion"]
 
     inner = body & (depth >= fat_end + 1.0)
     for sinus in anatomy.sinuses:

@@ -646,11 +646,7 @@ def _labels(a: phantom._Anatomy, e: _Extras, x, y, z) -> np.ndarray:
 
     # lesion (v1 draw)
     if a.lesion is not None:
-        shape_, (amps, phases) = a.lesion
-        lx, ly, lz = shape_.center
-        psi = np.arctan2(y - ly, x - lx)
-        bumps = 1.0 + amps[0] * np.cos(2 * psi + phases[0]) + amps[1] * np.cos(3 * psi + phases[1])
-        lab[intracranial & (shape_.rho2(x, y, z) < bumps ** 2)] = t["lesion"]
+        lab[intracranial & phantom._lesion(a.lesion, x, y, z)] = t["lesion"]
     labels[idx] = lab
     return labels
 

@@ -122,20 +122,28 @@ def synthetic_config(num_subjects: int, num_slices: int, image_size: int,
     and ``tfds.builder("ctmri/<that name>")`` finds it, so a custom size can be built and loaded
     by name like the predefined configs (``ctmri_tf.data.load(split, config=name)``).
     """
-    return _synthetic_config(int(num_subjects), int(num_slices), int(image_size), int(seed))
+    return _sized_config(SOURCE_SYNTHETIC, int(num_subjects), int(num_slices), int(image_size),
+                         int(seed))
+
+
+_SIZED = {SOURCE_SYNTHETIC: ("synthetic", "synthetic head phantoms", "."),
+          SOURCE_SYNTHETIC_V2: ("synthetic_v2", "domain-randomised head phantoms (v2)",
+                                ", with a held-out domain split.")}
+"""Per phantom source: the config name prefix, what the subjects are, the description's end."""
 
 
 @functools.lru_cache(maxsize=None)
-def _synthetic_config(num_subjects: int, num_slices: int, image_size: int,
-                      seed: int) -> CtmriConfig:
-    name = f"synthetic_{num_subjects}x{num_slices}x{image_size}"
+def _sized_config(source: str, num_subjects: int, num_slices: int, image_size: int,
+                  seed: int) -> CtmriConfig:
+    prefix, what, end = _SIZED[source]
+    name = f"{prefix}_{num_subjects}x{num_slices}x{image_size}"
     if seed:
         name += f"_seed{seed}"
     return CtmriConfig(
-        name=name, source=SOURCE_SYNTHETIC, num_subjects=num_subjects, num_slices=num_slices,
+        name=name, source=source, num_subjects=num_subjects, num_slices=num_slices,
         image_size=image_size, seed=seed,
-        description=f"{num_subjects} synthetic head phantoms x {num_slices} slices x "
-                    f"{image_size} px, paired CT (HU) / MRI, seed {seed}.")
+        description=f"{num_subjects} {what} x {num_slices} slices x {image_size} px, paired CT "
+                    f"(HU) / MRI, seed {seed}{end}")
 
 
 def synthetic_v2_config(num_subjects: int, num_slices: int, image_size: int,
@@ -143,21 +151,8 @@ def synthetic_v2_config(num_subjects: int, num_slices: int, image_size: int,
     """The ``synthetic_v2`` config of a given size, named
     ``synthetic_v2_<subjects>x<slices>x<px>[_seed<k>]`` (found by ``tfds.builder`` like
     :func:`synthetic_config`'s)."""
-    return _synthetic_v2_config(int(num_subjects), int(num_slices), int(image_size), int(seed))
-
-
-@functools.lru_cache(maxsize=None)
-def _synthetic_v2_config(num_subjects: int, num_slices: int, image_size: int,
-                         seed: int) -> CtmriConfig:
-    name = f"synthetic_v2_{num_subjects}x{num_slices}x{image_size}"
-    if seed:
-        name += f"_seed{seed}"
-    return CtmriConfig(
-        name=name, source=SOURCE_SYNTHETIC_V2, num_subjects=num_subjects, num_slices=num_slices,
-        image_size=image_size, seed=seed,
-        description=f"{num_subjects} domain-randomised head phantoms (v2) x {num_slices} slices "
-                    f"x {image_size} px, paired CT (HU) / MRI, seed {seed}, with a held-out "
-                    f"domain split.")
+    return _sized_config(SOURCE_SYNTHETIC_V2, int(num_subjects), int(num_slices),
+                         int(image_size), int(seed))
 
 
 def known_config(name: str) -> CtmriConfig:
