@@ -2,8 +2,8 @@
 
     python -m benchmarks.quality [--models stargan,cyclegan] [--preset demo] [--minutes 30]
         [--steps N] [--data-dir artifacts/tensorflow_datasets] [--dataset-config NAME]
-        [--precision float32] [--seed 0] [--set FIELD=VALUE ...] [--keep DIR]
-        [--out benchmarks/results/quality.json] [--overwrite] [--quick]
+        [--compare-context] [--precision float32] [--seed 0] [--set FIELD=VALUE ...]
+        [--keep DIR] [--out benchmarks/results/quality.json] [--overwrite] [--quick]
 
 1. The tfds ``ctmri`` dataset (default: the preset's 40 phantoms x 32 slices rendered at the
    model's input size, ``synthetic_40x32x128`` for ``demo``, paired CT/MRI with true HU) is
@@ -23,9 +23,26 @@
    held-out ``test`` subjects with ``ctmri_tf.evaluate.evaluate`` (SynthRAD 2023 protocol, per
    subject volume; generators run at their training size, outputs resized back to the data's).
 
+   A dataset with a ``test_heldout_domain`` split (phantom v2: ``synthetic_v2``,
+   ``synthetic_v2_<n>x<slices>x<px>``) is evaluated on ``test`` (in-domain) and on
+   ``test_heldout_domain`` (MRI contrasts and geometry never trained on); every row names its
+   split, and the held-out rows carry the ratio held-out / in-domain MRI->CT MAE.
+4. On phantom data, anatomy checks from the phantom's label maps (each test subject rendered
+   again from its index, the dataset's seed and grid, and checked against the stored volumes;
+   :func:`brain_hu_checks`): the share of brain voxels where the synthetic CT is bone (> 300 HU)
+   and the true CT is not, and the median synthetic HU in white and grey matter against the true medians.
+5. ``--compare-context``: every model is trained twice, 2-D (``model.context_slices = 1``, the
+   preset) and 2.5-D (3 slices, ``<preset>_2p5d``), each with the same budget (equal training
+   time with ``--minutes``), and their through-plane MAE is compared.
+
 Printed and written: the comparison table (mean ± std over test subjects, inside the body and on
-the whole image) and, beside the StarGAN figures, the targets: MRI->CT MAE <= 80 HU inside the
-body and CT->MRI SSIM >= 0.80 inside the body (both at the ``demo`` preset).
+the whole image) and, beside every trained model's figures, the issue-14 targets
+(:func:`target_checks`, at the ``demo`` preset, 30 minutes): phantom v1 ``test``: MRI->CT MAE
+<= 60 HU inside the body and CT->MRI SSIM >= 0.85 inside the body; phantom v2
+``test_heldout_domain``: MRI->CT MAE <= 100 HU and <= 1.5 x the in-domain MAE, bone predicted in
+<= 2 % of the brain voxels, white- and grey-matter median HU within 20 HU of the true medians;
+``--compare-context``: 2.5-D beats 2-D on MRI->CT through-plane MAE. Targets are checked on the
+means over subjects, as every other figure.
 """
 from __future__ import annotations
 
@@ -49,9 +66,36 @@ from ctmri_tf.flags import FlagParser  # noqa: E402
 NAME = "quality"
 MODELS = {"stargan": "stargan", "cyclegan": "cyclegan"}
 MODEL_LABELS = {"stargan": "StarGAN", "cyclegan": "CycleGAN"}
-TARGET_MRI_TO_CT_MAE_HU = 80.0
-TARGET_CT_TO_MRI_SSIM = 0.80
+TARGET_MRI_TO_CT_MAE_HU = 60.0
+"""Phantom v1 ``test``: MRI->CT MAE inside the body, at most (HU; issue 14)."""
+TARGET_CT_TO_MRI_SSIM = 0.85
+"""Phantom v1 ``test``: CT->MRI SSIM inside the body, at least."""
+TARGET_HELDOUT_MAE_HU = 100.0
+"""Phantom v2 ``test_heldout_domain``: MRI->CT MAE inside the body, at most (HU)."""
+TARGET_HELDOUT_RATIO = 1.5
+"""Phantom v2: held-out / in-domain MRI->CT MAE, at most."""
+TARGET_BONE_IN_BRAIN_FRACTION = 0.02
+"""Phantom v2 held-out: share of brain voxels with synthetic CT > :data:`BONE_HU`, at most."""
+TARGET_TISSUE_MEDIAN_HU = 20.0
+"""Phantom v2 held-out: |median synthetic - median true HU| in white and in grey matter, at most."""
+BONE_HU = 300.0
+"""Synthetic CT above this (HU) inside the brain counts as bone predicted where there is none."""
 TARGET_PRESET = "demo"
+SPLIT_TEST = "test"
+SPLIT_HELDOUT = "test_heldout_domain"
+"""The phantom v2 split of MRI contrasts and geometry never trained on
+(``ctmri_tf.phantom_v2.SPLIT_HELDOUT``)."""
+BRAIN_TISSUES = ("grey_matter", "white_matter", "csf", "lesion", "ventricle", "deep_grey",
+                 "cerebellum_grey")
+"""The brain of the anatomy checks (``ctmri_tf.phantom_v2.BRAIN_TISSUES``): grey matter (v1:
+cortex and deep nuclei; v2: cortex, ``deep_grey`` nuclei, ``cerebellum_grey``), white matter,
+CSF inside the skull (v1 ``csf``: around the brain, sulci, ventricles; v2 ``csf`` and
+``ventricle``) and lesions. Label ids are ``ctmri_tf.phantom_v2.TISSUES`` (v1's ids 0-9 are the
+same; v1 maps simply have no v2-only label)."""
+WHITE_MATTER_TISSUES = ("white_matter",)
+GREY_MATTER_TISSUES = ("grey_matter", "deep_grey", "cerebellum_grey")
+"""Grey matter of the median-HU check: cortex, deep grey nuclei, cerebellar cortex (v1: its one
+``grey_matter`` label)."""
 DEFAULT_DATA_DIR = common.REPO_ROOT / "artifacts" / "tensorflow_datasets"
 """``make demo``'s tfds data folder (the Makefile's ``DATA_DIR``)."""
 QUICK_STEPS = 2
@@ -67,8 +111,10 @@ HEADLINE = {  # row field -> (direction, region, metric)
     "ct_to_mri_mae_body": ("ct->mri", "body", "mae"),
     "ct_to_mri_psnr_body_db": ("ct->mri", "body", "psnr"),
     "ct_to_mri_ssim_body": ("ct->mri", "body", "ssim"),
+    "mri_to_ct_through_plane_mae_body_hu": ("mri->ct", "body", "through_plane_mae"),
+    "ct_to_mri_through_plane_mae_body": ("ct->mri", "body", "through_plane_mae"),
 }
-KEY_FIELDS = ("model", "preset", "dataset", "budget")
+KEY_FIELDS = ("model", "preset", "dataset", "budget", "split")
 SYNTHETIC_SUBJECTS, SYNTHETIC_SLICES, SYNTHETIC_IMAGE_SIZE = 40, 32, 256
 """The default ``synthetic`` config: subjects, slices per subject, pixels."""
 
@@ -113,9 +159,7 @@ def _mean_body_scores(subjects, prediction) -> dict:
     """The :data:`HEADLINE` body fields, means over ``subjects``, of ``prediction(subject,
     target)`` (a volume in physical units: CT in HU, MRI signal) scored against each subject's
     ``target`` volume inside the body, as ``ctmri_tf.evaluate`` scores a model (HU for CT MAE,
-    [0, 1] MRI scale)."""
-    import numpy as np
-
+    [0, 1] MRI scale; through-plane MAE per slice)."""
     from ctmri_tf import metrics
 
     values: dict[str, list[float]] = {field: [] for field in _BODY_FIELDS.values()}
@@ -129,9 +173,21 @@ def _mean_body_scores(subjects, prediction) -> dict:
                 pred, truth = (metrics.mri_to_unit_interval(x, low_high) for x in (pred, truth))
                 value_range = metrics.MRI_UNIT_RANGE
             body = metrics.image_metrics(pred, truth, subject.masks[target], value_range)["body"]
+            body["through_plane_mae"] = metrics.through_plane_mae(
+                pred, truth, subject.masks[target], value_range,
+                slice_indices=subject.indices(target))
             for metric, value in body.items():
-                values[_BODY_FIELDS[direction, metric]].append(value)
-    return {field: float(np.mean(v)) for field, v in values.items()}
+                if (direction, metric) in _BODY_FIELDS:
+                    values[_BODY_FIELDS[direction, metric]].append(value)
+    return {field: _mean(v) for field, v in values.items()}
+
+
+def _mean(values) -> float:
+    """Mean of the values that are not NaN (NaN when none is)."""
+    import numpy as np
+
+    kept = [float(v) for v in values if not math.isnan(float(v))]
+    return float(np.mean(kept)) if kept else math.nan
 
 
 def resolution_floor(subjects, image_size: int) -> dict | None:
@@ -159,40 +215,198 @@ def resolution_floor(subjects, image_size: int) -> dict | None:
     return _mean_body_scores(subjects, round_trip)
 
 
-def noise_floor(subjects, dataset_config: str) -> dict | None:
-    """The score of a perfect model on synthetic phantoms: each test subject rendered again
-    without noise (``phantom.make_subject(..., noise=False)``), scored against the stored, noisy
-    ground truth inside the body. No model can predict the noise, so none can beat it. None for
-    non-synthetic data, or when a re-rendered noisy subject does not match the stored one.
-
-    Returns:
-        The :data:`HEADLINE` fields, means over subjects (HU for CT MAE, [0, 1] MRI scale).
-    """
-    import numpy as np
-
-    from ctmri_tf import phantom
-    from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import SOURCE_SYNTHETIC, known_config
-
+def phantom_version(dataset_config: str) -> int | None:
+    """1 for the v1 phantom configs (``synthetic*``), 2 for phantom v2 (``synthetic_v2*``),
+    None for anything else (user folders, unknown names)."""
+    from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import (SOURCE_SYNTHETIC,
+                                                               SOURCE_SYNTHETIC_V2, known_config)
     try:
         config = known_config(dataset_config)
     except CtmriInputError:
         return None
-    if config.source != SOURCE_SYNTHETIC:
+    return {SOURCE_SYNTHETIC: 1, SOURCE_SYNTHETIC_V2: 2}.get(config.source)
+
+
+def regenerate_phantoms(subjects, dataset_config: str) -> dict | None:
+    """Each phantom subject of a synthetic dataset rendered again from its index (in its
+    ``subject_id``: ``phantom-<seed>-<index>``, v2 ``phantom2-<seed>-<index>[-heldout]``), the
+    dataset's seed and grid: ``{subject_id: (noisy, noise_free)}`` (``phantom.PhantomSubject`` /
+    ``phantom_v2.PhantomSubjectV2``, with their label maps). The noisy rendering must match the
+    stored volumes, so the labels are those of the stored subject.
+
+    Returns:
+        The renderings, or None for non-synthetic data, a subject id of another seed or
+        version, or a re-rendered subject that does not match the stored one.
+    """
+    import numpy as np
+
+    from ctmri_tf import phantom, phantom_v2
+    from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import known_config
+
+    version = phantom_version(dataset_config)
+    if version is None:
         return None
-    prefix = f"phantom-{config.seed}-"
-    if not all(subject.subject_id.startswith(prefix) for subject in subjects):
-        return None
+    config = known_config(dataset_config)
+    prefix = f"phantom-{config.seed}-" if version == 1 else f"phantom2-{config.seed}-"
     grid = dict(image_size=config.image_size, num_slices=config.num_slices, seed=config.seed)
-    clean = {}
+    rendered = {}
     for subject in subjects:
-        index = int(subject.subject_id[len(prefix):])
-        noisy = phantom.make_subject(index, **grid)
-        if not (np.allclose(noisy.ct, subject.images["ct"], atol=1e-3)
+        sid = subject.subject_id
+        if not sid.startswith(prefix):
+            return None
+        rest = sid[len(prefix):]
+        heldout = version == 2 and rest.endswith("-heldout")
+        rest = rest[:-len("-heldout")] if heldout else rest
+        if not rest.isdigit():
+            return None
+        index = int(rest)
+        if version == 1:
+            make = lambda noise: phantom.make_subject(index, noise=noise, **grid)  # noqa: E731
+        else:
+            domain = phantom_v2.HELDOUT_DOMAIN if heldout else phantom_v2.TRAINING_DOMAIN
+            make = lambda noise: phantom_v2.make_subject(  # noqa: E731
+                index, noise=noise, domain=domain, **grid)
+        noisy = make(True)
+        if not (noisy.ct.shape == np.shape(subject.images["ct"])
+                and np.allclose(noisy.ct, subject.images["ct"], atol=1e-3)
                 and np.allclose(noisy.mri, subject.images["mri"], rtol=1e-5, atol=1e-3)):
             return None
-        clean[subject.subject_id] = phantom.make_subject(index, noise=False, **grid)
+        rendered[sid] = (noisy, make(False))
+    return rendered
+
+
+def noise_floor(subjects, dataset_config: str, phantoms: dict | None = None) -> dict | None:
+    """The score of a perfect model on synthetic phantoms: each test subject rendered again
+    without noise (``phantom.make_subject(..., noise=False)``, v2 likewise), scored against the
+    stored, noisy ground truth inside the body. No model can predict the noise, so none can beat
+    it. None for non-synthetic data, or when a re-rendered noisy subject does not match the
+    stored one (:func:`regenerate_phantoms`; ``phantoms``: its result, if already at hand).
+
+    Returns:
+        The :data:`HEADLINE` fields, means over subjects (HU for CT MAE, [0, 1] MRI scale).
+    """
+    phantoms = phantoms if phantoms is not None else regenerate_phantoms(subjects, dataset_config)
+    if phantoms is None:
+        return None
     return _mean_body_scores(subjects,
-                             lambda subject, target: getattr(clean[subject.subject_id], target))
+                             lambda subject, target: getattr(phantoms[subject.subject_id][1],
+                                                             target))
+
+
+def _label_ids(names) -> list[int]:
+    from ctmri_tf import phantom_v2
+    return [phantom_v2.TISSUES[name] for name in names]
+
+
+def brain_hu_checks(synthetic_ct, true_ct, labels, *, bone_hu: float = BONE_HU) -> dict:
+    """Anatomy checks of one synthetic CT volume against the true CT and the label map.
+
+    Both volumes are clipped to the metrics' CT range (``metrics.CT_RANGE_HU``) first. Brain:
+    the :data:`BRAIN_TISSUES` labels; white matter :data:`WHITE_MATTER_TISSUES`; grey matter
+    :data:`GREY_MATTER_TISSUES` (ids of ``ctmri_tf.phantom_v2.TISSUES``, = v1's for v1 maps).
+
+    Args:
+        synthetic_ct, true_ct: ``(slices, rows, cols)`` HU.  labels: same shape, tissue ids.
+        bone_hu: a brain voxel above this is "bone predicted in the brain".
+
+    Bone predicted in the brain counts the brain voxels where the synthetic CT is above
+    ``bone_hu`` and the true CT is not: the true CT itself exceeds 300 HU in 2-3 % of the
+    labelled brain voxels of the 128 px phantoms (partial volume with the skull in-plane and
+    across thick slices), which no model should be blamed for.
+
+    Returns:
+        ``brain_voxels``; ``bone_fraction``: share of brain voxels with synthetic CT > bone_hu
+        where the true CT is <= bone_hu (bone predicted where there is none);
+        ``any_bone_fraction``: share with synthetic CT > bone_hu; ``true_bone_fraction``: share
+        with true CT > bone_hu; for ``wm`` and ``gm``: ``<t>_voxels``, ``<t>_median_hu`` (synthetic),
+        ``<t>_true_median_hu`` and ``<t>_median_error_hu`` = ``|synthetic - true|`` of the
+        medians. NaN for a region without voxels.
+    """
+    import numpy as np
+
+    from ctmri_tf import metrics
+
+    pred = np.clip(np.asarray(synthetic_ct, np.float64), *metrics.CT_RANGE_HU)
+    truth = np.clip(np.asarray(true_ct, np.float64), *metrics.CT_RANGE_HU)
+    labels = np.asarray(labels)
+    if not pred.shape == truth.shape == labels.shape:
+        raise CtmriInputError(None, f"synthetic CT {pred.shape}, true CT {truth.shape} and "
+                                    f"labels {labels.shape} must have one shape")
+    brain = np.isin(labels, _label_ids(BRAIN_TISSUES))
+    n = int(brain.sum())
+    bone, true_bone = pred[brain] > bone_hu, truth[brain] > bone_hu
+    out = {"brain_voxels": n,
+           "bone_fraction": float(np.mean(bone & ~true_bone)) if n else math.nan,
+           "any_bone_fraction": float(np.mean(bone)) if n else math.nan,
+           "true_bone_fraction": float(np.mean(true_bone)) if n else math.nan}
+    for key, tissues in (("wm", WHITE_MATTER_TISSUES), ("gm", GREY_MATTER_TISSUES)):
+        region = np.isin(labels, _label_ids(tissues))
+        count = int(region.sum())
+        predicted = float(np.median(pred[region])) if count else math.nan
+        true = float(np.median(truth[region])) if count else math.nan
+        out.update({f"{key}_voxels": count, f"{key}_median_hu": predicted,
+                    f"{key}_true_median_hu": true,
+                    f"{key}_median_error_hu": abs(predicted - true)})
+    return out
+
+
+ANATOMY_FIELDS = {  # row field -> brain_hu_checks key, averaged over subjects
+    "brain_bone_fraction": "bone_fraction",
+    "brain_any_bone_fraction": "any_bone_fraction",
+    "true_brain_bone_fraction": "true_bone_fraction",
+    "wm_median_error_hu": "wm_median_error_hu",
+    "gm_median_error_hu": "gm_median_error_hu",
+    "wm_median_hu": "wm_median_hu",
+    "wm_true_median_hu": "wm_true_median_hu",
+    "gm_median_hu": "gm_median_hu",
+    "gm_true_median_hu": "gm_true_median_hu",
+}
+
+
+def anatomy_summary(per_subject: dict) -> dict:
+    """``{subject_id: brain_hu_checks(...)}`` -> the :data:`ANATOMY_FIELDS` (means over
+    subjects, NaN ignored), ``<field>_max`` (worst subject) of the fraction and the two errors,
+    and ``anatomy``: the per-subject figures."""
+    out = {field: _mean([c[key] for c in per_subject.values()])
+           for field, key in ANATOMY_FIELDS.items()}
+    for field in ("brain_bone_fraction", "wm_median_error_hu", "gm_median_error_hu"):
+        values = [c[ANATOMY_FIELDS[field]] for c in per_subject.values()
+                  if not math.isnan(c[ANATOMY_FIELDS[field]])]
+        out[f"{field}_max"] = max(values) if values else math.nan
+    out["anatomy"] = {sid: dict(c) for sid, c in per_subject.items()}
+    return out
+
+
+def synthetic_ct(translator, subject, batch_size: int):
+    """The MRI->CT translation of ``subject`` in HU, exactly as ``ctmri_tf.evaluate`` makes it
+    (source in [-1, 1] with its range, background masked, translated in chunks of
+    ``batch_size`` slices or as a whole volume, mapped with the CT volume's range)."""
+    from ctmri_tf import evaluate, intensity
+
+    source = evaluate._source_unit(subject, "mri", mask_inputs=True)  # noqa: SLF001
+    out = evaluate._translate("model", translator, source, subject.masks["mri"],  # noqa: SLF001
+                              "mri", "ct", batch_size)
+    return intensity.from_unit(out, "ct", subject.ranges["ct"])
+
+
+def anatomy_checks(translators, subjects, phantoms: dict, batch_size: int) -> dict:
+    """``{model: anatomy_summary}`` of every translator that does MRI->CT, plus ``None`` (key)
+    for the noise-free ground truth, on ``subjects`` with the labels of ``phantoms``
+    (:func:`regenerate_phantoms`)."""
+    from ctmri_tf import evaluate
+
+    results = {}
+    for name, translator in translators.items():
+        if not evaluate._supports(translator, "mri", "ct"):  # noqa: SLF001
+            continue
+        results[name] = anatomy_summary({
+            s.subject_id: brain_hu_checks(synthetic_ct(translator, s, batch_size),
+                                          s.images["ct"], phantoms[s.subject_id][0].labels)
+            for s in subjects})
+    results[None] = anatomy_summary({
+        s.subject_id: brain_hu_checks(phantoms[s.subject_id][1].ct, s.images["ct"],
+                                      phantoms[s.subject_id][0].labels) for s in subjects})
+    return results
 
 
 def calibrate(config, overrides=None) -> float:
@@ -272,33 +486,158 @@ def headline(summary: dict) -> dict:
     return values
 
 
-def target_lines(rows: list[dict]) -> list[str]:
-    """The StarGAN figures beside their targets (met / missed)."""
-    lines = []
+def _verdict(passed: bool) -> str:
+    return "PASS" if passed else "FAIL"
+
+
+def _preset_note(row: dict) -> str:
+    preset = row.get("preset")
+    if preset in (TARGET_PRESET, f"{TARGET_PRESET}_2p5d"):
+        return ""
+    return f" (targets are for the {TARGET_PRESET} preset; this is {preset})"
+
+
+def _check(checks: list, target: str, row: dict, value: float, limit: float, passed: bool,
+           line: str) -> None:
+    checks.append({"target": target, "model": row["model"], "split": row.get("split"),
+                   "preset": row.get("preset"), "value": value, "limit": limit,
+                   "passed": bool(passed), "line": line + _preset_note(row)})
+
+
+def target_checks(rows: list[dict], version: int | None) -> list[dict]:
+    """The issue-14 targets of every trained model's rows: ``{"target", "model", "split",
+    "preset", "value", "limit", "passed", "line"}`` (the printed line, PASS / FAIL).
+
+    Phantom v2 data (``version`` 2): the held-out split's MAE, held-out / in-domain ratio, bone
+    in the brain and white / grey matter median HU. Other data: the v1 targets on ``test``
+    (MRI->CT MAE and CT->MRI SSIM inside the body). With a 2-D and a 2.5-D row of one model on
+    a split: 2.5-D beats 2-D on MRI->CT through-plane MAE (:func:`context_checks`).
+    """
+    checks: list[dict] = []
     for row in rows:
-        if row["model"] != "StarGAN":
+        if row.get("kind") != "trained":
             continue
+        name, split = row["model"], row.get("split", SPLIT_TEST)
         mae, ssim = row["mri_to_ct_mae_body_hu"], row["ct_to_mri_ssim_body"]
-        preset = "" if row["preset"] == TARGET_PRESET else (
-            f" (targets are for the {TARGET_PRESET} preset; this is {row['preset']})")
-        lines.append(f"StarGAN MRI->CT MAE in body: {mae:.1f} HU (target <= "
-                     f"{TARGET_MRI_TO_CT_MAE_HU:.0f} HU: "
-                     f"{'met' if mae <= TARGET_MRI_TO_CT_MAE_HU else 'missed'}){preset}")
-        lines.append(f"StarGAN CT->MRI SSIM in body: {ssim:.3f} (target >= "
-                     f"{TARGET_CT_TO_MRI_SSIM:.2f}: "
-                     f"{'met' if ssim >= TARGET_CT_TO_MRI_SSIM else 'missed'}){preset}")
-    return lines
+        if version != 2 and split == SPLIT_TEST:
+            _check(checks, "mri_to_ct_mae_body_hu_max", row, mae, TARGET_MRI_TO_CT_MAE_HU,
+                   mae <= TARGET_MRI_TO_CT_MAE_HU,
+                   f"{name} MRI->CT MAE in body: {mae:.1f} HU (target <= "
+                   f"{TARGET_MRI_TO_CT_MAE_HU:.0f} HU: {_verdict(mae <= TARGET_MRI_TO_CT_MAE_HU)})")
+            _check(checks, "ct_to_mri_ssim_body_min", row, ssim, TARGET_CT_TO_MRI_SSIM,
+                   ssim >= TARGET_CT_TO_MRI_SSIM,
+                   f"{name} CT->MRI SSIM in body: {ssim:.3f} (target >= "
+                   f"{TARGET_CT_TO_MRI_SSIM:.2f}: {_verdict(ssim >= TARGET_CT_TO_MRI_SSIM)})")
+        if version != 2 or split != SPLIT_HELDOUT:
+            continue
+        where = f"({SPLIT_HELDOUT})"
+        _check(checks, "heldout_mri_to_ct_mae_body_hu_max", row, mae, TARGET_HELDOUT_MAE_HU,
+               mae <= TARGET_HELDOUT_MAE_HU,
+               f"{name} MRI->CT MAE in body {where}: {mae:.1f} HU (target <= "
+               f"{TARGET_HELDOUT_MAE_HU:.0f} HU: {_verdict(mae <= TARGET_HELDOUT_MAE_HU)})")
+        ratio = row.get("heldout_to_in_domain_mae_ratio", math.nan)
+        ok = ratio <= TARGET_HELDOUT_RATIO
+        _check(checks, "heldout_to_in_domain_mae_ratio_max", row, ratio, TARGET_HELDOUT_RATIO,
+               ok, f"{name} held-out / in-domain MRI->CT MAE: {mae:.1f} / "
+                   f"{row.get('in_domain_mri_to_ct_mae_body_hu', math.nan):.1f} HU = "
+                   f"{ratio:.2f}x (target <= {TARGET_HELDOUT_RATIO:g}x: {_verdict(ok)})")
+        bone = row.get("brain_bone_fraction", math.nan)
+        ok = bone <= TARGET_BONE_IN_BRAIN_FRACTION
+        _check(checks, "brain_bone_fraction_max", row, bone, TARGET_BONE_IN_BRAIN_FRACTION, ok,
+               f"{name} bone (> {BONE_HU:.0f} HU) predicted in the brain where the true CT "
+               f"has none {where}: {100 * bone:.2f} % of brain voxels (target <= "
+               f"{100 * TARGET_BONE_IN_BRAIN_FRACTION:g} %: {_verdict(ok)}; > {BONE_HU:.0f} HU "
+               f"anywhere in the brain: synthetic "
+               f"{100 * row.get('brain_any_bone_fraction', math.nan):.2f} %, true "
+               f"{100 * row.get('true_brain_bone_fraction', math.nan):.2f} %)")
+        for key, tissue in (("wm", "white matter"), ("gm", "grey matter")):
+            error = row.get(f"{key}_median_error_hu", math.nan)
+            ok = error <= TARGET_TISSUE_MEDIAN_HU
+            _check(checks, f"{key}_median_error_hu_max", row, error, TARGET_TISSUE_MEDIAN_HU, ok,
+                   f"{name} {tissue} median HU {where}: off by {error:.1f} HU (synthetic "
+                   f"{row.get(f'{key}_median_hu', math.nan):.1f}, true "
+                   f"{row.get(f'{key}_true_median_hu', math.nan):.1f}; target <= "
+                   f"{TARGET_TISSUE_MEDIAN_HU:.0f} HU: {_verdict(ok)})")
+    checks.extend(context_checks(rows))
+    return checks
+
+
+def context_checks(rows: list[dict]) -> list[dict]:
+    """2.5-D beats 2-D: for every trained model with a 2-D and a 2.5-D row on a split, the
+    through-plane MRI->CT MAE inside the body of both (and their MAE and training time)."""
+    checks: list[dict] = []
+    trained = [r for r in rows if r.get("kind") == "trained"]
+    for row in trained:
+        if row.get("context_slices", 1) <= 1:
+            continue
+        flat = [r for r in trained if r.get("context_slices", 1) == 1
+                and r.get("experiment") == row.get("experiment")
+                and r.get("split") == row.get("split")]
+        if not flat:
+            continue
+        base = flat[0]
+        tp, tp_2d = (r["mri_to_ct_through_plane_mae_body_hu"] for r in (row, base))
+        ok = tp < tp_2d
+        time_note = (f"trained {row.get('train_minutes', math.nan):.1f} vs "
+                     f"{base.get('train_minutes', math.nan):.1f} min")
+        if row.get("budget", "").endswith("steps"):
+            time_note += " (equal steps, not equal time: use --minutes)"
+        line = (f"{row['model']} vs {base['model']} ({row.get('split')}): MRI->CT through-plane "
+                f"MAE in body {tp:.2f} vs {tp_2d:.2f} HU/slice, MAE "
+                f"{row['mri_to_ct_mae_body_hu']:.1f} vs {base['mri_to_ct_mae_body_hu']:.1f} HU, "
+                f"{time_note} (target: 2.5-D beats 2-D on through-plane error: {_verdict(ok)})")
+        checks.append({"target": "context_beats_2d_through_plane", "model": row["model"],
+                       "baseline_model": base["model"], "split": row.get("split"),
+                       "preset": row.get("preset"), "value": tp, "limit": tp_2d,
+                       "mae": row["mri_to_ct_mae_body_hu"],
+                       "mae_2d": base["mri_to_ct_mae_body_hu"], "passed": bool(ok),
+                       "line": line + _preset_note(row)})
+    return checks
+
+
+def target_lines(rows: list[dict], version: int | None = None) -> list[str]:
+    """The printed lines of :func:`target_checks`."""
+    return [check["line"] for check in target_checks(rows, version)]
+
+
+def model_label(model: str, config) -> str:
+    """``StarGAN``, ``CycleGAN``; ``StarGAN 2.5-D`` for ``model.context_slices`` > 1."""
+    k = config.model.context_slices
+    return MODEL_LABELS[model] + (" 2.5-D" if k > 1 else "")
+
+
+def context_presets(preset: str) -> tuple[str, str]:
+    """``(2-D preset, 2.5-D preset)`` of ``--compare-context`` from either of them.
+
+    Raises:
+        CtmriInputError: a preset without a 2.5-D variant.
+    """
+    from ctmri_tf import configs
+
+    if preset in configs.CONTEXT_PRESETS:
+        return configs.CONTEXT_PRESETS[preset], preset
+    for context, base in configs.CONTEXT_PRESETS.items():
+        if base == preset:
+            return base, context
+    raise CtmriInputError(None, f"--compare-context: preset {preset!r} has no 2.5-D variant; "
+                                f"use one of {', '.join(sorted(configs.CONTEXT_PRESETS.values()))}")
 
 
 COLUMNS = [
     common.Column("model", "model"),
+    common.Column("split", "split"),
     common.Column("steps", "steps"),
     common.Column("train_minutes", "train min", "{:.1f}"),
     common.Column("mri_to_ct_mae_body_hu", "MRI→CT MAE body (HU)", "{:.1f}"),
+    common.Column("mri_to_ct_through_plane_mae_body_hu", "MRI→CT through-plane (HU/slice)",
+                  "{:.2f}"),
     common.Column("mri_to_ct_psnr_body_db", "MRI→CT PSNR body (dB)", "{:.2f}"),
     common.Column("mri_to_ct_ssim_body", "MRI→CT SSIM body", "{:.4f}"),
     common.Column("ct_to_mri_mae_body", "CT→MRI MAE body ([0,1])", "{:.4f}"),
     common.Column("ct_to_mri_ssim_body", "CT→MRI SSIM body", "{:.4f}"),
+    common.Column("brain_bone_fraction", "bone in brain", common.percent),
+    common.Column("wm_median_error_hu", "WM |Δmedian| (HU)", "{:.1f}"),
+    common.Column("gm_median_error_hu", "GM |Δmedian| (HU)", "{:.1f}"),
 ]
 
 
@@ -309,7 +648,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", default="stargan,cyclegan",
                         help="comma-separated: stargan, cyclegan (default: both)")
     parser.add_argument("--preset", default=TARGET_PRESET,
-                        help="smoke, demo or paper (default: demo)")
+                        help="smoke, demo, paper, smoke_2p5d or demo_2p5d (default: demo)")
     parser.add_argument("--minutes", type=float, default=30.0,
                         help="training budget per model, minutes (default: 30)")
     parser.add_argument("--steps", type=int, default=None,
@@ -321,6 +660,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset-config", default=None,
                         help="tfds ctmri config (default: the preset's phantoms rendered at the "
                              "model's image size, e.g. synthetic_40x32x128 for demo)")
+    parser.add_argument("--compare-context", action="store_true",
+                        help="train every model 2-D (the preset) and 2.5-D (<preset>_2p5d, "
+                             "model.context_slices=3) with the same budget and compare their "
+                             "through-plane MAE (presets smoke, demo or their _2p5d)")
     parser.add_argument("--precision", default="float32", help="float32 or mixed_bfloat16")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", dest="overrides", action="append", default=[],
@@ -347,8 +690,12 @@ def _main(argv: list[str] | None) -> int:
         raise CtmriInputError(None, f"--minutes must be positive, got {args.minutes}")
     if args.keep is not None and args.keep.exists():
         raise CtmriInputError(args.keep, "already exists; --keep takes a new folder")
+    presets = context_presets(args.preset) if args.compare_context else (args.preset,)
     common.check_out(args.out, args.overwrite)
     previous = common.previous_results(args)
+    for row in (previous or {}).get("rows", []):   # files from before the split column: test
+        if isinstance(row, dict):
+            row.setdefault("split", SPLIT_TEST)
     machine = common.machine_info()
 
     from ctmri_tf.training.cli import parse_set
@@ -356,23 +703,32 @@ def _main(argv: list[str] | None) -> int:
     work = Path(tempfile.mkdtemp(prefix="ctmri-quality-"))
     try:
         data_dir = args.data_dir or (work / "tfds" if args.quick else DEFAULT_DATA_DIR)
-        configs_ = {model: training_config(model, args.preset, data_dir=data_dir,
-                                           dataset_config=args.dataset_config,
-                                           precision=args.precision, seed=args.seed,
-                                           overrides=overrides)
-                    for model in models}
-        dataset = next(iter(configs_.values())).data.dataset_config
+        runs = []                                   # (label, model, config), table order
+        for model in models:
+            for preset in presets:
+                config = training_config(model, preset, data_dir=data_dir,
+                                         dataset_config=args.dataset_config,
+                                         precision=args.precision, seed=args.seed,
+                                         overrides=overrides)
+                runs.append((model_label(model, config), model, config))
+        datasets = {config.data.dataset_config for _, _, config in runs}
+        if len(datasets) != 1:
+            raise CtmriInputError(None, f"the runs would use different datasets "
+                                        f"{sorted(datasets)}; pass --dataset-config")
+        dataset = datasets.pop()
+        version = phantom_version(dataset)
         from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import build
         print(f"[{NAME}] dataset ctmri/{dataset} in {data_dir} ...", file=sys.stderr, flush=True)
         report = build(dataset, data_dir=data_dir)
         print(report.summary(), file=sys.stderr)
+        splits = [SPLIT_TEST] + ([SPLIT_HELDOUT] if report.num_examples.get(SPLIT_HELDOUT)
+                                 else [])
 
         from ctmri_tf import baselines, evaluate
         translators = dict(baselines.baseline_translators(
             baselines.reference_from_split("train", config=dataset, data_dir=data_dir)))
         trained: dict[str, dict] = {}
-        for model, config in configs_.items():
-            label = MODEL_LABELS[model]
+        for label, model, config in runs:
             seconds_per_iteration = None
             if args.steps is None:
                 print(f"[{NAME}] {label}: measuring s/iteration ...", file=sys.stderr, flush=True)
@@ -384,26 +740,39 @@ def _main(argv: list[str] | None) -> int:
                 steps = args.steps
             config = scheduled(config, steps)
             print(f"[{NAME}] {label}: training {steps} steps ({config.preset}, "
-                  f"{config.data.image_size} px, batch {config.data.batch_size}) ...",
-                  file=sys.stderr, flush=True)
-            task, result, seconds = train_model(config, work / "runs" / model,
+                  f"{config.data.image_size} px, batch {config.data.batch_size}, "
+                  f"{config.model.context_slices} slice(s) in) ...", file=sys.stderr, flush=True)
+            run_name = model if config.model.context_slices == 1 else f"{model}_{config.preset}"
+            task, result, seconds = train_model(config, work / "runs" / run_name,
                                                 progress=not args.quick)
             translators[label] = translator_of(task, config)
-            trained[label] = {"steps": result.step, "train_minutes": seconds / 60,
+            trained[label] = {"experiment": model, "preset": config.preset,
+                              "context_slices": config.model.context_slices,
+                              "steps": result.step, "train_minutes": seconds / 60,
                               "seconds_per_iteration_calibrated": seconds_per_iteration,
                               "seconds_per_step_training": result.seconds_per_step,
                               "config": config}
-        print(f"[{NAME}] evaluating on the test subjects ...", file=sys.stderr, flush=True)
-        subjects = evaluate.load_subjects("test", config=dataset, data_dir=data_dir)
-        sizes = {config.data.image_size for config in configs_.values()}
-        floors = {size: floor for size in sorted(sizes)
-                  if (floor := resolution_floor(subjects, size)) is not None}
-        noise = noise_floor(subjects, dataset)
-        results = evaluate.evaluate(translators, subjects, work / "evaluation",
-                                    batch_size=args.eval_batch_size, progress=not args.quick)
+        sizes = {config.data.image_size for _, _, config in runs}
+        evaluated = {}       # split -> (results, floors, noise, anatomy)
+        for split in splits:
+            print(f"[{NAME}] evaluating on the {split} subjects ...", file=sys.stderr,
+                  flush=True)
+            subjects = evaluate.load_subjects(split, config=dataset, data_dir=data_dir)
+            floors = {size: floor for size in sorted(sizes)
+                      if (floor := resolution_floor(subjects, size)) is not None}
+            phantoms = regenerate_phantoms(subjects, dataset)
+            noise = noise_floor(subjects, dataset, phantoms) if phantoms is not None else None
+            folder = "evaluation" if split == SPLIT_TEST else f"evaluation_{split}"
+            results = evaluate.evaluate(translators, subjects, work / folder,
+                                        batch_size=args.eval_batch_size, progress=not args.quick)
+            anatomy = (anatomy_checks(translators, subjects, phantoms, args.eval_batch_size)
+                       if phantoms is not None else {})
+            evaluated[split] = (results, floors, noise, anatomy)
         if args.keep is not None:
             with atomic_output(args.keep, directory=True) as kept:
-                shutil.copytree(work / "evaluation", kept / "evaluation")
+                for split in splits:
+                    folder = "evaluation" if split == SPLIT_TEST else f"evaluation_{split}"
+                    shutil.copytree(work / folder, kept / folder)
                 shutil.copytree(work / "runs", kept / "runs")
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -411,39 +780,73 @@ def _main(argv: list[str] | None) -> int:
     from ctmri_tf import configs as config_module
     budget = f"{args.steps} steps" if args.steps is not None else f"{args.minutes:g} min"
     rows = []
-    for name in results["models"]:
-        info = trained.get(name, {})
-        row = {"model": name, "kind": "trained" if name in trained else "baseline",
-               "preset": args.preset, "dataset": dataset, "budget": budget,
-               "test_subjects": len(results["subjects"]),
-               **{k: v for k, v in info.items() if k != "config"},
-               **headline(results["summary"].get(name, {})),
-               "summary": results["summary"].get(name, {})}
-        if "config" in info:
-            row["config"] = config_module.to_dict(info["config"])
-        rows.append(row)
-    for size, floor in floors.items():
-        rows.append({"model": f"ground truth via {size} px", "kind": "resolution floor",
-                     "preset": args.preset, "dataset": dataset, "budget": budget,
-                     "test_subjects": len(results["subjects"]), **floor})
-    if noise is not None:
-        rows.append({"model": "noise-free ground truth", "kind": "noise floor",
-                     "preset": args.preset, "dataset": dataset, "budget": budget,
-                     "test_subjects": len(results["subjects"]), **noise})
-    print(evaluate.comparison_markdown(results))
-    for size in floors:
-        print(f"[{NAME}] the models run at {size} px and are scored at the data's size: the "
-              f"'ground truth via {size} px' row is the best any model at that size can score",
-              file=sys.stderr)
-    notes = {"protocol": results["protocol"], "subjects": results["subjects"],
-             "targets": {"stargan_mri_to_ct_mae_body_hu_max": TARGET_MRI_TO_CT_MAE_HU,
-                         "stargan_ct_to_mri_ssim_body_min": TARGET_CT_TO_MRI_SSIM,
-                         "preset": TARGET_PRESET},
-             "comparison_markdown": evaluate.comparison_markdown(results),
+    for split, (results, floors, noise, anatomy) in evaluated.items():
+        common_fields = {"dataset": dataset, "budget": budget, "split": split,
+                         "test_subjects": len(results["subjects"])}
+        for name in results["models"]:
+            info = trained.get(name, {})
+            row = {"model": name, "kind": "trained" if name in trained else "baseline",
+                   "preset": info.get("preset", args.preset), **common_fields,
+                   **{k: v for k, v in info.items() if k != "config"},
+                   **headline(results["summary"].get(name, {})),
+                   **anatomy.get(name, {}),
+                   "summary": results["summary"].get(name, {})}
+            if "config" in info:
+                row["config"] = config_module.to_dict(info["config"])
+            rows.append(row)
+        for size, floor in floors.items():
+            rows.append({"model": f"ground truth via {size} px", "kind": "resolution floor",
+                         "preset": args.preset, **common_fields, **floor})
+        if noise is not None:
+            rows.append({"model": "noise-free ground truth", "kind": "noise floor",
+                         "preset": args.preset, **common_fields, **noise,
+                         **anatomy.get(None, {})})
+    in_domain = {row["model"]: row["mri_to_ct_mae_body_hu"] for row in rows
+                 if row["split"] == SPLIT_TEST}
+    ratios = {}
+    for row in rows:
+        if row["split"] == SPLIT_HELDOUT and row["model"] in in_domain:
+            base = in_domain[row["model"]]
+            row["in_domain_mri_to_ct_mae_body_hu"] = base
+            row["heldout_to_in_domain_mae_ratio"] = ratio = (
+                row["mri_to_ct_mae_body_hu"] / base if base > 0 else math.nan)
+            ratios[row["model"]] = ratio
+    for split, (results, floors, _, _) in evaluated.items():
+        if len(evaluated) > 1:
+            print(f"\n### split {split}\n")
+        print(evaluate.comparison_markdown(results))
+        for size in floors:
+            print(f"[{NAME}] the models run at {size} px and are scored at the data's size: "
+                  f"the 'ground truth via {size} px' row is the best any model at that size "
+                  f"can score", file=sys.stderr)
+    checks = target_checks(rows, version)
+    notes = {"protocol": evaluated[SPLIT_TEST][0]["protocol"],
+             "subjects": {split: r[0]["subjects"] for split, r in evaluated.items()},
+             "splits": splits, "phantom_version": version,
+             "presets": list(presets), "compare_context": bool(args.compare_context),
+             "heldout_to_in_domain_mae_ratio": ratios,
+             "anatomy": {"brain_tissues": list(BRAIN_TISSUES),
+                         "white_matter_tissues": list(WHITE_MATTER_TISSUES),
+                         "grey_matter_tissues": list(GREY_MATTER_TISSUES),
+                         "bone_hu": BONE_HU,
+                         "labels": "regenerated from each subject's index, the dataset's seed "
+                                   "and grid, checked against the stored volumes"},
+             "targets": {"preset": TARGET_PRESET,
+                         "v1_mri_to_ct_mae_body_hu_max": TARGET_MRI_TO_CT_MAE_HU,
+                         "v1_ct_to_mri_ssim_body_min": TARGET_CT_TO_MRI_SSIM,
+                         "heldout_mri_to_ct_mae_body_hu_max": TARGET_HELDOUT_MAE_HU,
+                         "heldout_to_in_domain_mae_ratio_max": TARGET_HELDOUT_RATIO,
+                         "brain_bone_fraction_max": TARGET_BONE_IN_BRAIN_FRACTION,
+                         "tissue_median_error_hu_max": TARGET_TISSUE_MEDIAN_HU,
+                         "context_beats_2d_through_plane": True},
+             "target_checks": checks,
+             "comparison_markdown": evaluate.comparison_markdown(evaluated[SPLIT_TEST][0]),
+             "comparison_markdown_by_split": {split: evaluate.comparison_markdown(r[0])
+                                              for split, r in evaluated.items()},
              "dataset_build": dataclasses.asdict(report)}
     common.finish(args, benchmark=NAME, rows=rows, columns=COLUMNS, notes=notes, machine=machine,
                   previous=previous, key_fields=KEY_FIELDS, metric="mri_to_ct_mae_body_hu",
-                  higher_is_better=False, summary=target_lines(rows))
+                  higher_is_better=False, summary=[check["line"] for check in checks])
     return 0
 
 

@@ -28,8 +28,9 @@ CycleGAN: ``batch_size`` CT + ``batch_size`` MRI; DeepLabV3+: ``batch_size``) pe
 sustained iteration time.
 
 Input: the real ``ctmri_tf.data`` pipeline over the built tfds ``ctmri`` dataset when
-``--data-dir`` holds it (the trainer's pipeline: ``unpaired_batches`` / ``segmentation_batches``
-of the ``train`` split, resized to the model size), otherwise in-memory phantoms
+``--data-dir`` holds it (the trainer's pipeline: StarGAN's ``training_batches``, unpaired or
+paired, CycleGAN's ``unpaired_batches``, ``segmentation_batches``, of the ``train`` split,
+resized to the model size, k-slice stacks for a 2.5-D preset), otherwise in-memory phantoms
 (``ctmri_tf.phantom`` rendered at the model size, a shuffled, repeated ``tf.data`` stream from
 memory); the row's ``input`` says which.
 
@@ -183,11 +184,13 @@ def tfds_batches(config):
     common_args = dict(seed=config.seed, repeat=True, drop_remainder=True,
                        config=d.dataset_config, data_dir=d.data_dir)
     if config.experiment == "stargan":
-        return data.unpaired_batches("train", d.batch_size // 2, d.image_size,
-                                     mask_inputs=d.mask_inputs, augment=d.augment, **common_args)
+        # the trainer's stream: unpaired or registered pairs, 2-D or 2.5-D (model.context_slices)
+        from ctmri_tf.training.stargan import training_batches
+        return training_batches(config)
     if config.experiment == "cyclegan":
         return data.unpaired_batches("train", d.batch_size, d.image_size,
-                                     mask_inputs=d.mask_inputs, augment=d.augment, **common_args)
+                                     mask_inputs=d.mask_inputs, augment=d.augment,
+                                     context_slices=config.model.context_slices, **common_args)
     return data.segmentation_batches("train", d.batch_size, d.image_size, augment=d.augment,
                                      **common_args)
 
@@ -228,6 +231,10 @@ def phantom_batches(config):
     import tensorflow as tf
 
     d = config.data
+    if getattr(getattr(config, "model", None), "context_slices", 1) > 1:
+        raise CtmriInputError(None, "in-memory phantom batches are 2-D; a 2.5-D model "
+                                    "(model.context_slices > 1) needs the built tfds dataset "
+                                    "(--data-dir)")
 
     def stream(tensors, batch, seed):
         ds = tf.data.Dataset.from_tensor_slices(tensors)

@@ -23,6 +23,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import dataset_build, inference_speed, quality, train_speed  # noqa: E402
+from ctmri_tf.errors import CtmriInputError  # noqa: E402
 
 
 def _results(path: Path) -> dict:
@@ -92,16 +93,71 @@ def test_benchmark_scripts_run_quick(tmp_path, capsys):
     out = tmp_path / "quality.json"
     assert quality.main(["--quick", "--models", "stargan", "--data-dir", str(data_dir),
                          "--dataset-config", dataset, "--out", str(out)]) == 0
-    rows = {row["model"]: row for row in _results(out)["rows"]}
+    payload = _results(out)
+    rows = {row["model"]: row for row in payload["rows"]}
     assert list(rows) == ["identity", "histogram matching", "StarGAN", "noise-free ground truth"]
+    assert {row["split"] for row in rows.values()} == {"test"}
     assert rows["StarGAN"]["steps"] == 2 and rows["StarGAN"]["test_subjects"] == 1
     floor = rows.pop("noise-free ground truth")          # phantoms: the best any model can score
     assert floor["kind"] == "noise floor" and 0 < floor["mri_to_ct_mae_body_hu"] < 25
     for row in rows.values():
         assert row["mri_to_ct_mae_body_hu"] == row["summary"]["mri->ct"]["body"]["mae"]["mean"]
         assert row["mri_to_ct_mae_body_hu"] > floor["mri_to_ct_mae_body_hu"]
+        assert 0.0 <= row["brain_bone_fraction"] <= 1.0      # v1 labels regenerated
+    assert [c["target"] for c in payload["notes"]["target_checks"]] == [
+        "mri_to_ct_mae_body_hu_max", "ct_to_mri_ssim_body_min"]
     printed = capsys.readouterr().out
-    assert "StarGAN MRI->CT MAE in body" in printed and "target <= 80 HU" in printed
+    assert "StarGAN MRI->CT MAE in body" in printed and "target <= 60 HU" in printed
+    assert "target >= 0.85" in printed
+
+    # --- quality on phantom v2: in-domain and held-out-domain test subjects, 2-D vs 2.5-D
+    out = tmp_path / "quality_v2.json"
+    assert quality.main(["--quick", "--models", "stargan", "--dataset-config",
+                         "synthetic_v2_6x4x32", "--compare-context", "--out", str(out)]) == 0
+    payload = _results(out)
+    notes = payload["notes"]
+    assert notes["splits"] == ["test", "test_heldout_domain"] and notes["phantom_version"] == 2
+    assert notes["presets"] == ["smoke", "smoke_2p5d"]
+    rows = {(row["model"], row["split"]): row for row in payload["rows"]}
+    models = ["identity", "histogram matching", "StarGAN", "StarGAN 2.5-D",
+              "noise-free ground truth"]
+    assert list(rows) == [(m, s) for s in notes["splits"] for m in models]
+    for split in notes["splits"]:
+        flat, context = rows["StarGAN", split], rows["StarGAN 2.5-D", split]
+        assert (flat["preset"], flat["context_slices"]) == ("smoke", 1)
+        assert (context["preset"], context["context_slices"], context["steps"]) == (
+            "smoke_2p5d", 3, 2)
+        for row in (flat, context):
+            body = row["summary"]["mri->ct"]["body"]
+            assert row["mri_to_ct_through_plane_mae_body_hu"] == body["through_plane_mae"]["mean"]
+            assert 0.0 <= row["brain_bone_fraction"] <= 1.0
+            assert row["wm_median_error_hu"] >= 0 and row["gm_median_error_hu"] >= 0
+            [checks] = row["anatomy"].values()                 # one subject per split here
+            assert checks["brain_voxels"] > checks["wm_voxels"] > 0
+            assert row["wm_median_error_hu"] == pytest.approx(
+                abs(checks["wm_median_hu"] - checks["wm_true_median_hu"]))
+        noise_free = rows["noise-free ground truth", split]
+        assert noise_free["wm_median_error_hu"] < 10 and noise_free["brain_bone_fraction"] < 0.02
+    held, base = rows["StarGAN", "test_heldout_domain"], rows["StarGAN", "test"]
+    assert held["heldout_to_in_domain_mae_ratio"] == pytest.approx(
+        held["mri_to_ct_mae_body_hu"] / base["mri_to_ct_mae_body_hu"])
+    assert notes["heldout_to_in_domain_mae_ratio"]["StarGAN"] == held[
+        "heldout_to_in_domain_mae_ratio"]
+    targets = {(c["target"], c["model"], c["split"]): c for c in notes["target_checks"]}
+    for model in ("StarGAN", "StarGAN 2.5-D"):
+        for target in ("heldout_mri_to_ct_mae_body_hu_max", "heldout_to_in_domain_mae_ratio_max",
+                       "brain_bone_fraction_max", "wm_median_error_hu_max",
+                       "gm_median_error_hu_max"):
+            check = targets[target, model, "test_heldout_domain"]
+            assert isinstance(check["passed"], bool) and check["line"] in notes["summary"]
+    for split in notes["splits"]:
+        check = targets["context_beats_2d_through_plane", "StarGAN 2.5-D", split]
+        assert check["passed"] == (check["value"] < check["limit"])
+        assert check["limit"] == rows["StarGAN", split]["mri_to_ct_through_plane_mae_body_hu"]
+    assert not any(t == "mri_to_ct_mae_body_hu_max" for t, _, _ in targets)   # v1 targets: v1
+    printed = capsys.readouterr().out
+    assert "2.5-D beats 2-D on through-plane error" in printed
+    assert "held-out / in-domain MRI->CT MAE" in printed and "target <= 100 HU" in printed
 
 
 def test_quality_scores_models_at_their_own_resolution():
@@ -155,6 +211,49 @@ def test_noise_floor_is_the_noise_free_phantom_scored_against_the_stored_one():
     # not the phantoms it claims to be, or not synthetic at all: no floor
     assert quality.noise_floor([stored(1, ct_shift=5.0)], "synthetic_3x4x32") is None
     assert quality.noise_floor([stored(1)], "folder") is None
+
+
+def test_brain_hu_checks_on_a_hand_made_volume():
+    """Bone predicted in the brain and white / grey matter medians, counted by hand."""
+    from ctmri_tf import phantom_v2
+
+    t = phantom_v2.TISSUES
+    labels = np.array([[[t["white_matter"]] * 3 + [t["grey_matter"]] * 2,
+                        [t["csf"], t["ventricle"], t["cortical_bone"], t["background"],
+                         t["deep_grey"]]]], np.uint8)                     # (1, 2, 5)
+    truth = np.array([[[25, 27, 29, 40, 42], [320, 8, 1000, -1000, 38]]], np.float32)
+    synthetic = np.array([[[30, 500, 34, 41, 45], [350, 10, 900, -1000, 44]]], np.float32)
+    checks = quality.brain_hu_checks(synthetic, truth, labels)
+    # brain: 3 WM + 2 GM + CSF + ventricle + deep grey = 8 voxels (bone, background not)
+    assert checks["brain_voxels"] == 8
+    # > 300 HU: 500 in WM and 350 in the CSF voxel, whose true CT is 320 (partial volume with
+    # the skull): bone predicted where the truth has none is the WM voxel only
+    assert checks["any_bone_fraction"] == pytest.approx(2 / 8)
+    assert checks["true_bone_fraction"] == pytest.approx(1 / 8)
+    assert checks["bone_fraction"] == pytest.approx(1 / 8)
+    assert (checks["wm_voxels"], checks["wm_median_hu"], checks["wm_true_median_hu"]) == (
+        3, 34.0, 27.0)
+    assert checks["wm_median_error_hu"] == 7.0
+    # grey matter: cortex and deep grey, synthetic 41, 45, 44 -> 44; true 40, 42, 38 -> 40
+    assert (checks["gm_voxels"], checks["gm_median_hu"], checks["gm_true_median_hu"]) == (
+        3, 44.0, 40.0)
+    assert checks["gm_median_error_hu"] == 4.0
+    # clipped to the metrics' CT range first: 5000 HU counts as 3000
+    clipped = quality.brain_hu_checks(np.full((1, 1, 1), 5000.0), np.zeros((1, 1, 1)),
+                                      np.full((1, 1, 1), t["white_matter"]))
+    assert clipped["wm_median_hu"] == 3000.0 and clipped["bone_fraction"] == 1.0
+    # no grey matter: NaN; over subjects: mean and worst, NaN ignored
+    no_grey = quality.brain_hu_checks(truth, truth, np.where(
+        np.isin(labels, [t["grey_matter"], t["deep_grey"]]), t["white_matter"], labels))
+    assert np.isnan(no_grey["gm_median_hu"]) and no_grey["wm_median_error_hu"] == 0.0
+    summary = quality.anatomy_summary({"a": checks, "b": no_grey})
+    assert summary["brain_bone_fraction"] == pytest.approx((1 / 8 + 0.0) / 2)
+    assert summary["brain_bone_fraction_max"] == pytest.approx(1 / 8)
+    assert summary["brain_any_bone_fraction"] == pytest.approx((2 / 8 + 1 / 8) / 2)
+    assert summary["gm_median_error_hu"] == 4.0 and summary["gm_median_error_hu_max"] == 4.0
+    assert set(summary["anatomy"]) == {"a", "b"}
+    with pytest.raises(CtmriInputError, match="one shape"):
+        quality.brain_hu_checks(synthetic, truth[:, :1], labels)
 
 
 def test_full_measurements_need_ten_iterations_unless_few_are_allowed():
