@@ -392,6 +392,13 @@ def test_the_demo_config_loads_and_bad_configs_name_the_file(tmp_path):
     assert names[:4] == ["ExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator"]
     assert names[4:7] == ["Trainer.stargan", "Evaluator.stargan", "Pusher.stargan"]
     assert pipeline_nodes(built)[8].inputs["model"] == "Trainer.segmentation.model"
+    # ctmri pipeline run --config demo.yaml from the checkout's root is make demo's pipeline:
+    # the same nodes and parameters, hence the same cache keys
+    make_demo = pipeline_config.demo_config("artifacts/demo", data_dir="artifacts/tensorflow_datasets")
+    def keyed(config):   # parameters as the cache key sees them (JSON: 4000 is not 4000.0)
+        return [(n.name, json.dumps(n.parameters, sort_keys=True)) for n in pipeline_nodes(config)]
+
+    assert keyed(demo) == keyed(make_demo)
     one = pipeline_config.from_dict({"pipeline_root": "x"})
     assert [n.name for n in pipeline_nodes(one)][4:] == ["Trainer", "Evaluator", "Pusher"]
     bad = tmp_path / "bad.yaml"

@@ -596,7 +596,7 @@ def pipeline_nodes(config: PipelineConfig) -> list[Node]:
         Node("SchemaGen", schema_gen, {"statistics": "StatisticsGen.statistics"}, {
             "schema_file": _absolute(validator.schema), "schema_sha256": config.schema_sha256(),
             "require_paired": validator.require_paired,
-            "ct_hu_limits": list(validator.ct_hu_limits)}, ("schema",)),
+            "ct_hu_limits": [float(v) for v in validator.ct_hu_limits]}, ("schema",)),
         Node("ExampleValidator", example_validator, {"statistics": "StatisticsGen.statistics",
                                                      "schema": "SchemaGen.schema"}, {},
              ("anomalies",)),
