@@ -1,18 +1,21 @@
 """``make demo``: the project end to end on synthetic head phantoms, through the pipeline.
 
     python -m ctmri_tf.demo --data-dir artifacts/tensorflow_datasets --out artifacts/demo
-                            [--config synthetic_40x32x128] [--num-subjects N --num-slices N
+                            [--config synthetic_v2_40x32x128] [--num-subjects N --num-slices N
                             --image-size N] [--preset demo|smoke] [--steps N]
 
 Steps (each a function of :class:`DemoRun`, run in order; later steps use what earlier ones put
 in ``run.results``):
 
 1. ``dataset``: build the tfds ``ctmri`` dataset (one progress bar, then where it went and the
-   slices/s). The demo builds ``synthetic_40x32x128`` (40 phantoms x 32 slices x 128 px) rather
-   than the default ``synthetic`` (256 px): every demo model trains at 128 px, so 256 px slices
-   would only be resized down again in every batch, and on a 2-core CPU the 128 px build takes
-   15-25 s (2560 slices, 280 MiB) against about four times as long (and 1.2 GiB) at 256 px:
-   time the 15-minute budget gives to training instead;
+   slices/s). The demo builds ``synthetic_v2_40x32x128``: 40 domain-randomised phantoms
+   (:mod:`ctmri_tf.phantom_v2`: MRI contrast, resolution, slice thickness, field of view, pose,
+   skull stripping, CT kernel and noise drawn per subject; 4 of them in the held-out domain) x
+   32 slices x 128 px, so that the models it exports have seen more than one scanner's head
+   (the v1 phantom, ``--config synthetic_40x32x128``, has one contrast and one grid). 128 px
+   rather than 256: every demo model trains at 128 px, so 256 px slices would only be resized
+   down again in every batch, and on a 2-core CPU the 128 px build takes about 20 s (2560
+   slices, 270 MiB) against about four times as long (and 1.1 GiB) at 256 px;
 2. ``contact sheet``: ``<out>/contact_sheet.png``, CT | MRI | body mask of slices spread over one
    test subject;
 3. ``pipeline``: the demo's pipeline (:func:`ctmri_tf.pipeline.config.demo_config`, the same as
@@ -29,7 +32,9 @@ in ``run.results``):
    finds every component cached (same inputs, parameters and code) and trains nothing;
 4. ``results``: StarGAN's comparison table (printed) and the segmentation and classifier test
    metrics, with where the evaluation reports are;
-5. ``translate``: a phantom MRI test volume written as ``<out>/translate/<subject>_mri.nii.gz``
+5. ``translate``: a phantom MRI test volume (:func:`demo_subject`: with phantom v2 a subject of
+   the held-out domain, a contrast and geometry no training subject has) written as
+   ``<out>/translate/<subject>_mri.nii.gz``
    translated to CT with :func:`ctmri_tf.translate.translate_file` and what ``<out>/exports``
    serves, and its MAE against the phantom's true CT. The classifier decides the modality and the
    segmentation model gives the body mask when they are served (pushed: blessed now or before);
@@ -61,7 +66,7 @@ from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import build, resolve_config
 from ctmri_tf.pipeline.config import DEMO_STEPS
 
 CONTACT_SHEET_ROWS = 6
-DEMO_DATASET = "synthetic_40x32x128"
+DEMO_DATASET = "synthetic_v2_40x32x128"
 """The dataset the demo builds (module docstring: why 128 px)."""
 
 
@@ -199,16 +204,14 @@ def translate_test_volume(run: DemoRun) -> None:
     says so instead of translating with an unvetted model. Without a served StarGAN nothing is
     translated.
     """
-    from ctmri_tf import metrics, phantom
+    from ctmri_tf import metrics
     from ctmri_tf.export.saved_model import model_versions, served_models
     from ctmri_tf.io import Volume, read_nifti, write_nifti
     from ctmri_tf.translate import AIR_HU, ModelSet, translate_file
     from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import known_config
 
     dataset = run.config if isinstance(run.config, CtmriConfig) else known_config(run.config)
-    index = dataset.num_subjects - 1                       # the last subject is a test subject
-    subject = phantom.make_subject(index, image_size=dataset.image_size,
-                                   num_slices=dataset.num_slices, seed=dataset.seed)
+    subject, about = demo_subject(dataset)
     slice_mm, row_mm, col_mm = subject.spacing
     affine = np.array([[-col_mm, 0, 0, col_mm * (dataset.image_size - 1) / 2],
                        [0, -row_mm, 0, row_mm * (dataset.image_size - 1) / 2],
@@ -237,6 +240,7 @@ def translate_test_volume(run: DemoRun) -> None:
         say("no classifier is served: --from mri")
     versions = ", ".join(f"{name} {max(model_versions(run.exports / name))}" for name in served)
     say(f"served versions: {versions}")
+    say(f"{subject.subject_id}: {about}")
     say(f"ctmri translate {source} {output} --models {run.exports}"
         + (" --from mri" if given else "") + ("" if use_segmenter else " --body-mask threshold"))
     translate_file(source, output, models=models, source=given, overwrite=True, log=say)
@@ -257,7 +261,42 @@ def translate_test_volume(run: DemoRun) -> None:
     if evaluated is not None:
         say(f"  the evaluation (true body mask, no test-time mirroring) scores this subject "
             f"{evaluated:.1f} HU; its table is the mean over the test subjects")
+    elif subject.subject_id.endswith("-heldout"):
+        say("  (a held-out-domain subject: the evaluation table above is over the in-domain "
+            "test subjects; benchmarks/quality.py measures both splits)")
     run.results["translate"] = output
+
+
+def demo_subject(dataset: CtmriConfig):
+    """The phantom subject the demo translates, and a line saying what it is.
+
+    Phantom v2 (``synthetic_v2*``): the first subject of the held-out-domain test split when the
+    config has one (an MRI contrast and geometry that no training subject has: as close to a new
+    user's scan as the phantom gets), else the last test subject; v1: the last subject (a test
+    subject).
+    """
+    from ctmri_tf import phantom, phantom_v2
+    from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import (SOURCE_SYNTHETIC_V2,
+                                                               synthetic_v2_members)
+
+    kwargs = dict(image_size=dataset.image_size, num_slices=dataset.num_slices, seed=dataset.seed)
+    if dataset.source != SOURCE_SYNTHETIC_V2:
+        return (phantom.make_subject(dataset.num_subjects - 1, **kwargs),
+                "a test subject of phantom v1")
+    members = synthetic_v2_members(dataset)
+    heldout = members.get(phantom_v2.SPLIT_HELDOUT)
+    index, domain = heldout[0] if heldout else members["test"][-1]
+    subject = phantom_v2.make_subject(index, domain=domain, **kwargs)
+    s = subject.settings
+    sequence = {"spin_echo": "spin-echo T1", "spoiled_gre": "spoiled gradient echo",
+                "mprage": "MPRAGE"}.get(s["sequence"], s["sequence"])
+    what = (f"{sequence} (TR {s['tr_ms']:.0f} ms"
+            + (f", TI {s['ti_ms']:.0f} ms" if s.get("ti_ms") else "")
+            + f"), {s['pixel_spacing_mm']:.2f} mm in-plane, {s['slice_thickness_mm']:.1f} mm "
+              f"slices" + (", skull-stripped" if s["skull_stripped"] else ""))
+    if heldout:
+        return subject, f"phantom v2 held-out domain, never seen in training: {what}"
+    return subject, f"a phantom v2 test subject: {what}"
 
 
 def _subject_mae(results: Path | None, subject_id: str) -> float | None:
@@ -309,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, required=True, help="tfds data folder")
     parser.add_argument("--out", type=Path, required=True, help="folder for the demo outputs")
     parser.add_argument("--config", default=DEMO_DATASET,
-                        help=f"dataset config (default {DEMO_DATASET}: 40 x 32 x 128 px)")
+                        help=f"dataset config (default {DEMO_DATASET}: phantom v2, 40 x 32 x 128 px)")
     parser.add_argument("--num-subjects", type=int, help="override: phantom subjects")
     parser.add_argument("--num-slices", type=int, help="override: slices per subject")
     parser.add_argument("--image-size", type=int, help="override: pixels per side")

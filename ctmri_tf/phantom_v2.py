@@ -25,7 +25,9 @@ sub-slices are averaged, so thick slices have through-plane partial volume; in-p
 is blurred by a point-spread function of the acquisition resolution (coarser of the acquisition
 spacing and the stored grid: partial volume in-plane). CT: HU per tissue drawn per subject in
 :data:`CT_HU_RANGES`, a smooth (extra Gaussian blur) or sharp (edge-enhancing unsharp mask)
-reconstruction kernel, and Gaussian noise filtered by the same kernel. MRI: spin-echo T1,
+reconstruction kernel, and Gaussian noise filtered by the same kernel, then clipped to
+:data:`CT_STORED_RANGE_HU` as a scanner stores it (a sharp kernel's undershoot at air / bone
+edges would otherwise reach -2400 HU, values no real CT holds). MRI: spin-echo T1,
 spoiled gradient echo (FLASH) or MPRAGE (inversion-prepared gradient-echo train, steady state
 solved exactly) from per-tissue PD/T1/T2/T2* (:data:`MRI_TISSUE_PARAMETERS`, jittered per
 subject), a smooth bias field, receiver gain, Rician noise at the acquisition resolution and,
@@ -84,6 +86,9 @@ BRAIN_TISSUES = ("grey_matter", "white_matter", "csf", "lesion", "ventricle", "d
                  "cerebellum_grey")
 """Labels of the brain as skull stripping keeps it (intracranial CSF included)."""
 AIR_TISSUES = ("background", "sinus_air", "nasal_air", "mastoid_air")
+
+CT_STORED_RANGE_HU = (-1024.0, 3071.0)
+"""What a CT scanner stores (12-bit images with rescale intercept -1024): v2 CT is clipped to it."""
 
 CT_HU_RANGES: dict[str, tuple[float, float]] = {
     "background": (-1000.0, -1000.0),
@@ -812,6 +817,7 @@ def make_subject(index: int, *, image_size: int = 256, num_slices: int = 32, see
     if noise and s.ct_noise_hu > 0:
         ct += np.float32(s.ct_noise_hu) * _unit_noise(shape, render_rng,
                                                       lambda v: _ct_filter(v, s, coarse_px))
+    ct = np.clip(ct, *CT_STORED_RANGE_HU)
 
     x, y, z = _to_head(s, extras, centres, -centres,
                        s.z_bottom_mm + (np.arange(num_slices) + 0.5) * dz)

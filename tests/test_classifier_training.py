@@ -210,14 +210,39 @@ def test_training_pipeline_gives_new_random_views_every_epoch(tiny_dataset):
         assert x.shape == (8, 32, 32, 1) and x.min() >= -1.0 and x.max() <= 1.0
         np.testing.assert_array_equal(y, y2)                # the same slices, in the same order
         assert np.abs(x - x2).mean() > 0.05                 # ... seen differently
-    assert not np.array_equal(first[0][0], batches(1)[0][0])
-    # the anatomy's size in pixels varies (field of view / spacing / size augmentation)
-    body = np.concatenate([(x[..., 0] > -0.8).mean(axis=(1, 2)) for x, _ in first])
+    other_seed = batches(1)
+    assert not np.array_equal(first[0][0], other_seed[0][0])
+    # the anatomy's size in pixels varies (field of view / spacing / size augmentation); over
+    # 96 views (two seeds) its range is more than twice that of the 24 plain slices
+    body = np.concatenate([(x[..., 0] > -0.8).mean(axis=(1, 2)) for x, _ in first + other_seed])
     plain = data.modality_batches("train", 24, 32, shuffle=False, config=name,
                                   data_dir=data_dir)
     (images, _), = list(plain)
     reference = (images.numpy()[..., 0] > -0.8).mean(axis=(1, 2))
     assert body.max() - body.min() > 2 * (reference.max() - reference.min())
+
+
+def test_augmentation_skull_strips_mri_views_and_never_ct(monkeypatch):
+    # a 64 px "head": body disk of radius 28 px, signal 100 inside, 0 outside (MRI and CT alike)
+    monkeypatch.setattr(data, "CLASSIFIER_SKULL_STRIP", (1.0, (0.1, 0.1)))     # always, 6 px
+    monkeypatch.setattr(data, "CLASSIFIER_FIELD_OF_VIEW", (1.0, 1.0))          # the whole slice
+    monkeypatch.setattr(data, "CLASSIFIER_RESOLUTION", (1.0, 1.0))
+    monkeypatch.setattr(data, "CLASSIFIER_NOISE", 0.0)
+    rows, cols = np.mgrid[:64, :64]
+    radius = np.hypot(rows - 31.5, cols - 31.5)
+    mask = (radius < 28).astype(np.uint8)
+    image = np.where(mask, 100.0 + radius, 0.0).astype(np.float32)
+    seed = tf.constant([3, 4], tf.int64)
+    kept = {}
+    for name, is_mri in (("mri", True), ("ct", False)):
+        x, out_mask = data._classifier_augment(tf.constant(image), tf.constant(mask),
+                                               tf.constant(is_mri), (64, 64), seed)
+        x, out_mask = x.numpy()[..., 0], out_mask.numpy()[..., 0]
+        kept[name] = out_mask.sum() / mask.sum()
+        assert x[out_mask == 0].max() == -1.0          # the background (stripped or not) is -1
+    # MRI: only the brain is left, the outer 6 px (radius 22-28) are 0, as skull stripping does
+    assert kept["mri"] == pytest.approx((22 / 28) ** 2, abs=0.04)
+    assert kept["ct"] == 1.0
 
 
 # ----------------------------------------------------------------------------- calibration

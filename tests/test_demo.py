@@ -11,13 +11,14 @@ import cv2
 import nibabel as nib
 import numpy as np
 
-from ctmri_tf import demo, phantom
+from ctmri_tf import demo, phantom_v2
 from ctmri_tf.export.saved_model import model_versions
 from ctmri_tf.io import read_nifti
+from ctmri_tf.datasets.ctmri import ctmri_dataset_builder
 from ctmri_tf.visualize import (CONTACT_SHEET_CT_WINDOW_HU, SEPARATOR_PX, TITLE_HEIGHT_PX,
                                 to_uint8)
 
-SUBJECTS, SLICES, SIZE = 3, 4, 32   # subject 0 train, 1 validation, 2 test
+SUBJECTS, SLICES, SIZE = 3, 4, 32   # phantom v2: subject 0 train, 1 validation, 2 test
 STEPS = 2
 
 
@@ -49,15 +50,17 @@ def test_demo_runs_the_pipeline_end_to_end_and_a_rerun_is_cached(tmp_path, capsy
     for result in ("test: mean IoU", "validation: mean IoU", "test: accuracy", "calibration: "):
         assert console.count(result) == 1, result
     assert "slices/s" in printed and "contact_sheet.png" in printed
-    assert (tmp_path / "tfds" / "ctmri" / f"synthetic_{SUBJECTS}x{SLICES}x{SIZE}" /
-            "1.0.0" / "dataset_info.json").is_file()
+    # the console names the folders that stay, not the components' hidden temporary ones
+    assert ".tmp-" not in console and "run folder " in console
+    assert (tmp_path / "tfds" / "ctmri" / f"synthetic_v2_{SUBJECTS}x{SLICES}x{SIZE}" /
+            str(ctmri_dataset_builder.Builder.VERSION) / "dataset_info.json").is_file()
 
     sheet = cv2.imread(str(tmp_path / "demo" / "contact_sheet.png"), cv2.IMREAD_UNCHANGED)
     top = TITLE_HEIGHT_PX + SEPARATOR_PX
     assert sheet.dtype == np.uint8
     assert sheet.shape == (top + SLICES * SIZE + (SLICES - 1) * SEPARATOR_PX,
                            3 * SIZE + 2 * SEPARATOR_PX)
-    test_subject = phantom.make_subject(2, image_size=SIZE, num_slices=SLICES)
+    test_subject = phantom_v2.make_subject(2, image_size=SIZE, num_slices=SLICES)
     for k in range(SLICES):  # rows: every slice of the test subject, in order
         y = top + k * (SIZE + SEPARATOR_PX)
         np.testing.assert_array_equal(sheet[y:y + SIZE, :SIZE],
@@ -98,7 +101,7 @@ def test_demo_runs_the_pipeline_end_to_end_and_a_rerun_is_cached(tmp_path, capsy
     assert not [p for p in out.iterdir() if p.name.startswith(".")]   # no temporary leftovers
 
     # the translated test subject: NIfTI CT on the MRI's grid, air outside the body
-    test_subject = phantom.make_subject(SUBJECTS - 1, image_size=SIZE, num_slices=SLICES)
+    test_subject = phantom_v2.make_subject(SUBJECTS - 1, image_size=SIZE, num_slices=SLICES)
     source = out / "translate" / f"{test_subject.subject_id}_mri.nii.gz"
     translated = out / "translate" / f"{test_subject.subject_id}_synthetic_ct.nii.gz"
     np.testing.assert_array_equal(nib.load(translated).affine, nib.load(source).affine)
@@ -130,3 +133,18 @@ def test_spread_slices_picks_evenly_over_one_subject():
     picked = demo.spread_slices(examples, 6)
     assert [e["slice_index"] for e in picked] == [0, 4, 8, 11, 15, 19]
     assert {e["subject_id"] for e in picked} == {b"a"} and all(e["modality"] == 0 for e in picked)
+
+
+def test_the_demo_translates_a_held_out_domain_subject_of_phantom_v2():
+    from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import known_config
+
+    subject, about = demo.demo_subject(known_config("synthetic_v2_10x4x32"))
+    assert subject.subject_id == "phantom2-0-0009-heldout"          # 10 subjects: 1 held out
+    assert subject.settings["domain"] == "heldout" and subject.mri.shape == (4, 32, 32)
+    assert about.startswith("phantom v2 held-out domain, never seen in training: ")
+    assert f"{subject.settings['slice_thickness_mm']:.1f} mm slices" in about
+    # no held-out split (3 subjects): the last test subject; phantom v1: the last subject
+    subject, about = demo.demo_subject(known_config("synthetic_v2_3x4x32"))
+    assert subject.subject_id == "phantom2-0-0002" and about.startswith("a phantom v2 test")
+    subject, about = demo.demo_subject(known_config("synthetic_3x4x32"))
+    assert subject.subject_id == "phantom-0-0002" and "v1" in about

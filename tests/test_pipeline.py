@@ -298,6 +298,21 @@ def test_the_inferred_schema_accepts_its_statistics_and_tampered_ones_are_anomal
     assert "5200 HU" in hu and "-1100..4000 HU" in hu
 
 
+def test_a_slice_beyond_the_head_is_allowed_but_a_broken_body_mask_is_an_anomaly():
+    # a whole-head scan's last slice above the vertex: 1 empty mask in 200 slices (0.5 %)
+    schema = infer_schema(statistics())
+    long = {"slices": 200, "with_counterpart": 200}
+    _, anomalies = validate(statistics({("train", "ct"): {**long, "empty_masks": 1},
+                                        ("train", "mri"): {**long, "empty_masks": 1}}), schema)
+    assert anomalies == []
+    _, anomalies = validate(statistics({("train", "ct"): {**long, "empty_masks": 3},
+                                        ("test", "mri"): {"empty_masks": 1}}), schema)
+    assert {(a["check"], a["split"], a["modality"]) for a in anomalies} == {
+        ("body_mask", "train", "ct"), ("body_mask", "test", "mri")}
+    assert any("train CT: 3 of 200 slices with an empty body mask" in a["problem"]
+               for a in anomalies)
+
+
 def test_an_anomaly_stops_the_pipeline_naming_the_dataset_and_the_check(tmp_path):
     def fake_statistics(ctx, inputs, *, tampered):
         path = ctx.output_dir / "statistics.json"
@@ -382,7 +397,7 @@ def test_the_demo_config_loads_and_bad_configs_name_the_file(tmp_path):
     for config in (demo, built):      # the YAML file and make demo's pipeline are one pipeline
         specs = config.model_specs()
         assert [(s.trainer.experiment, s.trainer.steps) for s in specs] == [
-            ("stargan", 450), ("segmentation", 200), ("classifier", 300)]
+            ("stargan", 450), ("segmentation", 200), ("classifier", 1000)]
         evaluators = [s.evaluator.resolved(s.trainer.experiment) for s in specs]
         assert [(e.metric, e.beat_baselines, e.threshold) for e in evaluators] == [
             ("mae", ("histogram matching",), None), ("dice", (), 0.9), ("accuracy", (), 0.95)]

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -243,7 +244,8 @@ def check_same_model(run: run_dirs.RunDir, saved: configs.ExperimentConfig,
 
 
 def train(task, prepared: Prepared, args: argparse.Namespace, title: str, *,
-          validation=None, hparams: dict | None = None, note: str = ""):
+          validation=None, hparams: dict | None = None, note: str = "",
+          say: Callable[[str], None] | None = None):
     """Announce the run on stderr and train ``task`` with ``ctmri_tf.training.loop.train``.
 
     Args:
@@ -255,6 +257,7 @@ def train(task, prepared: Prepared, args: argparse.Namespace, title: str, *,
         validation: the periodic validation dataset, or None.
         hparams: extra TensorBoard hyperparameters next to the flattened config.
         note: extra text for the announcement, e.g. ``", primary direction mri2ct"``.
+        say: prints the announcement (default: to stderr).
 
     Returns:
         The loop's ``TrainingResult``.
@@ -264,9 +267,9 @@ def train(task, prepared: Prepared, args: argparse.Namespace, title: str, *,
 
     config, strategy, run = prepared.config, prepared.strategy, prepared.run
     replicas = strategy.num_replicas_in_sync
-    print(f"{title} {config.preset}: {config.data.image_size} px, batch "
-          f"{config.data.batch_size}, {replicas} replica(s) ({args.strategy}){note}, "
-          f"run folder {run.root}", file=sys.stderr)
+    (say or _stderr)(f"{title} {config.preset}: {config.data.image_size} px, batch "
+                     f"{config.data.batch_size}, {replicas} replica(s) ({args.strategy}){note}, "
+                     f"run folder {run.root}")
     hparams = {**flatten_hparams(config), **(hparams or {}), "strategy": args.strategy,
                "replicas": replicas}
     write_config = None
@@ -288,10 +291,19 @@ def done_message(result, config: configs.ExperimentConfig, extra: str = "") -> s
             f"{result.wall_seconds_per_step:.3f} s/step (wall), checkpoint {checkpoint}{extra}")
 
 
-def main(experiment: str, argv: list[str] | None = None, *, prog: str | None = None) -> int:
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def main(experiment: str, argv: list[str] | None = None, *, prog: str | None = None,
+         run_dir_shown_as: str | os.PathLike | None = None) -> int:
     """Train ``experiment`` (a name of :mod:`ctmri_tf.experiments`) with the flags ``argv``;
     return the exit status (see the module docstring). Bad input raises
-    :class:`~ctmri_tf.errors.CtmriInputError`: :func:`run_cli` prints it."""
+    :class:`~ctmri_tf.errors.CtmriInputError`: :func:`run_cli` prints it.
+
+    ``run_dir_shown_as``: the path the console names instead of ``--run-dir`` (the pipeline's
+    Trainer trains in a hidden temporary folder that is renamed when it succeeds, and prints
+    the final one)."""
     from ctmri_tf import experiments
 
     entry = experiments.get(experiment)
@@ -301,11 +313,17 @@ def main(experiment: str, argv: list[str] | None = None, *, prog: str | None = N
     prepared = prepare(args, experiment, make_inputs=entry.inputs)
     extras = entry.before_training(prepared, args)
     task = entry.task(prepared.config, prepared.strategy)
+    say = _stderr
+    if run_dir_shown_as is not None:
+        real, shown = os.fspath(prepared.run.root), os.fspath(run_dir_shown_as)
+
+        def say(line: str) -> None:
+            _stderr(line.replace(real, shown))
     result = train(task, prepared, args, entry.title, validation=prepared.inputs.validation,
-                   hparams=extras.get("hparams"), note=extras.get("note", ""))
+                   hparams=extras.get("hparams"), note=extras.get("note", ""), say=say)
     for line in entry.after_training(task, prepared, result):
-        print(line, file=sys.stderr)
-    print(done_message(result, prepared.config), file=sys.stderr)
+        say(line)
+    say(done_message(result, prepared.config))
     return 0
 
 

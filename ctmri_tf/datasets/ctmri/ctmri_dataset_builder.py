@@ -369,8 +369,10 @@ class SubjectExamples:
 class Builder(tfds.core.GeneratorBasedBuilder):
     """CT and MRI slices in physical units with body masks and registered counterparts."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release: synthetic phantoms and user folders."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release: synthetic phantoms and user folders.",
+                     "1.1.0": "synthetic_v2 CT clipped to the stored scanner range -1024..3071 "
+                              "HU (sharp-kernel undershoot at air edges reached -2400 HU)."}
     BUILDER_CONFIGS = [
         CtmriConfig(name="synthetic", source=SOURCE_SYNTHETIC, num_subjects=40, num_slices=32,
                     image_size=256, description="40 synthetic head phantoms x 32 slices x "
