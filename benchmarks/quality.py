@@ -5,8 +5,10 @@
         [--compare-context] [--precision float32] [--seed 0] [--set FIELD=VALUE ...]
         [--keep DIR] [--out benchmarks/results/quality.json] [--overwrite] [--quick]
 
-1. The tfds ``ctmri`` dataset (default: the preset's 40 phantoms x 32 slices rendered at the
-   model's input size, ``synthetic_40x32x128`` for ``demo``, paired CT/MRI with true HU) is
+1. The tfds ``ctmri`` dataset (default: the preset's dataset, ``synthetic_v2_40x32x128`` for
+   ``demo`` (``make demo``'s), the ``synthetic`` phantoms of ``paper`` rendered at the model's
+   input size; paired CT/MRI with true HU; the v1 targets: ``--dataset-config
+   synthetic_40x32x128``) is
    built in ``--data-dir`` unless it is there already. With a dataset of another size the
    models' outputs are resized to it, and a "ground truth via N px" row gives the best score
    possible through that resize. On phantoms a "noise-free ground truth" row gives the best score
@@ -82,6 +84,9 @@ BONE_HU = 300.0
 """Synthetic CT above this (HU) inside the brain counts as bone predicted where there is none."""
 TARGET_PRESET = "demo"
 SPLIT_TEST = "test"
+MRI_ONLY_FLOOR = "MRI-only floor (median HU)"
+"""The row of :func:`mri_only_floor`: the best MRI -> CT score of any model that sees only the
+MRI (phantoms)."""
 SPLIT_HELDOUT = "test_heldout_domain"
 """The phantom v2 split of MRI contrasts and geometry never trained on
 (``ctmri_tf.phantom_v2.SPLIT_HELDOUT``)."""
@@ -136,8 +141,9 @@ def training_config(model: str, preset: str, *, data_dir, dataset_config: str | 
 def native_dataset(config) -> str:
     """The dataset the benchmark evaluates ``config`` on when ``--dataset-config`` is not given.
 
-    The preset's ``synthetic`` phantoms (40 subjects x 32 slices x 256 px) are rendered at the
-    model's input size instead (``synthetic_40x32x128`` for ``demo``, ``make demo``'s dataset),
+    A preset's ``synthetic`` phantoms (40 subjects x 32 slices x 256 px) are rendered at the
+    model's input size instead (``synthetic_40x32x128`` for a 128 px model); other datasets
+    (``demo``: ``synthetic_v2_40x32x128``, ``make demo``'s) are used as they are,
     so the model is scored against ground truth at its own resolution: resizing its output back
     to 256 px would blur every edge and cost more than the targets allow (see
     :func:`resolution_floor`).
@@ -230,14 +236,18 @@ def phantom_version(dataset_config: str) -> int | None:
 def regenerate_phantoms(subjects, dataset_config: str) -> dict | None:
     """Each phantom subject of a synthetic dataset rendered again from its index (in its
     ``subject_id``: ``phantom-<seed>-<index>``, v2 ``phantom2-<seed>-<index>[-heldout]``), the
-    dataset's seed and grid: ``{subject_id: (noisy, noise_free)}`` (``phantom.PhantomSubject`` /
-    ``phantom_v2.PhantomSubjectV2``, with their label maps). The noisy rendering must match the
-    stored volumes, so the labels are those of the stored subject.
+    dataset's seed and grid: ``{subject_id: (noisy, noise_free, median_hu)}``
+    (``phantom.PhantomSubject`` / ``phantom_v2.PhantomSubjectV2``, with their label maps);
+    ``median_hu`` is the noise-free subject with every CT value that the MRI does not show at
+    the middle of its per-subject range (:func:`mri_only_floor`). The noisy rendering must
+    match the stored volumes, so the labels are those of the stored subject.
 
     Returns:
         The renderings, or None for non-synthetic data, a subject id of another seed or
         version, or a re-rendered subject that does not match the stored one.
     """
+    import dataclasses
+
     import numpy as np
 
     from ctmri_tf import phantom, phantom_v2
@@ -261,18 +271,53 @@ def regenerate_phantoms(subjects, dataset_config: str) -> dict | None:
             return None
         index = int(rest)
         if version == 1:
-            make = lambda noise: phantom.make_subject(index, noise=noise, **grid)  # noqa: E731
+            def make(noise, median=False, index=index):
+                bone = (float(np.mean(phantom.CT_HU["cortical_bone"])) if median else None)
+                return phantom.make_subject(index, noise=noise, bone_hu=bone, **grid)
         else:
             domain = phantom_v2.HELDOUT_DOMAIN if heldout else phantom_v2.TRAINING_DOMAIN
-            make = lambda noise: phantom_v2.make_subject(  # noqa: E731
-                index, noise=noise, domain=domain, **grid)
+
+            def make(noise, median=False, index=index, domain=domain):
+                settings = None
+                if median:
+                    drawn = phantom_v2.subject_settings(index, seed=config.seed, domain=domain)
+                    settings = dataclasses.replace(drawn, ct_hu=median_ct_hu_v2())
+                return phantom_v2.make_subject(index, noise=noise, domain=domain,
+                                               settings=settings, **grid)
         noisy = make(True)
         if not (noisy.ct.shape == np.shape(subject.images["ct"])
                 and np.allclose(noisy.ct, subject.images["ct"], atol=1e-3)
                 and np.allclose(noisy.mri, subject.images["mri"], rtol=1e-5, atol=1e-3)):
             return None
-        rendered[sid] = (noisy, make(False))
+        rendered[sid] = (noisy, make(False), make(False, median=True))
     return rendered
+
+
+def median_ct_hu_v2() -> dict[str, float]:
+    """Phantom v2's CT value per tissue at the middle of its per-subject range
+    (``phantom_v2.CT_HU_RANGES``, drawn uniformly: the median), ventricles as CSF."""
+    from ctmri_tf import phantom_v2
+
+    hu = {name: (low + high) / 2.0 for name, (low, high) in phantom_v2.CT_HU_RANGES.items()}
+    hu["ventricle"] = hu["csf"]
+    return hu
+
+
+def mri_only_floor(subjects, phantoms: dict) -> dict:
+    """What a model that sees only the MRI can at best score MRI -> CT, on phantoms: each
+    subject's noise-free CT rendered with every CT value that the MRI does not show at the
+    middle of its per-subject range (v1: the cortical bone, 700-1800 HU, dark in MRI whatever
+    its HU; v2: every tissue's HU, drawn per subject independently of the MRI), scored against
+    the stored noisy CT. Knowing the anatomy exactly, the best L1 guess of a value drawn
+    uniformly is the middle of its range; no model can do better on average, short of luck.
+
+    Returns:
+        The MRI -> CT :data:`HEADLINE` body fields (HU), means over subjects (the CT -> MRI
+        fields are left out: that direction's floor is the noise-free MRI row's).
+    """
+    scores = _mean_body_scores(
+        subjects, lambda subject, target: getattr(phantoms[subject.subject_id][2], target))
+    return {field: value for field, value in scores.items() if field.startswith("mri_to_ct")}
 
 
 def noise_floor(subjects, dataset_config: str, phantoms: dict | None = None) -> dict | None:
@@ -659,7 +704,8 @@ def _parser() -> argparse.ArgumentParser:
                              "temporary folder)")
     parser.add_argument("--dataset-config", default=None,
                         help="tfds ctmri config (default: the preset's phantoms rendered at the "
-                             "model's image size, e.g. synthetic_40x32x128 for demo)")
+                             "model's image size; synthetic_v2_40x32x128 for demo; the v1 "
+                             "targets: synthetic_40x32x128)")
     parser.add_argument("--compare-context", action="store_true",
                         help="train every model 2-D (the preset) and 2.5-D (<preset>_2p5d, "
                              "model.context_slices=3) with the same budget and compare their "
@@ -762,6 +808,8 @@ def _main(argv: list[str] | None) -> int:
                       if (floor := resolution_floor(subjects, size)) is not None}
             phantoms = regenerate_phantoms(subjects, dataset)
             noise = noise_floor(subjects, dataset, phantoms) if phantoms is not None else None
+            if phantoms is not None:
+                noise = {"noise": noise, "mri_only": mri_only_floor(subjects, phantoms)}
             folder = "evaluation" if split == SPLIT_TEST else f"evaluation_{split}"
             results = evaluate.evaluate(translators, subjects, work / folder,
                                         batch_size=args.eval_batch_size, progress=not args.quick)
@@ -799,8 +847,10 @@ def _main(argv: list[str] | None) -> int:
                          "preset": args.preset, **common_fields, **floor})
         if noise is not None:
             rows.append({"model": "noise-free ground truth", "kind": "noise floor",
-                         "preset": args.preset, **common_fields, **noise,
+                         "preset": args.preset, **common_fields, **noise["noise"],
                          **anatomy.get(None, {})})
+            rows.append({"model": MRI_ONLY_FLOOR, "kind": "information floor",
+                         "preset": args.preset, **common_fields, **noise["mri_only"]})
     in_domain = {row["model"]: row["mri_to_ct_mae_body_hu"] for row in rows
                  if row["split"] == SPLIT_TEST}
     ratios = {}
@@ -819,6 +869,11 @@ def _main(argv: list[str] | None) -> int:
             print(f"[{NAME}] the models run at {size} px and are scored at the data's size: "
                   f"the 'ground truth via {size} px' row is the best any model at that size "
                   f"can score", file=sys.stderr)
+    if any(row["kind"] == "information floor" for row in rows):
+        print(f"[{NAME}] the '{MRI_ONLY_FLOOR}' row is the best MRI->CT score of any model "
+              f"that sees only the MRI: the anatomy exactly, every CT value the MRI does not "
+              f"show (v1: the subject's bone HU; v2: every tissue's) at the middle of its range",
+              file=sys.stderr)
     checks = target_checks(rows, version)
     notes = {"protocol": evaluated[SPLIT_TEST][0]["protocol"],
              "subjects": {split: r[0]["subjects"] for split, r in evaluated.items()},

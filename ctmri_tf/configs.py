@@ -385,7 +385,7 @@ def _demo_schedule(**kw) -> ScheduleConfig:
 
 _SMOKE_DATA = DataConfig(dataset_config="synthetic_small", image_size=32, batch_size=4,
                          validation_batch_size=2, validation_batches=1)
-_DEMO_DATA = DataConfig(dataset_config="synthetic_40x32x128", image_size=128, batch_size=8,
+_DEMO_DATA = DataConfig(dataset_config="synthetic_v2_40x32x128", image_size=128, batch_size=8,
                         validation_batch_size=4, validation_batches=2)
 
 

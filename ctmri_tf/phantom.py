@@ -567,7 +567,8 @@ def _check_int(name: str, value, least: int) -> int:
 
 
 def make_subject(index: int, *, image_size: int = 256, num_slices: int = 32,
-                 seed: int = 0, noise: bool = True) -> PhantomSubject:
+                 seed: int = 0, noise: bool = True,
+                 bone_hu: float | None = None) -> PhantomSubject:
     """Generate phantom subject ``index``: a pure function of ``(index, seed)`` and the grid.
 
     Args:
@@ -579,6 +580,9 @@ def make_subject(index: int, *, image_size: int = 256, num_slices: int = 32,
         seed: dataset seed; subjects of different seeds are independent.
         noise: False renders the same subject without CT and MRI noise (everything else
             identical): the best a translation model can predict, since noise is not predictable.
+        bone_hu: render the cortical bone at this HU instead of the subject's drawn value
+            (same anatomy, noise and MRI; e.g. the middle of ``CT_HU["cortical_bone"]``, the
+            best guess of a model that sees only the MRI, where bone is dark whatever its HU).
 
     Returns:
         :class:`PhantomSubject` with CT in HU, MRI in arbitrary scanner units, labels and mask.
@@ -590,6 +594,8 @@ def make_subject(index: int, *, image_size: int = 256, num_slices: int = 32,
     image_size = _check_int("image_size", image_size, 16)
     num_slices = _check_int("num_slices", num_slices, 1)
     anatomy = _draw_anatomy(np.random.default_rng([seed, index, 0]))
+    if bone_hu is not None:
+        anatomy = dataclasses.replace(anatomy, bone_hu=float(bone_hu))
     if not noise:
         anatomy = dataclasses.replace(anatomy, ct_noise_hu=0.0, mri_noise_fraction=0.0)
     noise_rng = np.random.default_rng([seed, index, 1])

@@ -95,11 +95,16 @@ def test_benchmark_scripts_run_quick(tmp_path, capsys):
                          "--dataset-config", dataset, "--out", str(out)]) == 0
     payload = _results(out)
     rows = {row["model"]: row for row in payload["rows"]}
-    assert list(rows) == ["identity", "histogram matching", "StarGAN", "noise-free ground truth"]
+    assert list(rows) == ["identity", "histogram matching", "StarGAN", "noise-free ground truth",
+                          quality.MRI_ONLY_FLOOR]
     assert {row["split"] for row in rows.values()} == {"test"}
     assert rows["StarGAN"]["steps"] == 2 and rows["StarGAN"]["test_subjects"] == 1
     floor = rows.pop("noise-free ground truth")          # phantoms: the best any model can score
     assert floor["kind"] == "noise floor" and 0 < floor["mri_to_ct_mae_body_hu"] < 25
+    # ... and the best any model that sees only the MRI can: the bone HU is a guess
+    mri_only = rows.pop(quality.MRI_ONLY_FLOOR)
+    assert mri_only["kind"] == "information floor" and "ct_to_mri_ssim_body" not in mri_only
+    assert mri_only["mri_to_ct_mae_body_hu"] > floor["mri_to_ct_mae_body_hu"] + 1
     for row in rows.values():
         assert row["mri_to_ct_mae_body_hu"] == row["summary"]["mri->ct"]["body"]["mae"]["mean"]
         assert row["mri_to_ct_mae_body_hu"] > floor["mri_to_ct_mae_body_hu"]
@@ -120,7 +125,7 @@ def test_benchmark_scripts_run_quick(tmp_path, capsys):
     assert notes["presets"] == ["smoke", "smoke_2p5d"]
     rows = {(row["model"], row["split"]): row for row in payload["rows"]}
     models = ["identity", "histogram matching", "StarGAN", "StarGAN 2.5-D",
-              "noise-free ground truth"]
+              "noise-free ground truth", quality.MRI_ONLY_FLOOR]
     assert list(rows) == [(m, s) for s in notes["splits"] for m in models]
     for split in notes["splits"]:
         flat, context = rows["StarGAN", split], rows["StarGAN 2.5-D", split]
@@ -167,7 +172,7 @@ def test_quality_scores_models_at_their_own_resolution():
     from ctmri_tf.evaluate import paired_subject
 
     demo, paper = (configs.get_config("stargan", p) for p in ("demo", "paper"))
-    assert quality.native_dataset(demo) == "synthetic_40x32x128"
+    assert quality.native_dataset(demo) == "synthetic_v2_40x32x128"
     assert quality.native_dataset(paper) == "synthetic"
     custom = configs.override(demo, {"data.dataset_config": "folder"})
     assert quality.native_dataset(custom) == "folder"

@@ -53,6 +53,20 @@ def test_noise_free_subject_differs_only_by_the_noise():
     assert np.all(clean.mri >= 0) and not np.array_equal(clean.mri, noisy.mri)
 
 
+def test_bone_hu_override_changes_only_the_ct_at_the_bone():
+    drawn = make_subject(3, image_size=64, num_slices=8, noise=False)
+    guessed = make_subject(3, image_size=64, num_slices=8, noise=False, bone_hu=1250.0)
+    assert guessed.bone_hu == 1250.0 and drawn.bone_hu != 1250.0
+    np.testing.assert_array_equal(guessed.labels, drawn.labels)
+    np.testing.assert_array_equal(guessed.mri, drawn.mri)         # bone HU is invisible in MRI
+    bone = guessed.labels == TISSUES["cortical_bone"]
+    core = ndimage.binary_erosion(bone, np.ones((1, 7, 7), bool))
+    assert core.sum() > 50                                        # thick bone at the skull base
+    np.testing.assert_allclose(guessed.ct[core], 1250.0, atol=1e-2)
+    far = ~ndimage.binary_dilation(bone, np.ones((1, 9, 9), bool))
+    np.testing.assert_allclose(guessed.ct[far], drawn.ct[far], atol=1e-2)
+
+
 def test_different_index_or_seed_gives_different_anatomy():
     base = make_subject(3, image_size=64, num_slices=8)
     other_index = make_subject(4, image_size=64, num_slices=8)

@@ -499,7 +499,7 @@ def test_mirrored_over_two_devices_matches_one_device(mirrored_process):
     assert "data.batch_size=6 must be divisible by 2 x 2 replicas" in out["split_error"]
 
 
-@pytest.mark.parametrize("preset, dataset", [(None, "synthetic_40x32x128"),
+@pytest.mark.parametrize("preset, dataset", [(None, "synthetic_v2_40x32x128"),
                                              ("smoke", "synthetic_small"), ("paper", "synthetic")])
 def test_each_preset_names_its_dataset(preset, dataset, tmp_path, capsys):
     """Without --preset a trainer takes ``demo`` (minutes on a CPU, not the 256 px paper
