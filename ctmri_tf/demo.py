@@ -36,7 +36,8 @@ in ``run.results``):
    the held-out domain, a contrast and geometry no training subject has) written as
    ``<out>/translate/<subject>_mri.nii.gz``
    translated to CT with :func:`ctmri_tf.translate.translate_file` and what ``<out>/exports``
-   serves, and its MAE against the phantom's true CT. The classifier decides the modality and the
+   serves, and its MAE against the phantom's true CT; ``<subject>_synthetic_ct.png`` beside it
+   shows slices of input MRI | synthetic CT | true CT | error. The classifier decides the modality and the
    segmentation model gives the body mask when they are served (pushed: blessed now or before);
    otherwise ``--from mri`` / ``--body-mask threshold``, said. Without a served StarGAN there is
    nothing to translate with, and the demo says so.
@@ -44,7 +45,7 @@ in ``run.results``):
 At the end the demo prints where the TensorBoard logs (``tensorboard --logdir <out>/pipeline``),
 evaluations and exports are. ``--preset smoke --steps N`` runs the same steps with the tiny
 presets (tests). The dataset is reused when it is already built; the contact sheet and the
-translated volume are replaced on a rerun (each written atomically).
+translated volume and its picture are replaced on a rerun (each written atomically).
 """
 from __future__ import annotations
 
@@ -257,6 +258,9 @@ def translate_test_volume(run: DemoRun) -> None:
         say(f"  of which {error - inside:.1f} HU from the {100 * missed.sum() / body.sum():.1f} % "
             f"of body voxels outside translate's body mask (written as air); "
             f"{inside:.1f} HU where both masks agree")
+    picture = write_translation_grid(folder / f"{subject.subject_id}_synthetic_ct.png",
+                                     subject, synthetic)
+    say(f"  slices of input MRI | synthetic CT | true CT | error: {picture}")
     evaluated = _subject_mae(run.results.get("evaluation"), subject.subject_id)
     if evaluated is not None:
         say(f"  the evaluation (true body mask, no test-time mirroring) scores this subject "
@@ -265,6 +269,30 @@ def translate_test_volume(run: DemoRun) -> None:
         say("  (a held-out-domain subject: the evaluation table above is over the in-domain "
             "test subjects; benchmarks/quality.py measures both splits)")
     run.results["translate"] = output
+
+
+GRID_SLICES = 4
+"""Rows of the translated volume's picture (slices spread over the volume)."""
+
+
+def write_translation_grid(path: Path, subject, synthetic: np.ndarray) -> Path:
+    """``path`` (PNG, replaced): :data:`GRID_SLICES` slices spread over the volume, each a row
+    input MRI (its own 0.5-99.5 % range) | synthetic CT | true CT (both in the evaluation's
+    display window, HU) | |error| (0 to the evaluation's error range, HU)."""
+    from ctmri_tf.evaluate import DISPLAY_CT_WINDOW_HU, ERROR_DISPLAY_HU
+    from ctmri_tf.visualize import save_grid_png
+
+    mri, ct = subject.mri, subject.ct
+    picks = np.unique(np.linspace(0, len(ct) - 1, min(GRID_SLICES, len(ct)) + 2)
+                      .round().astype(int)[1:-1])        # inner slices: not the scan's ends
+    mri_range = tuple(float(v) for v in np.percentile(mri, (0.5, 99.5)))
+    rows = [[mri[k], synthetic[k], ct[k], np.abs(synthetic[k] - ct[k])] for k in picks]
+    return save_grid_png(path, rows, overwrite=True,
+                         titles=["input MRI", "synthetic CT", "true CT",
+                                 f"|error| 0-{ERROR_DISPLAY_HU:g} HU"],
+                         value_ranges=[mri_range, DISPLAY_CT_WINDOW_HU, DISPLAY_CT_WINDOW_HU,
+                                       (0.0, ERROR_DISPLAY_HU)],
+                         row_labels=[f"slice {k}" for k in picks])
 
 
 def demo_subject(dataset: CtmriConfig):

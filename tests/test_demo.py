@@ -108,6 +108,11 @@ def test_demo_runs_the_pipeline_end_to_end_and_a_rerun_is_cached(tmp_path, capsy
     np.testing.assert_allclose(read_nifti(source).data, test_subject.mri, rtol=1e-6)
     ct = read_nifti(translated).data
     assert ct.shape == (SLICES, SIZE, SIZE) and (ct == -1000.0).any()
+    # ... and its picture: inner slices 1 and 2, input | synthetic | true | error
+    picture = cv2.imread(str(out / "translate" / f"{test_subject.subject_id}_synthetic_ct.png"),
+                         cv2.IMREAD_UNCHANGED)
+    assert picture.shape[0] == TITLE_HEIGHT_PX + SEPARATOR_PX + 2 * SIZE + SEPARATOR_PX
+    assert "slices of input MRI | synthetic CT | true CT | error" in printed
     assert "no classifier is served: --from mri" in printed
     assert "no segmentation model is served: body mask by thresholds" in printed
     assert "MAE" in printed and f"tensorboard --logdir {(out / 'pipeline').resolve()}" in printed
