@@ -2,7 +2,8 @@
 
     python -m benchmarks.quality [--models stargan,cyclegan] [--preset demo] [--minutes 30]
         [--steps N] [--data-dir artifacts/tensorflow_datasets] [--dataset-config NAME]
-        [--compare-context] [--precision float32] [--seed 0] [--set FIELD=VALUE ...]
+        [--compare-context] [--tta none|lr|lr+ud] [--precision float32] [--seed 0]
+        [--set FIELD=VALUE ...]
         [--keep DIR] [--out benchmarks/results/quality.json] [--overwrite] [--quick]
 
 1. The tfds ``ctmri`` dataset (default: the preset's dataset, ``synthetic_v2_40x32x128`` for
@@ -36,6 +37,9 @@
 5. ``--compare-context``: every model is trained twice, 2-D (``model.context_slices = 1``, the
    preset) and 2.5-D (3 slices, ``<preset>_2p5d``), each with the same budget (equal training
    time with ``--minutes``), and their through-plane MAE is compared.
+6. ``--tta lr`` (or ``lr+ud``): every trained model is also evaluated with flip test-time
+   augmentation (``ctmri_tf.evaluate.mirrored_translator``, as ``ctmri translate --tta`` runs
+   it), in rows ``<model> + lr TTA`` with their own target lines.
 
 Printed and written: the comparison table (mean ± std over test subjects, inside the body and on
 the whole image) and, beside every trained model's figures, the issue-14 targets
@@ -607,6 +611,11 @@ def target_checks(rows: list[dict], version: int | None) -> list[dict]:
     return checks
 
 
+def tta_label(label: str, tta: str) -> str:
+    """The row name of model ``label`` evaluated with test-time augmentation ``tta``."""
+    return f"{label} + {tta} TTA"
+
+
 def context_checks(rows: list[dict]) -> list[dict]:
     """2.5-D beats 2-D: for every trained model with a 2-D and a 2.5-D row on a split, the
     through-plane MRI->CT MAE inside the body of both (and their MAE and training time)."""
@@ -617,7 +626,7 @@ def context_checks(rows: list[dict]) -> list[dict]:
             continue
         flat = [r for r in trained if r.get("context_slices", 1) == 1
                 and r.get("experiment") == row.get("experiment")
-                and r.get("split") == row.get("split")]
+                and r.get("split") == row.get("split") and r.get("tta") == row.get("tta")]
         if not flat:
             continue
         base = flat[0]
@@ -716,6 +725,10 @@ def _parser() -> argparse.ArgumentParser:
                         metavar="FIELD=VALUE",
                         help="override a config field of every trained model, e.g. --set "
                              "loss.n_critic=1 (repeatable; see python -m train.stargan --help)")
+    parser.add_argument("--tta", default="none", choices=("none", "lr", "lr+ud"),
+                        help="also evaluate every trained model with flip test-time "
+                             "augmentation, as ctmri translate --tta runs it (rows '<model> + "
+                             "<tta> TTA'; default: none)")
     parser.add_argument("--eval-batch-size", type=int, default=16,
                         help="slices per translator call during evaluation")
     parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
@@ -798,6 +811,10 @@ def _main(argv: list[str] | None) -> int:
                               "seconds_per_iteration_calibrated": seconds_per_iteration,
                               "seconds_per_step_training": result.seconds_per_step,
                               "config": config}
+            if args.tta != "none":        # the same model as ctmri translate --tta runs it
+                translators[tta_label(label, args.tta)] = evaluate.mirrored_translator(
+                    translators[label], args.tta)
+                trained[tta_label(label, args.tta)] = {**trained[label], "tta": args.tta}
         sizes = {config.data.image_size for _, _, config in runs}
         evaluated = {}       # split -> (results, floors, noise, anatomy)
         for split in splits:

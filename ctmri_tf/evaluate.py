@@ -215,6 +215,39 @@ def resized_translator(translator: Callable, image_size) -> Callable:
     return translate
 
 
+def mirrored_translator(translator: Callable, tta: str = "lr") -> Callable:
+    """``translator`` with flip test-time augmentation, as ``ctmri translate --tta`` runs a
+    model: the mean, in model space ([-1, 1]), of the outputs of every pass of
+    ``ctmri_tf.tiling.tta_passes(tta)`` (``"lr"``: the slices as they are and mirrored left to
+    right; ``"lr+ud"``: also upside down), each mirrored back.
+
+    Raises:
+        ValueError: an unknown ``tta``.
+    """
+    from ctmri_tf.tiling import tta_passes
+
+    passes = tta_passes(tta)
+    if getattr(translator, "whole_volume", False):
+        raise CtmriInputError(None, "a whole-volume translator (a baseline) has no test-time "
+                                    "augmentation")
+
+    def translate(images_unit, source: str, target: str) -> np.ndarray:
+        x = np.asarray(images_unit, np.float32)
+        total = None
+        for flip_rows, flip_cols in passes:
+            axes = [axis for axis, flip in ((1, flip_rows), (2, flip_cols)) if flip]
+            out = np.asarray(translator(np.flip(x, axes) if axes else x, source, target),
+                             np.float64)
+            out = np.flip(out, axes) if axes else out
+            total = out if total is None else total + out
+        return (total / len(passes)).astype(np.float32)
+
+    for attribute in ("directions", "cycle_is_trivial", "context_slices"):
+        if hasattr(translator, attribute):
+            setattr(translate, attribute, getattr(translator, attribute))
+    return translate
+
+
 def stargan_run_translator(run_dir: str | os.PathLike) -> Callable:
     """The translator of a StarGAN training run folder: its newest checkpoint
     (``ctmri_tf.training.stargan.load_stargan_generator``) run at the run's training image size

@@ -118,14 +118,15 @@ def test_benchmark_scripts_run_quick(tmp_path, capsys):
     # --- quality on phantom v2: in-domain and held-out-domain test subjects, 2-D vs 2.5-D
     out = tmp_path / "quality_v2.json"
     assert quality.main(["--quick", "--models", "stargan", "--dataset-config",
-                         "synthetic_v2_6x4x32", "--compare-context", "--out", str(out)]) == 0
+                         "synthetic_v2_6x4x32", "--compare-context", "--tta", "lr",
+                         "--out", str(out)]) == 0
     payload = _results(out)
     notes = payload["notes"]
     assert notes["splits"] == ["test", "test_heldout_domain"] and notes["phantom_version"] == 2
     assert notes["presets"] == ["smoke", "smoke_2p5d"]
     rows = {(row["model"], row["split"]): row for row in payload["rows"]}
-    models = ["identity", "histogram matching", "StarGAN", "StarGAN 2.5-D",
-              "noise-free ground truth", quality.MRI_ONLY_FLOOR]
+    models = ["identity", "histogram matching", "StarGAN", "StarGAN + lr TTA", "StarGAN 2.5-D",
+              "StarGAN 2.5-D + lr TTA", "noise-free ground truth", quality.MRI_ONLY_FLOOR]
     assert list(rows) == [(m, s) for s in notes["splits"] for m in models]
     for split in notes["splits"]:
         flat, context = rows["StarGAN", split], rows["StarGAN 2.5-D", split]
@@ -143,13 +144,16 @@ def test_benchmark_scripts_run_quick(tmp_path, capsys):
                 abs(checks["wm_median_hu"] - checks["wm_true_median_hu"]))
         noise_free = rows["noise-free ground truth", split]
         assert noise_free["wm_median_error_hu"] < 10 and noise_free["brain_bone_fraction"] < 0.02
+        mirrored = rows["StarGAN + lr TTA", split]          # the same model, mirrored passes
+        assert mirrored["tta"] == "lr" and mirrored["steps"] == flat["steps"]
+        assert mirrored["mri_to_ct_mae_body_hu"] != flat["mri_to_ct_mae_body_hu"]
     held, base = rows["StarGAN", "test_heldout_domain"], rows["StarGAN", "test"]
     assert held["heldout_to_in_domain_mae_ratio"] == pytest.approx(
         held["mri_to_ct_mae_body_hu"] / base["mri_to_ct_mae_body_hu"])
     assert notes["heldout_to_in_domain_mae_ratio"]["StarGAN"] == held[
         "heldout_to_in_domain_mae_ratio"]
     targets = {(c["target"], c["model"], c["split"]): c for c in notes["target_checks"]}
-    for model in ("StarGAN", "StarGAN 2.5-D"):
+    for model in ("StarGAN", "StarGAN 2.5-D", "StarGAN + lr TTA"):
         for target in ("heldout_mri_to_ct_mae_body_hu_max", "heldout_to_in_domain_mae_ratio_max",
                        "brain_bone_fraction_max", "wm_median_error_hu_max",
                        "gm_median_error_hu_max"):
@@ -159,6 +163,8 @@ def test_benchmark_scripts_run_quick(tmp_path, capsys):
         check = targets["context_beats_2d_through_plane", "StarGAN 2.5-D", split]
         assert check["passed"] == (check["value"] < check["limit"])
         assert check["limit"] == rows["StarGAN", split]["mri_to_ct_through_plane_mae_body_hu"]
+        mirrored = targets["context_beats_2d_through_plane", "StarGAN 2.5-D + lr TTA", split]
+        assert mirrored["baseline_model"] == "StarGAN + lr TTA"     # TTA against TTA
     assert not any(t == "mri_to_ct_mae_body_hu_max" for t, _, _ in targets)   # v1 targets: v1
     printed = capsys.readouterr().out
     assert "2.5-D beats 2-D on through-plane error" in printed

@@ -372,6 +372,28 @@ def test_resized_translator_runs_at_the_training_size_and_returns_the_data_size(
     assert seen[-1] == (1, 16, 16, 1)                  # already at size: passed through
 
 
+def test_mirrored_translator_averages_the_mirrored_passes():
+    from ctmri_tf.evaluate import mirrored_translator
+
+    columns = np.arange(8, dtype=np.float32)
+
+    def translator(images, source, target):        # adds its column index: not mirror-symmetric
+        return np.asarray(images) + columns[None, None, :, None]
+
+    translator.context_slices = 1
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 4, 8, 1)).astype(np.float32)
+    # pass 1 sees x mirrored, adds the column index there, is mirrored back: x + (7 - column);
+    # the mean of both passes is x + 3.5 everywhere
+    out = mirrored_translator(translator)(x, "mri", "ct")
+    np.testing.assert_allclose(out, x + 3.5, atol=1e-6)
+    assert mirrored_translator(translator).context_slices == 1
+    # lr+ud: four passes, the row flips cancel for a translator that ignores the rows
+    np.testing.assert_allclose(mirrored_translator(translator, "lr+ud")(x, "mri", "ct"),
+                               x + 3.5, atol=1e-6)
+    with pytest.raises(ValueError, match="tta must be one of"):
+        mirrored_translator(translator, "diagonal")
+
+
 def _saved_run(root, experiment, image_size):
     """A StarGAN or CycleGAN run folder written with the trainer's own objects, its generators
     moved away from the seeded initialisation (a loader that skipped the checkpoint would
