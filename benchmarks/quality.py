@@ -816,7 +816,7 @@ def _main(argv: list[str] | None) -> int:
                     translators[label], args.tta)
                 trained[tta_label(label, args.tta)] = {**trained[label], "tta": args.tta}
         sizes = {config.data.image_size for _, _, config in runs}
-        evaluated = {}       # split -> (results, floors, noise, anatomy)
+        evaluated = {}       # split -> (results, floors, phantom_floors, anatomy)
         for split in splits:
             print(f"[{NAME}] evaluating on the {split} subjects ...", file=sys.stderr,
                   flush=True)
@@ -824,15 +824,15 @@ def _main(argv: list[str] | None) -> int:
             floors = {size: floor for size in sorted(sizes)
                       if (floor := resolution_floor(subjects, size)) is not None}
             phantoms = regenerate_phantoms(subjects, dataset)
-            noise = noise_floor(subjects, dataset, phantoms) if phantoms is not None else None
-            if phantoms is not None:
-                noise = {"noise": noise, "mri_only": mri_only_floor(subjects, phantoms)}
+            phantom_floors = None if phantoms is None else {
+                "noise": noise_floor(subjects, dataset, phantoms),
+                "mri_only": mri_only_floor(subjects, phantoms)}
             folder = "evaluation" if split == SPLIT_TEST else f"evaluation_{split}"
             results = evaluate.evaluate(translators, subjects, work / folder,
                                         batch_size=args.eval_batch_size, progress=not args.quick)
             anatomy = (anatomy_checks(translators, subjects, phantoms, args.eval_batch_size)
                        if phantoms is not None else {})
-            evaluated[split] = (results, floors, noise, anatomy)
+            evaluated[split] = (results, floors, phantom_floors, anatomy)
         if args.keep is not None:
             with atomic_output(args.keep, directory=True) as kept:
                 for split in splits:
@@ -845,7 +845,7 @@ def _main(argv: list[str] | None) -> int:
     from ctmri_tf import configs as config_module
     budget = f"{args.steps} steps" if args.steps is not None else f"{args.minutes:g} min"
     rows = []
-    for split, (results, floors, noise, anatomy) in evaluated.items():
+    for split, (results, floors, phantom_floors, anatomy) in evaluated.items():
         common_fields = {"dataset": dataset, "budget": budget, "split": split,
                          "test_subjects": len(results["subjects"])}
         for name in results["models"]:
@@ -862,12 +862,13 @@ def _main(argv: list[str] | None) -> int:
         for size, floor in floors.items():
             rows.append({"model": f"ground truth via {size} px", "kind": "resolution floor",
                          "preset": args.preset, **common_fields, **floor})
-        if noise is not None:
+        if phantom_floors is not None:
             rows.append({"model": "noise-free ground truth", "kind": "noise floor",
-                         "preset": args.preset, **common_fields, **noise["noise"],
+                         "preset": args.preset, **common_fields, **phantom_floors["noise"],
                          **anatomy.get(None, {})})
             rows.append({"model": MRI_ONLY_FLOOR, "kind": "information floor",
-                         "preset": args.preset, **common_fields, **noise["mri_only"]})
+                         "preset": args.preset, **common_fields,
+                         **phantom_floors["mri_only"]})
     in_domain = {row["model"]: row["mri_to_ct_mae_body_hu"] for row in rows
                  if row["split"] == SPLIT_TEST}
     ratios = {}

@@ -185,6 +185,15 @@ def cyclegan_translator(generators: Mapping[str, Callable]) -> Callable:
     return translate
 
 
+def _keep_attributes(translator: Callable, wrapper: Callable) -> Callable:
+    """``wrapper`` with the translator protocol's attributes of ``translator`` (its directions,
+    ``cycle_is_trivial``, ``context_slices``)."""
+    for attribute in ("directions", "cycle_is_trivial", "context_slices"):
+        if hasattr(translator, attribute):
+            setattr(wrapper, attribute, getattr(translator, attribute))
+    return wrapper
+
+
 def resized_translator(translator: Callable, image_size) -> Callable:
     """Run ``translator`` at the size it was trained at, keeping the data's resolution.
 
@@ -209,10 +218,7 @@ def resized_translator(translator: Callable, image_size) -> Callable:
         out = tf.convert_to_tensor(translator(small, source, target), tf.float32)
         return tf.image.resize(out, tf.shape(x)[1:3], method="bilinear").numpy()
 
-    for attribute in ("directions", "cycle_is_trivial", "context_slices"):
-        if hasattr(translator, attribute):
-            setattr(translate, attribute, getattr(translator, attribute))
-    return translate
+    return _keep_attributes(translator, translate)
 
 
 def mirrored_translator(translator: Callable, tta: str = "lr") -> Callable:
@@ -242,10 +248,7 @@ def mirrored_translator(translator: Callable, tta: str = "lr") -> Callable:
             total = out if total is None else total + out
         return (total / len(passes)).astype(np.float32)
 
-    for attribute in ("directions", "cycle_is_trivial", "context_slices"):
-        if hasattr(translator, attribute):
-            setattr(translate, attribute, getattr(translator, attribute))
-    return translate
+    return _keep_attributes(translator, translate)
 
 
 def stargan_run_translator(run_dir: str | os.PathLike) -> Callable:
