@@ -399,6 +399,60 @@ def brain_hu_checks(synthetic_ct, true_ct, labels, *, bone_hu: float = BONE_HU) 
     return out
 
 
+TISSUE_GROUPS = {
+    "bone": ("cortical_bone", "marrow"),
+    "brain": BRAIN_TISSUES,
+    "air": ("background", "sinus_air", "nasal_air", "mastoid_air"),
+}
+"""The MRI -> CT error breakdown of :func:`tissue_errors` (labels of
+``ctmri_tf.phantom_v2.TISSUES``): the skull's cortical bone and diploe, the brain, air inside the
+body outline (sinuses, airway, mastoid cells, and background air the body mask takes in);
+``soft_tissue`` is every other label (scalp fat and muscle, skin, eyes, neck)."""
+
+
+def tissue_errors(synthetic_ct, true_ct, labels, body) -> dict:
+    """Where one synthetic CT volume's error is: MRI -> CT absolute error inside the body
+    (``body``: the CT body mask, as the MAE of ``ctmri_tf.evaluate``) by :data:`TISSUE_GROUPS`
+    and ``soft_tissue``, both volumes clipped to ``metrics.CT_RANGE_HU`` first.
+
+    Returns:
+        For each group ``g``: ``<g>_mae_hu`` (mean |synthetic - true| over the group's body
+        voxels, HU; NaN without voxels), ``<g>_error_share`` (the group's part of the summed
+        body error, 0-1) and ``<g>_voxel_share`` (its part of the body voxels).
+    """
+    import numpy as np
+
+    from ctmri_tf import metrics
+
+    pred = np.clip(np.asarray(synthetic_ct, np.float64), *metrics.CT_RANGE_HU)
+    truth = np.clip(np.asarray(true_ct, np.float64), *metrics.CT_RANGE_HU)
+    labels, body = np.asarray(labels), np.asarray(body, bool)
+    if not pred.shape == truth.shape == labels.shape == body.shape:
+        raise CtmriInputError(None, f"synthetic CT {pred.shape}, true CT {truth.shape}, labels "
+                                    f"{labels.shape} and body mask {body.shape} must have one "
+                                    "shape")
+    error = np.abs(pred - truth)
+    total_error, total_voxels = float(error[body].sum()), int(body.sum())
+    grouped = np.zeros(labels.shape, bool)
+    regions = {}
+    for group, tissues in TISSUE_GROUPS.items():
+        regions[group] = np.isin(labels, _label_ids(tissues)) & body
+        grouped |= regions[group]
+    regions["soft_tissue"] = body & ~grouped
+    out = {}
+    for group, region in regions.items():
+        count = int(region.sum())
+        out[f"{group}_mae_hu"] = float(error[region].mean()) if count else math.nan
+        out[f"{group}_error_share"] = (float(error[region].sum()) / total_error
+                                       if total_error > 0 else math.nan)
+        out[f"{group}_voxel_share"] = count / total_voxels if total_voxels else math.nan
+    return out
+
+
+TISSUE_ERROR_FIELDS = tuple(f"{group}_{field}" for group in (*TISSUE_GROUPS, "soft_tissue")
+                            for field in ("mae_hu", "error_share", "voxel_share"))
+"""The keys of :func:`tissue_errors`, averaged over subjects into a row's fields."""
+
 ANATOMY_FIELDS = {  # row field -> brain_hu_checks key, averaged over subjects
     "brain_bone_fraction": "bone_fraction",
     "brain_any_bone_fraction": "any_bone_fraction",
@@ -409,18 +463,20 @@ ANATOMY_FIELDS = {  # row field -> brain_hu_checks key, averaged over subjects
     "wm_true_median_hu": "wm_true_median_hu",
     "gm_median_hu": "gm_median_hu",
     "gm_true_median_hu": "gm_true_median_hu",
+    **{field: field for field in TISSUE_ERROR_FIELDS},
 }
 
 
 def anatomy_summary(per_subject: dict) -> dict:
-    """``{subject_id: brain_hu_checks(...)}`` -> the :data:`ANATOMY_FIELDS` (means over
-    subjects, NaN ignored), ``<field>_max`` (worst subject) of the fraction and the two errors,
-    and ``anatomy``: the per-subject figures."""
-    out = {field: _mean([c[key] for c in per_subject.values()])
+    """``{subject_id: brain_hu_checks(...) (+ tissue_errors(...))}`` -> the
+    :data:`ANATOMY_FIELDS` (means over subjects, NaN and missing keys ignored),
+    ``<field>_max`` (worst subject) of the fraction and the two errors, and ``anatomy``: the
+    per-subject figures."""
+    out = {field: _mean([c.get(key, math.nan) for c in per_subject.values()])
            for field, key in ANATOMY_FIELDS.items()}
     for field in ("brain_bone_fraction", "wm_median_error_hu", "gm_median_error_hu"):
         values = [c[ANATOMY_FIELDS[field]] for c in per_subject.values()
-                  if not math.isnan(c[ANATOMY_FIELDS[field]])]
+                  if not math.isnan(c.get(ANATOMY_FIELDS[field], math.nan))]
         out[f"{field}_max"] = max(values) if values else math.nan
     out["anatomy"] = {sid: dict(c) for sid, c in per_subject.items()}
     return out
@@ -440,21 +496,25 @@ def synthetic_ct(translator, subject, batch_size: int):
 
 def anatomy_checks(translators, subjects, phantoms: dict, batch_size: int) -> dict:
     """``{model: anatomy_summary}`` of every translator that does MRI->CT, plus ``None`` (key)
-    for the noise-free ground truth, on ``subjects`` with the labels of ``phantoms``
+    for the noise-free ground truth and :data:`MRI_ONLY_FLOOR` for :func:`mri_only_floor`'s CT, on ``subjects`` with the labels of ``phantoms``
     (:func:`regenerate_phantoms`)."""
     from ctmri_tf import evaluate
+
+    def checks(prediction, subject):
+        labels = phantoms[subject.subject_id][0].labels
+        return {**brain_hu_checks(prediction, subject.images["ct"], labels),
+                **tissue_errors(prediction, subject.images["ct"], labels, subject.masks["ct"])}
 
     results = {}
     for name, translator in translators.items():
         if not evaluate._supports(translator, "mri", "ct"):  # noqa: SLF001
             continue
         results[name] = anatomy_summary({
-            s.subject_id: brain_hu_checks(synthetic_ct(translator, s, batch_size),
-                                          s.images["ct"], phantoms[s.subject_id][0].labels)
-            for s in subjects})
+            s.subject_id: checks(synthetic_ct(translator, s, batch_size), s) for s in subjects})
     results[None] = anatomy_summary({
-        s.subject_id: brain_hu_checks(phantoms[s.subject_id][1].ct, s.images["ct"],
-                                      phantoms[s.subject_id][0].labels) for s in subjects})
+        s.subject_id: checks(phantoms[s.subject_id][1].ct, s) for s in subjects})
+    results[MRI_ONLY_FLOOR] = anatomy_summary({
+        s.subject_id: checks(phantoms[s.subject_id][2].ct, s) for s in subjects})
     return results
 
 
@@ -475,6 +535,18 @@ def budget_steps(seconds: float, seconds_per_iteration: float, cycle: int) -> in
     """Whole ``cycle``s of iterations that fit in ``seconds`` (at least one cycle)."""
     cycles = max(1, int(seconds // (seconds_per_iteration * cycle)))
     return cycles * cycle
+
+
+def warm_start_budget_steps(seconds: float, regression_seconds: float,
+                            adversarial_seconds: float, start: int, cycle: int) -> int:
+    """Training steps that fit in ``seconds`` for a StarGAN with a regression warm-up
+    (``loss.adversarial_start_step`` = ``start``): ``start`` regression steps at
+    ``regression_seconds`` each (fewer if they fill the budget), then whole ``cycle``s of the
+    paper's steps at ``adversarial_seconds`` per iteration."""
+    if start * regression_seconds >= seconds:
+        return max(1, int(seconds // regression_seconds))
+    left = seconds - start * regression_seconds
+    return start + int(left // (adversarial_seconds * cycle)) * cycle
 
 
 def scheduled(config, steps: int):
@@ -692,6 +764,8 @@ COLUMNS = [
     common.Column("brain_bone_fraction", "bone in brain", common.percent),
     common.Column("wm_median_error_hu", "WM |Δmedian| (HU)", "{:.1f}"),
     common.Column("gm_median_error_hu", "GM |Δmedian| (HU)", "{:.1f}"),
+    common.Column("bone_mae_hu", "bone MAE (HU)", "{:.0f}"),
+    common.Column("bone_error_share", "bone share of error", common.percent),
 ]
 
 
@@ -791,10 +865,19 @@ def _main(argv: list[str] | None) -> int:
             seconds_per_iteration = None
             if args.steps is None:
                 print(f"[{NAME}] {label}: measuring s/iteration ...", file=sys.stderr, flush=True)
-                seconds_per_iteration = calibrate(config, overrides)
                 from benchmarks.train_speed import cycle_length
+                start = (config.loss.adversarial_start_step if config.experiment == "stargan"
+                         else 0)
+                seconds_per_iteration = calibrate(config, overrides)   # from step 0
                 steps = budget_steps(args.minutes * 60, seconds_per_iteration,
                                      cycle_length(config))
+                if 0 < start < steps:
+                    # a warm-up shorter than the run: its regression steps (measured above)
+                    # and the critic + generator iterations after it (measured now)
+                    adversarial = calibrate(config, {**overrides,
+                                                     "loss.adversarial_start_step": 0})
+                    steps = warm_start_budget_steps(args.minutes * 60, seconds_per_iteration,
+                                                    adversarial, start, cycle_length(config))
             else:
                 steps = args.steps
             config = scheduled(config, steps)
@@ -868,7 +951,7 @@ def _main(argv: list[str] | None) -> int:
                          **anatomy.get(None, {})})
             rows.append({"model": MRI_ONLY_FLOOR, "kind": "information floor",
                          "preset": args.preset, **common_fields,
-                         **phantom_floors["mri_only"]})
+                         **phantom_floors["mri_only"], **anatomy.get(MRI_ONLY_FLOOR, {})})
     in_domain = {row["model"]: row["mri_to_ct_mae_body_hu"] for row in rows
                  if row["split"] == SPLIT_TEST}
     ratios = {}

@@ -105,6 +105,14 @@ def test_benchmark_scripts_run_quick(tmp_path, capsys):
     mri_only = rows.pop(quality.MRI_ONLY_FLOOR)
     assert mri_only["kind"] == "information floor" and "ct_to_mri_ssim_body" not in mri_only
     assert mri_only["mri_to_ct_mae_body_hu"] > floor["mri_to_ct_mae_body_hu"] + 1
+    # where the error is: the floor's excess over the noise is in the bone, whose HU it guesses
+    groups = ("bone", "brain", "air", "soft_tissue")
+    for row in (floor, mri_only, rows["StarGAN"]):
+        assert sum(row[f"{g}_error_share"] for g in groups) == pytest.approx(1.0)
+        assert sum(row[f"{g}_voxel_share"] for g in groups) == pytest.approx(1.0)
+    assert mri_only["bone_mae_hu"] > floor["bone_mae_hu"] + 50
+    assert (mri_only["bone_mae_hu"] - floor["bone_mae_hu"]
+            > 3 * (mri_only["brain_mae_hu"] - floor["brain_mae_hu"]))   # brain: partial volume
     for row in rows.values():
         assert row["mri_to_ct_mae_body_hu"] == row["summary"]["mri->ct"]["body"]["mae"]["mean"]
         assert row["mri_to_ct_mae_body_hu"] > floor["mri_to_ct_mae_body_hu"]
@@ -265,6 +273,43 @@ def test_brain_hu_checks_on_a_hand_made_volume():
     assert set(summary["anatomy"]) == {"a", "b"}
     with pytest.raises(CtmriInputError, match="one shape"):
         quality.brain_hu_checks(synthetic, truth[:, :1], labels)
+
+
+def test_tissue_errors_split_the_body_error_by_tissue_by_hand():
+    """MRI -> CT error inside the body by bone / brain / air / soft tissue, counted by hand."""
+    from ctmri_tf import phantom_v2
+
+    t = phantom_v2.TISSUES
+    labels = np.array([[[t["cortical_bone"], t["marrow"], t["white_matter"], t["csf"],
+                         t["sinus_air"], t["fat"], t["background"]]]], np.uint8)   # (1, 1, 7)
+    truth = np.array([[[1200, 350, 25, -1000, -1000, -100, -1000]]], np.float32)
+    synthetic = np.array([[[800, 250, 35, 30, -900, -80, 0]]], np.float32)
+    body = np.array([[[1, 1, 1, 1, 1, 1, 0]]], bool)    # the background voxel is outside
+    errors = quality.tissue_errors(synthetic, truth, labels, body)
+    # errors 400, 100 | 10, 1030 | 100 | 20; summed 1660 over 6 body voxels
+    assert errors["bone_mae_hu"] == 250.0 and errors["bone_voxel_share"] == pytest.approx(2 / 6)
+    assert errors["bone_error_share"] == pytest.approx(500 / 1660)
+    assert errors["brain_mae_hu"] == 520.0
+    assert errors["brain_error_share"] == pytest.approx(1040 / 1660)
+    assert errors["air_mae_hu"] == 100.0 and errors["air_voxel_share"] == pytest.approx(1 / 6)
+    assert errors["soft_tissue_mae_hu"] == 20.0
+    assert sum(errors[f"{g}_error_share"] for g in ("bone", "brain", "air", "soft_tissue")
+               ) == pytest.approx(1.0)
+    # a group without voxels is NaN; the summary averages it with the other subjects' figures
+    no_air = quality.tissue_errors(synthetic, truth, labels, body & (labels != t["sinus_air"]))
+    assert np.isnan(no_air["air_mae_hu"]) and no_air["air_error_share"] == 0.0
+    summary = quality.anatomy_summary({"a": errors, "b": no_air})
+    assert summary["air_mae_hu"] == 100.0
+    assert summary["bone_mae_hu"] == 250.0 and np.isnan(summary["wm_median_error_hu"])
+    with pytest.raises(CtmriInputError, match="one shape"):
+        quality.tissue_errors(synthetic, truth, labels, body[:, :, :3])
+
+
+def test_warm_start_budget_counts_regression_then_adversarial_steps():
+    # 100 s: 20 regression steps at 1 s, then 80 s of n_critic-2 cycles at 3 s per iteration
+    assert quality.warm_start_budget_steps(100.0, 1.0, 3.0, start=20, cycle=2) == 20 + 26
+    # the warm-up alone fills the budget
+    assert quality.warm_start_budget_steps(100.0, 1.0, 3.0, start=500, cycle=2) == 100
 
 
 def test_full_measurements_need_ten_iterations_unless_few_are_allowed():

@@ -19,6 +19,7 @@ import tensorflow as tf
 from ctmri_tf import configs, intensity, visualize
 from ctmri_tf.phantom import make_subject
 from ctmri_tf.training import loop, run_dir as run_dirs
+from ctmri_tf.errors import CtmriInputError
 from ctmri_tf.training.stargan import StarGAN, load_stargan_generator
 from ctmri_tf.training.strategy import make_strategy
 from ctmri_tf.training import cli as common
@@ -51,6 +52,14 @@ def unpaired(ct, mri, global_batch, seed=0):
         return tf.data.Dataset.from_tensor_slices(x).shuffle(len(x), seed=s).repeat()
     return tf.data.Dataset.zip({"ct": side(ct, seed), "mri": side(mri, seed + 1)}).batch(
         global_batch // 2, drop_remainder=True)
+
+
+def paired_stream(ct, mri, global_batch, seed=0):
+    """An infinite, seeded stream of registered ``{"ct", "mri"}`` half batches (the same
+    slices on both sides, as StarGAN's paired ``training_batches``)."""
+    pairs = tf.data.Dataset.from_tensor_slices({"ct": ct, "mri": mri})
+    return pairs.shuffle(len(ct), seed=seed).repeat().batch(global_batch // 2,
+                                                            drop_remainder=True)
 
 
 def smoke_config(**overrides):
@@ -266,6 +275,55 @@ def test_without_the_cycle_loss_the_generator_follows_the_remaining_terms(slices
     assert float(total) == pytest.approx(float(losses["g_total"]), rel=1e-5)
     for a, b in zip(task.generator.get_weights(), twin.generator.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_regression_warm_up_trains_the_generator_on_the_paired_l1_alone(slices, tmp_path):
+    """``loss.adversarial_start_step`` N: steps 0..N-1 are generator-only regression steps on
+    lambda_paired x the paired L1 (checked against a hand-built update), the critic is not
+    touched; the paper's alternation (here n_critic 2) starts at step N."""
+    ct, mri = slices
+    config = smoke_config(**{"loss.lambda_paired": 5.0, "loss.n_critic": 2,
+                             "loss.lambda_rec": 0.0, "loss.adversarial_start_step": 3})
+    task = StarGAN(config, make_strategy("default"))
+    assert [task.step_kind(i) for i in range(7)] == ["g", "g", "g", "d", "d+g", "d", "d+g"]
+    twin = StarGAN(config, make_strategy("default"))
+    twin.generator.set_weights(task.generator.get_weights())
+    critic = [w.numpy() for w in task.discriminator.weights]
+    batch = {"ct": tf.constant(ct[:2]), "mri": tf.constant(mri[:2])}
+    losses = task.replica_step(batch, tf.constant([1, 2]), "g")
+    assert set(losses) == {"g_paired", "g_total"}
+    for before, after in zip(critic, task.discriminator.weights):
+        np.testing.assert_array_equal(before, after.numpy())
+
+    x_real, _, label_trg, _ = twin._inputs(batch, tf.constant([1, 2]))
+    with tf.GradientTape() as tape:
+        x_fake = twin.generator([x_real, label_trg], training=True)
+        counterpart = tf.concat(tf.split(x_real, 2, axis=0)[::-1], axis=0)
+        total = 5.0 * tf.reduce_mean(tf.abs(counterpart - x_fake))
+    twin._apply(twin.generator_optimizer,
+                tape.gradient(total, twin.generator.trainable_variables),
+                twin.generator.trainable_variables)
+    assert float(losses["g_total"]) == pytest.approx(float(total), rel=1e-5)
+    for a, b in zip(task.generator.get_weights(), twin.generator.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+    # A whole run: the critic's first update is at step 3, the generator's rate schedule
+    # knows its dense warm-up (7 steps: 3 regression + 2 cycles of n_critic 2 = 5 updates).
+    run = run_dirs.create_run_dir(tmp_path / "run", config)
+    trained = StarGAN(configs.override(config, {"schedule.steps": 7}), make_strategy("default"))
+    loop.train(trained, strategy=make_strategy("default"), train_dataset=paired_stream(ct, mri, 4),
+               schedule=configs.override(config, {"schedule.steps": 7}).schedule, run_dir=run,
+               seed=0, progress=False)
+    assert int(trained.generator_optimizer.iterations) == 5
+    assert int(trained.discriminator_optimizer.iterations) == 4
+
+
+def test_regression_warm_up_needs_paired_data():
+    with pytest.raises(CtmriInputError, match="adversarial_start_step=5 .*lambda_paired > 0"):
+        smoke_config(**{"loss.adversarial_start_step": 5}).validate()
+    with pytest.raises(CtmriInputError, match="adversarial_start_step=-1 must be >= 0"):
+        smoke_config(**{"loss.adversarial_start_step": -1,
+                        "loss.lambda_paired": 1.0}).validate()
 
 
 def test_paired_training_batches_hold_the_same_slice_on_both_sides(tiny_dataset):

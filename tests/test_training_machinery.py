@@ -40,7 +40,7 @@ def test_presets_have_the_published_and_the_tiny_architectures():
     paper = configs.get_config("stargan", "paper")
     assert (paper.data.image_size, paper.data.batch_size) == (256, 16)
     assert dataclasses.astuple(paper.model) == (64, 6, 64, 6, (), 1)  # no CT window, 2-D
-    assert dataclasses.astuple(paper.loss) == (10.0, 1.0, 10.0, 5, 0.0)
+    assert dataclasses.astuple(paper.loss) == (10.0, 1.0, 10.0, 5, 0.0, 0)
     assert dataclasses.astuple(paper.generator_optimizer) == (1e-4, 0.5, 0.999, 1e-8)
     assert dataclasses.astuple(paper.discriminator_optimizer) == (1e-4, 0.5, 0.999, 1e-8)
     assert (paper.schedule.steps, paper.schedule.decay_steps) == (200_000, 100_000)
@@ -163,6 +163,16 @@ def test_linear_decay_to_zero_matches_hand_computed_rates():
     np.testing.assert_allclose([float(generator(0)), float(generator(1))], [1e-4, 0.25e-4],
                                rtol=1e-6)
     assert float(LinearDecayToZero(2e-4, 10, 0)(9)) == pytest.approx(2e-4)
+    # StarGAN with a 3-step regression warm-up, n_critic 2, 10 steps, decay over the last 4:
+    # generator updates 0, 1, 2 are steps 0, 1, 2, then every 2nd step: 3 -> step 4, 4 -> 6,
+    # 5 -> 8 (rates 1, 1, 1, 1, 1, 2/4); the critic starts at step 3: updates 0..6 are steps 3..9
+    generator = LinearDecayToZero(1e-4, total_steps=10, decay_steps=4, steps_per_update=2,
+                                  dense_updates=3)
+    np.testing.assert_allclose([float(generator(k)) for k in range(6)],
+                               [1e-4] * 5 + [0.5e-4], rtol=1e-6)
+    critic = LinearDecayToZero(1e-4, total_steps=10, decay_steps=4, first_step=3)
+    np.testing.assert_allclose([float(critic(k)) for k in range(7)],
+                               [1e-4] * 4 + [0.75e-4, 0.5e-4, 0.25e-4], rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------------- run dirs

@@ -14,6 +14,10 @@ the paper's random target label is always the other one). Then, as in ``solver.p
    registered counterpart when ``loss.lambda_paired > 0``: the batches are then registered
    pairs, :func:`training_batches`).
 
+Not in the paper: with ``loss.adversarial_start_step`` N > 0 the first N steps are regression
+steps (kind ``"g"``): the generator alone, updated on ``lambda_paired`` x the paired L1 (+
+``lambda_rec`` x the cycle L1), no critic. The alternation above starts at step N.
+
 2.5-D (``model.context_slices`` k = 3 or 5): the batches hold k-slice stacks ``(B/2, H, W, k)``
 (:mod:`ctmri_tf.context`); the generator translates a stack to its centre slice and the critic,
 the classification, the reconstruction and the paired losses all see single slices (the real
@@ -91,6 +95,7 @@ class StarGAN:
         self.global_batch_size = config.data.batch_size
         self.images_per_domain = config.data.batch_size // 2
         self.context_slices = config.model.context_slices
+        self.regression_steps = min(config.loss.adversarial_start_step, config.schedule.steps)
         model, schedule, loss = config.model, config.schedule, config.loss
         with strategy.scope():
             self.generator = generator_from_config(model, config.data.image_size)
@@ -99,9 +104,10 @@ class StarGAN:
                 filters=model.discriminator_filters, num_layers=model.discriminator_layers)
             self.generator_optimizer = linear_decay_adam(
                 config.generator_optimizer, schedule, "generator_adam",
-                steps_per_update=loss.n_critic)
+                steps_per_update=loss.n_critic, dense_updates=self.regression_steps)
             self.discriminator_optimizer = linear_decay_adam(
-                config.discriminator_optimizer, schedule, "discriminator_adam")
+                config.discriminator_optimizer, schedule, "discriminator_adam",
+                first_step=self.regression_steps)
             # Keras 3 optimizers create their slots lazily; under MirroredStrategy that must
             # happen here, in the strategy scope, not inside the first replica step.
             self.generator_optimizer.build(self.generator.trainable_variables)
@@ -114,8 +120,13 @@ class StarGAN:
                 "discriminator_optimizer": self.discriminator_optimizer}
 
     def step_kind(self, step: int) -> str:
-        """``"d+g"`` on every ``n_critic``-th step (0-based ``step``), else ``"d"``."""
-        return "d+g" if (step + 1) % self.config.loss.n_critic == 0 else "d"
+        """``"g"`` (regression) before ``loss.adversarial_start_step``; after it ``"d+g"`` on
+        every ``n_critic``-th step (0-based ``step``, counted from the start step), else
+        ``"d"``."""
+        start = self.config.loss.adversarial_start_step
+        if step < start:
+            return "g"
+        return "d+g" if (step - start + 1) % self.config.loss.n_critic == 0 else "d"
 
     def learning_rates(self) -> dict:
         return {"generator": self.generator_optimizer.learning_rate,
@@ -135,6 +146,8 @@ class StarGAN:
             # The generator is not trained at this step: no tape records its forward pass.
             x_fake = G([x_input, label_trg], training=True)
             return self._train_discriminator(x_real, x_fake, label_org, alpha)
+        if kind == "g":
+            return self._train_generator_by_regression(x_input, x_real, label_org, label_trg)
 
         with tf.GradientTape() as tape:
             # Original-to-target domain. The critic update below uses the same translations:
@@ -170,6 +183,28 @@ class StarGAN:
             step_losses["g_rec"] = g_loss_rec
         if lambda_paired > 0:
             step_losses["g_paired"] = g_loss_paired
+        return step_losses
+
+    def _train_generator_by_regression(self, x_input, x_real, label_org, label_trg) -> dict:
+        """A regression step (before ``loss.adversarial_start_step``): the paired L1 (+ the
+        cycle L1 with ``lambda_rec > 0``), no critic."""
+        G = self.generator
+        lambda_rec = self.config.loss.lambda_rec
+        with tf.GradientTape() as tape:
+            x_fake = G([x_input, label_trg], training=True)
+            x_counterpart = tf.concat(tf.split(x_real, 2, axis=0)[::-1], axis=0)
+            g_loss_paired = self._average(losses.l1_loss(x_counterpart, x_fake))
+            g_loss = self.config.loss.lambda_paired * g_loss_paired
+            if lambda_rec > 0:
+                x_reconst = G([flat_context(x_fake, self.context_slices), label_org],
+                              training=True)
+                g_loss_rec = self._average(losses.l1_loss(x_real, x_reconst))
+                g_loss += lambda_rec * g_loss_rec
+        self._apply(self.generator_optimizer, tape.gradient(g_loss, G.trainable_variables),
+                    G.trainable_variables)
+        step_losses = {"g_paired": g_loss_paired, "g_total": g_loss}
+        if lambda_rec > 0:
+            step_losses["g_rec"] = g_loss_rec
         return step_losses
 
     def _train_discriminator(self, x_real, x_fake, label_org, alpha) -> dict:
