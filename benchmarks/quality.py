@@ -538,26 +538,24 @@ def budget_steps(seconds: float, seconds_per_iteration: float, cycle: int) -> in
 
 
 def warm_start_budget_steps(seconds: float, regression_seconds: float,
-                            adversarial_seconds: float, start: int, cycle: int) -> int:
-    """Training steps that fit in ``seconds`` for a StarGAN with a regression warm-up
-    (``loss.adversarial_start_step`` = ``start``): ``start`` regression steps at
-    ``regression_seconds`` each (fewer if they fill the budget), then whole ``cycle``s of the
-    paper's steps at ``adversarial_seconds`` per iteration."""
-    if start * regression_seconds >= seconds:
-        return max(1, int(seconds // regression_seconds))
-    left = seconds - start * regression_seconds
-    return start + int(left // (adversarial_seconds * cycle)) * cycle
+                            adversarial_seconds: float, share: float, cycle: int) -> int:
+    """Training steps that fit in ``seconds`` for a StarGAN whose regression warm-up is
+    ``share`` (0-1) of the run (``loss.adversarial_start_step / schedule.steps``, kept by
+    :func:`scheduled`): that share at ``regression_seconds`` per step, the rest at
+    ``adversarial_seconds`` per (critic + generator) iteration; whole ``cycle``s."""
+    per_step = share * regression_seconds + (1.0 - share) * adversarial_seconds
+    return max(1, int(seconds // (per_step * cycle))) * cycle
 
 
 def scheduled(config, steps: int):
-    """``config`` with ``steps`` training steps: the learning-rate decay keeps the preset's
-    share of the run, image grids four times, one checkpoint at the end."""
+    """``config`` with ``steps`` training steps: the learning-rate decay (and a StarGAN
+    regression warm-up) keep the config's share of the run (``configs.run_share_overrides``),
+    image grids four times, one checkpoint at the end."""
     from ctmri_tf import configs
 
-    share = config.schedule.decay_steps / config.schedule.steps
     every = max(1, steps // 10)
     return configs.override(config, {
-        "schedule.steps": steps, "schedule.decay_steps": int(round(steps * share)),
+        "schedule.steps": steps, **configs.run_share_overrides(config, steps),
         "schedule.log_every": every, "schedule.summary_every": every,
         "schedule.validation_every": steps, "schedule.sample_every": max(1, steps // 4),
         "schedule.checkpoint_every": steps, "schedule.keep_checkpoints": 1})
@@ -866,18 +864,18 @@ def _main(argv: list[str] | None) -> int:
             if args.steps is None:
                 print(f"[{NAME}] {label}: measuring s/iteration ...", file=sys.stderr, flush=True)
                 from benchmarks.train_speed import cycle_length
-                start = (config.loss.adversarial_start_step if config.experiment == "stargan"
-                         else 0)
+                warm_up = (config.loss.adversarial_start_step / config.schedule.steps
+                           if config.experiment == "stargan" else 0.0)
                 seconds_per_iteration = calibrate(config, overrides)   # from step 0
                 steps = budget_steps(args.minutes * 60, seconds_per_iteration,
                                      cycle_length(config))
-                if 0 < start < steps:
-                    # a warm-up shorter than the run: its regression steps (measured above)
-                    # and the critic + generator iterations after it (measured now)
+                if 0 < warm_up < 1:
+                    # a warm-up shorter than the run: its regression steps (timed above)
+                    # and the critic + generator iterations after it (timed now)
                     adversarial = calibrate(config, {**overrides,
-                                                     "loss.adversarial_start_step": 0})
+                                                     "loss.adversarial_start_step": "0"})
                     steps = warm_start_budget_steps(args.minutes * 60, seconds_per_iteration,
-                                                    adversarial, start, cycle_length(config))
+                                                    adversarial, warm_up, cycle_length(config))
             else:
                 steps = args.steps
             config = scheduled(config, steps)

@@ -508,6 +508,27 @@ def get_config(name: str, preset: str = "paper") -> ExperimentConfig:
     return _PRESET_BUILDERS[name](preset).validate()
 
 
+RUN_SHARE_FIELDS = ("schedule.decay_steps", "loss.adversarial_start_step")
+"""Step counts that are a share of ``schedule.steps``: a run of another length keeps the
+config's share of each (:func:`run_share_overrides`)."""
+
+
+def run_share_overrides(config: ExperimentConfig, steps: int) -> dict[str, int]:
+    """``{field: value}`` for the :data:`RUN_SHARE_FIELDS` that ``config`` has, each the same
+    share of ``steps`` as of ``config.schedule.steps`` (rounded; a share above 1 stays above:
+    a warm-up longer than the run stays the whole run)."""
+    out = {}
+    for field in RUN_SHARE_FIELDS:
+        section, name = field.split(".")
+        part = getattr(config, section, None)
+        if part is None or not hasattr(part, name):
+            continue
+        share = min(getattr(part, name) / config.schedule.steps, 1.0)
+        value = int(round(steps * share))
+        out[field] = value if share < 1.0 else max(value, getattr(part, name), steps)
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Overrides and JSON
 # --------------------------------------------------------------------------------------------

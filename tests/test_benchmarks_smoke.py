@@ -23,6 +23,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import dataset_build, inference_speed, quality, train_speed  # noqa: E402
+from ctmri_tf import configs  # noqa: E402
 from ctmri_tf.errors import CtmriInputError  # noqa: E402
 
 
@@ -306,10 +307,18 @@ def test_tissue_errors_split_the_body_error_by_tissue_by_hand():
 
 
 def test_warm_start_budget_counts_regression_then_adversarial_steps():
-    # 100 s: 20 regression steps at 1 s, then 80 s of n_critic-2 cycles at 3 s per iteration
-    assert quality.warm_start_budget_steps(100.0, 1.0, 3.0, start=20, cycle=2) == 20 + 26
-    # the warm-up alone fills the budget
-    assert quality.warm_start_budget_steps(100.0, 1.0, 3.0, start=500, cycle=2) == 100
+    # a quarter of the run at 1 s per regression step, the rest at 3 s: 2.5 s per step on
+    # average, 100 s -> 40 steps, in whole n_critic-2 cycles
+    assert quality.warm_start_budget_steps(100.0, 1.0, 3.0, share=0.25, cycle=2) == 40
+    assert quality.warm_start_budget_steps(101.0, 1.0, 3.0, share=0.25, cycle=2) == 40
+    assert quality.warm_start_budget_steps(100.0, 1.0, 3.0, share=0.0, cycle=1) == 33
+    # a StarGAN run keeps its warm-up's share (scheduled, as train --steps)
+    config = configs.override(configs.get_config("stargan", "smoke"), {
+        "loss.lambda_paired": 1.0, "loss.adversarial_start_step": 5})    # 5 of 10 steps
+    longer = quality.scheduled(config, 40)
+    assert (longer.loss.adversarial_start_step, longer.schedule.decay_steps) == (20, 20)
+    regression = configs.override(config, {"loss.adversarial_start_step": 1_000_000})
+    assert quality.scheduled(regression, 40).loss.adversarial_start_step == 1_000_000
 
 
 def test_full_measurements_need_ten_iterations_unless_few_are_allowed():

@@ -467,6 +467,12 @@ def test_flags_map_to_config_fields():
     explicit = common.collect_overrides(_args("--steps", "100", "--set",
                                               "schedule.decay_steps=10"), base)
     assert explicit["schedule.decay_steps"] == "10"
+    # StarGAN's regression warm-up keeps its share too (half of the demo's 300 steps here)
+    warm = configs.override(base, {"loss.adversarial_start_step": 150})
+    scaled = common.collect_overrides(_args("--steps", "100"), warm)
+    assert scaled["loss.adversarial_start_step"] == 50
+    assert configs.run_share_overrides(configs.get_config("classifier", "demo"), 100) == {
+        "schedule.decay_steps": 50}                          # no warm-up field: not touched
     with pytest.raises(CtmriInputError, match="expected FIELD=VALUE"):
         common.parse_set(["loss.lambda_rec"])
 

@@ -94,8 +94,9 @@ def build_parser(experiment: str, description: str, *, prog: str | None = None
     parser.add_argument("--precision", default=None,
                         help=f"{' or '.join(configs.PRECISIONS)} (default: float32)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="total training steps; the learning-rate decay keeps the preset's "
-                             "share of the run unless schedule.decay_steps is --set")
+                        help="total training steps; the learning-rate decay (and StarGAN's "
+                             "regression warm-up) keep the preset's share of the run unless "
+                             "schedule.decay_steps (loss.adversarial_start_step) is --set")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="global batch size (all replicas together)")
     parser.add_argument("--image-size", type=int, default=None, help="model input size, pixels")
@@ -131,9 +132,10 @@ def collect_overrides(args: argparse.Namespace, base: configs.ExperimentConfig) 
     overrides = {field: getattr(args, flag) for flag, field in FLAG_FIELDS.items()
                  if getattr(args, flag) is not None}
     explicit = parse_set(args.overrides)
-    if args.steps is not None and "schedule.decay_steps" not in explicit:
-        share = base.schedule.decay_steps / base.schedule.steps
-        overrides["schedule.decay_steps"] = int(round(args.steps * share))
+    if args.steps is not None:     # the decay (and StarGAN's warm-up) keep their share
+        overrides.update({field: value for field, value
+                          in configs.run_share_overrides(base, args.steps).items()
+                          if field not in explicit})
     overrides.update(explicit)
     return overrides
 
