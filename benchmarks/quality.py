@@ -399,15 +399,12 @@ def brain_hu_checks(synthetic_ct, true_ct, labels, *, bone_hu: float = BONE_HU) 
     return out
 
 
-TISSUE_GROUPS = {
-    "bone": ("cortical_bone", "marrow"),
-    "brain": BRAIN_TISSUES,
-    "air": ("background", "sinus_air", "nasal_air", "mastoid_air"),
-}
+TISSUE_GROUPS = ("bone", "brain", "air")
 """The MRI -> CT error breakdown of :func:`tissue_errors` (labels of
-``ctmri_tf.phantom_v2.TISSUES``): the skull's cortical bone and diploe, the brain, air inside the
-body outline (sinuses, airway, mastoid cells, and background air the body mask takes in);
-``soft_tissue`` is every other label (scalp fat and muscle, skin, eyes, neck)."""
+``ctmri_tf.phantom_v2.TISSUES``): ``bone``, the skull's cortical bone and diploe (``marrow``);
+``brain``, ``phantom_v2.BRAIN_TISSUES``; ``air``, ``phantom_v2.AIR_TISSUES`` inside the body
+outline (sinuses, airway, mastoid cells, and background air the body mask takes in); then
+``soft_tissue``, every other label (scalp fat and muscle, skin, eyes, neck)."""
 
 
 def tissue_errors(synthetic_ct, true_ct, labels, body) -> dict:
@@ -422,8 +419,10 @@ def tissue_errors(synthetic_ct, true_ct, labels, body) -> dict:
     """
     import numpy as np
 
-    from ctmri_tf import metrics
+    from ctmri_tf import metrics, phantom_v2
 
+    tissues_of = {"bone": ("cortical_bone", "marrow"), "brain": phantom_v2.BRAIN_TISSUES,
+                  "air": phantom_v2.AIR_TISSUES}
     pred = np.clip(np.asarray(synthetic_ct, np.float64), *metrics.CT_RANGE_HU)
     truth = np.clip(np.asarray(true_ct, np.float64), *metrics.CT_RANGE_HU)
     labels, body = np.asarray(labels), np.asarray(body, bool)
@@ -435,8 +434,8 @@ def tissue_errors(synthetic_ct, true_ct, labels, body) -> dict:
     total_error, total_voxels = float(error[body].sum()), int(body.sum())
     grouped = np.zeros(labels.shape, bool)
     regions = {}
-    for group, tissues in TISSUE_GROUPS.items():
-        regions[group] = np.isin(labels, _label_ids(tissues)) & body
+    for group in TISSUE_GROUPS:
+        regions[group] = np.isin(labels, _label_ids(tissues_of[group])) & body
         grouped |= regions[group]
     regions["soft_tissue"] = body & ~grouped
     out = {}
@@ -496,8 +495,8 @@ def synthetic_ct(translator, subject, batch_size: int):
 
 def anatomy_checks(translators, subjects, phantoms: dict, batch_size: int) -> dict:
     """``{model: anatomy_summary}`` of every translator that does MRI->CT, plus ``None`` (key)
-    for the noise-free ground truth and :data:`MRI_ONLY_FLOOR` for :func:`mri_only_floor`'s CT, on ``subjects`` with the labels of ``phantoms``
-    (:func:`regenerate_phantoms`)."""
+    for the noise-free ground truth and :data:`MRI_ONLY_FLOOR` for :func:`mri_only_floor`'s
+    CT, on ``subjects`` with the labels of ``phantoms`` (:func:`regenerate_phantoms`)."""
     from ctmri_tf import evaluate
 
     def checks(prediction, subject):

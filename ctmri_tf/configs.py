@@ -523,9 +523,9 @@ def run_share_overrides(config: ExperimentConfig, steps: int) -> dict[str, int]:
         part = getattr(config, section, None)
         if part is None or not hasattr(part, name):
             continue
-        share = min(getattr(part, name) / config.schedule.steps, 1.0)
-        value = int(round(steps * share))
-        out[field] = value if share < 1.0 else max(value, getattr(part, name), steps)
+        value = getattr(part, name)
+        share = value / config.schedule.steps
+        out[field] = int(round(steps * share)) if share < 1.0 else max(value, steps)
     return out
 
 

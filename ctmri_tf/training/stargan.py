@@ -123,10 +123,10 @@ class StarGAN:
         """``"g"`` (regression) before ``loss.adversarial_start_step``; after it ``"d+g"`` on
         every ``n_critic``-th step (0-based ``step``, counted from the start step), else
         ``"d"``."""
-        start = self.config.loss.adversarial_start_step
-        if step < start:
+        if step < self.regression_steps:
             return "g"
-        return "d+g" if (step - start + 1) % self.config.loss.n_critic == 0 else "d"
+        return ("d+g" if (step - self.regression_steps + 1) % self.config.loss.n_critic == 0
+                else "d")
 
     def learning_rates(self) -> dict:
         return {"generator": self.generator_optimizer.learning_rate,
@@ -136,8 +136,6 @@ class StarGAN:
         """One replica's step on ``{"ct": (b, H, W, k), "mri": (b, H, W, k)}`` in [-1, 1]
         (``k = model.context_slices``)."""
         lambda_cls = self.config.loss.lambda_cls
-        lambda_rec = self.config.loss.lambda_rec
-        lambda_paired = self.config.loss.lambda_paired
         G, D = self.generator, self.discriminator
         x_input, label_org, label_trg, alpha = self._inputs(batch, seed)
         x_real = centre_slice(x_input)       # what the critic and the losses see
@@ -162,50 +160,46 @@ class StarGAN:
             out_src, out_cls = D(x_fake, training=True)
             g_loss_adv = self._average(losses.wgan_generator_loss(out_src))
             g_loss_cls = self._average(losses.domain_classification_loss(label_trg, out_cls))
-            g_loss = g_loss_adv + lambda_cls * g_loss_cls
-            if lambda_rec > 0:
-                # Target-to-original domain. With lambda_rec 0 (paired training can do without
-                # the cycle) this second generator pass, about 40 % of a demo step, is skipped.
-                x_reconst = G([flat_context(x_fake, self.context_slices), label_org],
-                              training=True)
-                g_loss_rec = self._average(losses.l1_loss(x_real, x_reconst))
-                g_loss += lambda_rec * g_loss_rec
-            if lambda_paired > 0:
-                # Registered pairs: each translation against its input's counterpart (the CT
-                # half's counterpart is the MRI half, and the other way round).
-                x_counterpart = tf.concat(tf.split(x_real, 2, axis=0)[::-1], axis=0)
-                g_loss_paired = self._average(losses.l1_loss(x_counterpart, x_fake))
-                g_loss += lambda_paired * g_loss_paired
+            l1_loss, l1_terms = self._l1_terms(x_fake, x_real, label_org)
+            g_loss = g_loss_adv + lambda_cls * g_loss_cls + l1_loss
         self._apply(self.generator_optimizer, tape.gradient(g_loss, G.trainable_variables),
                     G.trainable_variables)
-        step_losses.update({"g_adv": g_loss_adv, "g_cls": g_loss_cls, "g_total": g_loss})
-        if lambda_rec > 0:
-            step_losses["g_rec"] = g_loss_rec
-        if lambda_paired > 0:
-            step_losses["g_paired"] = g_loss_paired
+        step_losses.update({"g_adv": g_loss_adv, "g_cls": g_loss_cls, "g_total": g_loss,
+                            **l1_terms})
         return step_losses
 
     def _train_generator_by_regression(self, x_input, x_real, label_org, label_trg) -> dict:
         """A regression step (before ``loss.adversarial_start_step``): the paired L1 (+ the
         cycle L1 with ``lambda_rec > 0``), no critic."""
         G = self.generator
-        lambda_rec = self.config.loss.lambda_rec
         with tf.GradientTape() as tape:
             x_fake = G([x_input, label_trg], training=True)
-            x_counterpart = tf.concat(tf.split(x_real, 2, axis=0)[::-1], axis=0)
-            g_loss_paired = self._average(losses.l1_loss(x_counterpart, x_fake))
-            g_loss = self.config.loss.lambda_paired * g_loss_paired
-            if lambda_rec > 0:
-                x_reconst = G([flat_context(x_fake, self.context_slices), label_org],
-                              training=True)
-                g_loss_rec = self._average(losses.l1_loss(x_real, x_reconst))
-                g_loss += lambda_rec * g_loss_rec
+            g_loss, l1_terms = self._l1_terms(x_fake, x_real, label_org)
         self._apply(self.generator_optimizer, tape.gradient(g_loss, G.trainable_variables),
                     G.trainable_variables)
-        step_losses = {"g_paired": g_loss_paired, "g_total": g_loss}
+        return {**l1_terms, "g_total": g_loss}
+
+    def _l1_terms(self, x_fake, x_real, label_org):
+        """The generator's L1 terms of translations ``x_fake`` of ``x_real``: ``(lambda_rec x
+        cycle L1 + lambda_paired x paired L1, {"g_rec", "g_paired"})``, each term only when its
+        weight is > 0 (0.0 and ``{}`` with neither)."""
+        lambda_rec = self.config.loss.lambda_rec
+        lambda_paired = self.config.loss.lambda_paired
+        total, terms = 0.0, {}
         if lambda_rec > 0:
-            step_losses["g_rec"] = g_loss_rec
-        return step_losses
+            # Target-to-original domain. With lambda_rec 0 (paired training can do without
+            # the cycle) this second generator pass, about 40 % of a demo step, is skipped.
+            x_reconst = self.generator([flat_context(x_fake, self.context_slices), label_org],
+                                       training=True)
+            terms["g_rec"] = self._average(losses.l1_loss(x_real, x_reconst))
+            total += lambda_rec * terms["g_rec"]
+        if lambda_paired > 0:
+            # Registered pairs: each translation against its input's counterpart (the CT
+            # half's counterpart is the MRI half, and the other way round).
+            x_counterpart = tf.concat(tf.split(x_real, 2, axis=0)[::-1], axis=0)
+            terms["g_paired"] = self._average(losses.l1_loss(x_counterpart, x_fake))
+            total += lambda_paired * terms["g_paired"]
+        return total, terms
 
     def _train_discriminator(self, x_real, x_fake, label_org, alpha) -> dict:
         """One critic update on real images and the generator's (constant) translations."""
