@@ -2,6 +2,7 @@
 
     python -m benchmarks.quality [--models stargan,cyclegan] [--preset demo] [--minutes 30]
         [--steps N] [--data-dir artifacts/tensorflow_datasets] [--dataset-config NAME]
+        [--train-dataset-config NAME]
         [--compare-context] [--tta none|lr|lr+ud] [--precision float32] [--seed 0]
         [--set FIELD=VALUE ...]
         [--keep DIR] [--out benchmarks/results/quality.json] [--overwrite] [--quick]
@@ -14,6 +15,9 @@
    models' outputs are resized to it, and a "ground truth via N px" row gives the best score
    possible through that resize. On phantoms a "noise-free ground truth" row gives the best score
    of any model: the test subjects rendered without noise, scored against the noisy truth.
+   ``--train-dataset-config`` trains on the ``train`` split of another dataset (e.g. more phantom
+   subjects of another seed, ``synthetic_400x32x128_seed1``) and evaluates on the test splits of
+   ``--dataset-config`` as before; the two must share no subject (checked by subject id).
 2. Each model is trained from scratch on the ``train`` split, with the preset's config
    (``ctmri_tf.configs``), its trainer (``ctmri_tf.training``) and the training loop
    (``ctmri_tf.training.loop.train``), for a fixed budget of ``--minutes`` of training each: the
@@ -123,7 +127,7 @@ HEADLINE = {  # row field -> (direction, region, metric)
     "mri_to_ct_through_plane_mae_body_hu": ("mri->ct", "body", "through_plane_mae"),
     "ct_to_mri_through_plane_mae_body": ("ct->mri", "body", "through_plane_mae"),
 }
-KEY_FIELDS = ("model", "preset", "dataset", "budget", "split")
+KEY_FIELDS = ("model", "preset", "dataset", "train_dataset", "budget", "split")
 SYNTHETIC_SUBJECTS, SYNTHETIC_SLICES, SYNTHETIC_IMAGE_SIZE = 40, 32, 256
 """The default ``synthetic`` config: subjects, slices per subject, pixels."""
 
@@ -158,6 +162,23 @@ def native_dataset(config) -> str:
     from ctmri_tf.datasets.ctmri import synthetic_config
     return synthetic_config(num_subjects=SYNTHETIC_SUBJECTS, num_slices=SYNTHETIC_SLICES,
                             image_size=d.image_size).name
+
+
+def check_disjoint(train_dataset: str, eval_dataset: str, splits, *, data_dir) -> None:
+    """Raise :class:`CtmriInputError` when a subject of ``train_dataset``'s ``train`` split is
+    also in one of ``eval_dataset``'s ``splits`` (the same seed and index of a phantom, or the
+    same folder name): the benchmark would score a model on subjects it was trained on."""
+    from ctmri_tf import data
+
+    trained = data.subject_ids("train", config=train_dataset, data_dir=data_dir)
+    for split in splits:
+        shared = trained & data.subject_ids(split, config=eval_dataset, data_dir=data_dir)
+        if shared:
+            names = ", ".join(sorted(shared)[:5]) + (" ..." if len(shared) > 5 else "")
+            raise CtmriInputError(None, f"--train-dataset-config {train_dataset}: its train "
+                                        f"split holds {len(shared)} subject(s) of the {split} "
+                                        f"split of {eval_dataset} ({names}); train on a "
+                                        f"dataset of another seed (..._seed1)")
 
 
 _BODY_FIELDS = {(direction, metric): field
@@ -786,6 +807,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="tfds ctmri config (default: the preset's phantoms rendered at the "
                              "model's image size; synthetic_v2_40x32x128 for demo; the v1 "
                              "targets: synthetic_40x32x128)")
+    parser.add_argument("--train-dataset-config", default=None,
+                        help="train on the train split of this tfds ctmri config instead "
+                             "(e.g. more phantoms of another seed: synthetic_400x32x128_seed1) "
+                             "and evaluate on --dataset-config's test splits; no subject may "
+                             "be in both (default: --dataset-config's train split)")
     parser.add_argument("--compare-context", action="store_true",
                         help="train every model 2-D (the preset) and 2.5-D (<preset>_2p5d, "
                              "model.context_slices=3) with the same budget and compare their "
@@ -828,6 +854,7 @@ def _main(argv: list[str] | None) -> int:
             row.setdefault("split", SPLIT_TEST)
     machine = common.machine_info()
 
+    from ctmri_tf import configs as config_module
     from ctmri_tf.training.cli import parse_set
     overrides = parse_set(args.overrides)
     work = Path(tempfile.mkdtemp(prefix="ctmri-quality-"))
@@ -846,6 +873,7 @@ def _main(argv: list[str] | None) -> int:
             raise CtmriInputError(None, f"the runs would use different datasets "
                                         f"{sorted(datasets)}; pass --dataset-config")
         dataset = datasets.pop()
+        train_dataset = args.train_dataset_config or dataset
         version = phantom_version(dataset)
         from ctmri_tf.datasets.ctmri.ctmri_dataset_builder import build
         print(f"[{NAME}] dataset ctmri/{dataset} in {data_dir} ...", file=sys.stderr, flush=True)
@@ -853,10 +881,20 @@ def _main(argv: list[str] | None) -> int:
         print(report.summary(), file=sys.stderr)
         splits = [SPLIT_TEST] + ([SPLIT_HELDOUT] if report.num_examples.get(SPLIT_HELDOUT)
                                  else [])
+        train_report = None
+        if train_dataset != dataset:
+            print(f"[{NAME}] training dataset ctmri/{train_dataset} in {data_dir} ...",
+                  file=sys.stderr, flush=True)
+            train_report = build(train_dataset, data_dir=data_dir)
+            print(train_report.summary(), file=sys.stderr)
+            check_disjoint(train_dataset, dataset, splits, data_dir=data_dir)
+            runs = [(label, model, config_module.override(
+                config, {"data.dataset_config": train_dataset}))
+                for label, model, config in runs]
 
         from ctmri_tf import baselines, evaluate
         translators = dict(baselines.baseline_translators(
-            baselines.reference_from_split("train", config=dataset, data_dir=data_dir)))
+            baselines.reference_from_split("train", config=train_dataset, data_dir=data_dir)))
         trained: dict[str, dict] = {}
         for label, model, config in runs:
             seconds_per_iteration = None
@@ -922,11 +960,13 @@ def _main(argv: list[str] | None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    from ctmri_tf import configs as config_module
     budget = f"{args.steps} steps" if args.steps is not None else f"{args.minutes:g} min"
     rows = []
     for split, (results, floors, phantom_floors, anatomy) in evaluated.items():
         common_fields = {"dataset": dataset, "budget": budget, "split": split,
+                         # only when it differs, so rows still match earlier runs' rows
+                         **({"train_dataset": train_dataset} if train_dataset != dataset
+                            else {}),
                          "test_subjects": len(results["subjects"])}
         for name in results["models"]:
             info = trained.get(name, {})
@@ -996,7 +1036,10 @@ def _main(argv: list[str] | None) -> int:
              "comparison_markdown": evaluate.comparison_markdown(evaluated[SPLIT_TEST][0]),
              "comparison_markdown_by_split": {split: evaluate.comparison_markdown(r[0])
                                               for split, r in evaluated.items()},
-             "dataset_build": dataclasses.asdict(report)}
+             "train_dataset": train_dataset,
+             "dataset_build": dataclasses.asdict(report),
+             "train_dataset_build": (dataclasses.asdict(train_report)
+                                     if train_report is not None else None)}
     common.finish(args, benchmark=NAME, rows=rows, columns=COLUMNS, notes=notes, machine=machine,
                   previous=previous, key_fields=KEY_FIELDS, metric="mri_to_ct_mae_body_hu",
                   higher_is_better=False, summary=[check["line"] for check in checks])

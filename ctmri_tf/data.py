@@ -104,6 +104,14 @@ def _builder(config: str | CtmriConfig, data_dir: str | os.PathLike | None):
     return builder
 
 
+def subject_ids(split: str, *, config: str | CtmriConfig = "synthetic",
+                data_dir: str | os.PathLike | None = None) -> set[str]:
+    """The ``subject_id`` of every example of a built ``ctmri`` dataset split (the planes are not
+    decoded, so this is quick on large splits)."""
+    skipped = {name: tfds.decode.SkipDecoding() for name in ("image", "mask", "counterpart")}
+    ds = _builder(config, data_dir).as_dataset(split=split, decoders=skipped)
+    return {value.decode() for value in ds.map(lambda x: x["subject_id"]).as_numpy_iterator()}
+
 def load(split: str, *, config: str | CtmriConfig = "synthetic",
          data_dir: str | os.PathLike | None = None, shuffle_files: bool = False, seed: int = 0,
          decode_counterpart: bool = True) -> tf.data.Dataset:

@@ -124,6 +124,30 @@ def test_benchmark_scripts_run_quick(tmp_path, capsys):
     assert "StarGAN MRI->CT MAE in body" in printed and "target <= 60 HU" in printed
     assert "target >= 0.85" in printed
 
+    # --- quality trained on other subjects (another seed), scored on the same test subject
+    out = tmp_path / "quality_other_train.json"
+    assert quality.main(["--quick", "--models", "stargan", "--data-dir", str(data_dir),
+                         "--dataset-config", dataset, "--train-dataset-config",
+                         "synthetic_3x2x32_seed1", "--out", str(out)]) == 0
+    payload = _results(out)
+    other = {row["model"]: row for row in payload["rows"]}
+    assert payload["notes"]["train_dataset"] == "synthetic_3x2x32_seed1"
+    assert other["StarGAN"]["config"]["data"]["dataset_config"] == "synthetic_3x2x32_seed1"
+    assert {row["train_dataset"] for row in other.values()} == {"synthetic_3x2x32_seed1"}
+    assert {row["dataset"] for row in other.values()} == {dataset}
+    assert other["StarGAN"]["test_subjects"] == 1
+    # the floors are the test subject's, whatever the model was trained on
+    assert other["noise-free ground truth"]["mri_to_ct_mae_body_hu"] == pytest.approx(
+        floor["mri_to_ct_mae_body_hu"])
+    capsys.readouterr()
+    # a training set that holds the test subject is refused, naming it
+    assert quality.main(["--quick", "--models", "stargan", "--data-dir", str(data_dir),
+                         "--dataset-config", dataset, "--train-dataset-config",
+                         "synthetic_5x2x32", "--out", str(tmp_path / "leak.json")]) == 2
+    err = capsys.readouterr().err
+    assert "synthetic_5x2x32" in err and "phantom-0-0002" in err and "test split" in err
+    assert not (tmp_path / "leak.json").exists()
+
     # --- quality on phantom v2: in-domain and held-out-domain test subjects, 2-D vs 2.5-D
     out = tmp_path / "quality_v2.json"
     assert quality.main(["--quick", "--models", "stargan", "--dataset-config",
