@@ -375,6 +375,25 @@ def test_deeplab_builds_offline_and_returns_float32_logits(size):
     assert not np.allclose(np.sum(logits, axis=-1), 1.0)
 
 
+def test_deeplab_batch_norm_statistics_follow_a_short_training():
+    # keras-cv's 0.99 left a 200-step make demo with inference statistics far from the data's
+    from ctmri_tf.models import deeplab
+
+    model = deeplab_v3_plus(64, width=4)
+    norms = [layer for layer in deeplab._all_layers(model)
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) > 10 and {n.momentum for n in norms} == {deeplab.BATCH_NORM_MOMENTUM}
+    first = model.backbone.get_layer("v2_stack_0_block1_use_preactivation_bn")     # the first trained norm
+    before = first.moving_mean.numpy().copy()
+    x = RNG.uniform(-1, 1, size=(2, 64, 64, 1)).astype(np.float32)
+    model(x, training=True)
+    moved = first.moving_mean.numpy() - before
+    assert np.abs(moved).max() > 0
+    stem = keras.Model(model.backbone.input, first.input)(x).numpy()
+    np.testing.assert_allclose(moved, (1 - 0.9) * (stem.mean(axis=(0, 1, 2)) - before),
+                               rtol=1e-3, atol=1e-6)
+
+
 def test_deeplab_round_trips_through_a_keras_file(tmp_path):
     model = deeplab_v3_plus(64, width=4)
     x = RNG.uniform(-1, 1, size=(1, 64, 64, 1)).astype(np.float32)
