@@ -112,6 +112,7 @@ def subject_ids(split: str, *, config: str | CtmriConfig = "synthetic",
     ds = _builder(config, data_dir).as_dataset(split=split, decoders=skipped)
     return {value.decode() for value in ds.map(lambda x: x["subject_id"]).as_numpy_iterator()}
 
+
 def load(split: str, *, config: str | CtmriConfig = "synthetic",
          data_dir: str | os.PathLike | None = None, shuffle_files: bool = False, seed: int = 0,
          decode_counterpart: bool = True) -> tf.data.Dataset:

@@ -383,14 +383,15 @@ def test_deeplab_batch_norm_statistics_follow_a_short_training():
     norms = [layer for layer in deeplab._all_layers(model)
              if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(norms) > 10 and {n.momentum for n in norms} == {deeplab.BATCH_NORM_MOMENTUM}
-    first = model.backbone.get_layer("v2_stack_0_block1_use_preactivation_bn")     # the first trained norm
+    first = model.backbone.get_layer("v2_stack_0_block1_use_preactivation_bn")  # the first norm
     before = first.moving_mean.numpy().copy()
     x = RNG.uniform(-1, 1, size=(2, 64, 64, 1)).astype(np.float32)
     model(x, training=True)
     moved = first.moving_mean.numpy() - before
     assert np.abs(moved).max() > 0
     stem = keras.Model(model.backbone.input, first.input)(x).numpy()
-    np.testing.assert_allclose(moved, (1 - 0.9) * (stem.mean(axis=(0, 1, 2)) - before),
+    np.testing.assert_allclose(moved, (1 - deeplab.BATCH_NORM_MOMENTUM)
+                               * (stem.mean(axis=(0, 1, 2)) - before),
                                rtol=1e-3, atol=1e-6)
 
 
