@@ -223,6 +223,13 @@ class StarGANLossConfig:
     alternating critic / generator updates start after. 0 (the default, and the ``paper``
     preset) is the paper; ``>= schedule.steps`` trains a pure regression model (as the
     SynthRAD winners' U-Nets are), whose critic is never updated. Needs ``lambda_paired > 0``.
+
+    ``lambda_paired_ssim`` is not in the paper either: it adds ``lambda_paired_ssim`` x (1 -
+    SSIM) between each translation into one of ``paired_ssim_domains`` (``"ct"``, ``"mri"``)
+    and its registered counterpart (``ctmri_tf.losses.ssim_loss``: the benchmarks' 11 x 11
+    window), the L1 + SSIM mix of Zhao et al. (IEEE TCI 2017), which L1 alone trails on SSIM:
+    L1 predicts the median of what the input leaves open, blurring texture that SSIM counts.
+    Needs ``lambda_paired > 0`` (registered pairs).
     """
     lambda_gp: float = 10.0
     lambda_cls: float = 1.0
@@ -230,6 +237,8 @@ class StarGANLossConfig:
     n_critic: int = 5
     lambda_paired: float = 0.0
     adversarial_start_step: int = 0
+    lambda_paired_ssim: float = 0.0
+    paired_ssim_domains: tuple[str, ...] = ("ct", "mri")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,6 +280,17 @@ class StarGANConfig(ExperimentConfig):
             raise CtmriInputError(None, "loss.adversarial_start_step="
                                         f"{self.loss.adversarial_start_step} trains by regression "
                                         "on registered pairs: it needs loss.lambda_paired > 0")
+        if self.loss.lambda_paired_ssim < 0:
+            raise CtmriInputError(None, "loss.lambda_paired_ssim="
+                                        f"{self.loss.lambda_paired_ssim} must be >= 0")
+        if self.loss.lambda_paired_ssim > 0 and self.loss.lambda_paired <= 0:
+            raise CtmriInputError(None, "loss.lambda_paired_ssim="
+                                        f"{self.loss.lambda_paired_ssim} compares translations "
+                                        "with registered pairs: it needs loss.lambda_paired > 0")
+        domains = self.loss.paired_ssim_domains
+        if not domains or len(set(domains)) != len(domains) or set(domains) - {"ct", "mri"}:
+            raise CtmriInputError(None, f"loss.paired_ssim_domains={list(domains)} must name "
+                                        "ct, mri or both, once each (e.g. mri)")
         windows = self.model.generator_ct_windows_hu
         if len(windows) % 2 or any(not low < high for low, high in self.model.ct_windows()):
             raise CtmriInputError(None, f"model.generator_ct_windows_hu={list(windows)} must be "

@@ -15,6 +15,8 @@ from typing import Callable
 
 import tensorflow as tf
 
+from ctmri_tf import metrics
+
 
 def _f32(x) -> tf.Tensor:
     return tf.cast(x, tf.float32)
@@ -99,6 +101,25 @@ def l1_loss(a, b) -> tf.Tensor:
     a, b = _f32(a), _f32(b)
     _same_shape(a, b, "l1_loss")
     return _mean_per_example(tf.abs(a - b))
+
+
+def ssim_loss(a, b) -> tf.Tensor:
+    """``1 - SSIM(a, b)`` per example, ``(B,)``, for images in model space [-1, 1].
+
+    ``tf.image.ssim`` with the window and constants of the benchmarks' metric
+    (``ctmri_tf.metrics``: 11 x 11 Gaussian, sigma 1.5, K1 0.01, K2 0.03) and ``max_val`` 2,
+    the width of [-1, 1], so that the constants are those of the metric on [0, 1] MRI. Each
+    example's SSIM is the mean of its map over every channel and window position (the whole
+    image, background included). 0 for identical images, up to 2.
+
+    Args:
+        a, b: ``(B, H, W, C)`` with ``H, W >= 11``.
+    """
+    a, b = _f32(a), _f32(b)
+    _same_shape(a, b, "ssim_loss")
+    return 1.0 - tf.image.ssim(a, b, max_val=2.0, filter_size=metrics.SSIM_FILTER_SIZE,
+                               filter_sigma=metrics.SSIM_FILTER_SIGMA, k1=metrics.SSIM_K1,
+                               k2=metrics.SSIM_K2)
 
 
 def lsgan_discriminator_loss(real_logits, fake_logits) -> tf.Tensor:

@@ -122,6 +122,31 @@ def test_l1_loss_per_example():
         losses.l1_loss(np.zeros((2, 4, 4, 1), np.float32), np.zeros((2, 4, 4), np.float32))
 
 
+def test_ssim_loss_of_flat_images_is_the_luminance_term_by_hand():
+    """Flat images a and b: every window has zero variance, so SSIM = (2ab + C1) / (a^2 + b^2
+    + C1) with C1 = (0.01 x 2)^2 ([-1, 1] is 2 wide); identical images lose 0."""
+    a = np.full((2, 16, 16, 1), -0.5, np.float32)
+    b = np.stack([np.full((16, 16, 1), -0.5, np.float32), np.full((16, 16, 1), 0.3, np.float32)])
+    c1 = (0.01 * 2.0) ** 2
+    expected = [0.0, 1.0 - (2 * -0.5 * 0.3 + c1) / (0.25 + 0.09 + c1)]
+    got = losses.ssim_loss(a, tf.constant(b, tf.bfloat16))
+    assert got.shape == (2,) and got.dtype == tf.float32
+    np.testing.assert_allclose(got, expected, atol=2e-3)      # b's 0.3 in bfloat16: 0.30078
+    with pytest.raises(ValueError, match="ssim_loss"):
+        losses.ssim_loss(a, a[:, :15])
+
+
+def test_ssim_loss_is_differentiable_and_falls_towards_the_target():
+    target = tf.constant(RNG.uniform(-1, 1, (1, 16, 16, 1)), tf.float32)
+    x = tf.Variable(tf.zeros_like(target))
+    before = float(losses.ssim_loss(target, x)[0])
+    for _ in range(20):
+        with tf.GradientTape() as tape:
+            loss = losses.ssim_loss(target, x)[0]
+        x.assign_sub(0.5 * tape.gradient(loss, x))
+    assert float(losses.ssim_loss(target, x)[0]) < 0.5 * before
+
+
 def test_lsgan_losses():
     real = np.array([[1.0, 0.0], [2.0, 1.0]], np.float32).reshape(2, 2, 1, 1)
     fake = np.array([[0.0, 1.0], [-1.0, 3.0]], np.float32).reshape(2, 2, 1, 1)

@@ -241,6 +241,54 @@ def test_paired_loss_is_l1_to_the_registered_counterpart(slices):
     assert "g_paired" not in plain.replica_step(batch, tf.constant([1, 2]), "d+g")
 
 
+@pytest.mark.parametrize("domains", [("ct", "mri"), ("mri",)])
+def test_paired_ssim_term_is_one_minus_ssim_to_the_registered_counterpart(slices, domains):
+    """``loss.lambda_paired_ssim`` adds lambda x mean(1 - SSIM(G(x, other), x')) over the
+    translations into ``loss.paired_ssim_domains``, SSIM computed by hand here (11 x 11
+    Gaussian window, sigma 1.5, C1 = (0.01 x 2)^2, C2 = (0.03 x 2)^2 for [-1, 1])."""
+    ct, mri = slices
+    config = smoke_config(**{"loss.lambda_paired": 7.0, "loss.n_critic": 1,
+                             "loss.lambda_rec": 0.0, "loss.lambda_paired_ssim": 3.0,
+                             "loss.paired_ssim_domains": ",".join(domains)})
+    task = StarGAN(config, make_strategy("default"))
+    batch = {"ct": tf.constant(ct[:2]), "mri": tf.constant(mri[:2])}
+    fake = {"mri": task.translate(ct[:2], 1).numpy()[..., 0],
+            "ct": task.translate(mri[:2], 0).numpy()[..., 0]}
+    real = {"mri": mri[:2, ..., 0], "ct": ct[:2, ..., 0]}
+
+    g = np.exp(-0.5 * (np.arange(11) - 5.0) ** 2 / 1.5 ** 2)
+    window = np.outer(g, g) / np.outer(g, g).sum()
+
+    def local_mean(x):   # 'VALID' 11 x 11 weighted mean
+        n = x.shape[0] - 10
+        return np.array([[np.sum(window * x[i:i + 11, j:j + 11]) for j in range(n)]
+                         for i in range(n)])
+
+    def ssim(x, y):
+        c1, c2 = (0.01 * 2) ** 2, (0.03 * 2) ** 2
+        mx, my = local_mean(x), local_mean(y)
+        vx, vy = local_mean(x * x) - mx ** 2, local_mean(y * y) - my ** 2
+        cov = local_mean(x * y) - mx * my
+        return np.mean((2 * mx * my + c1) * (2 * cov + c2)
+                       / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2)))
+
+    expected = np.mean([1 - ssim(fake[d][i], real[d][i]) for d in domains for i in range(2)])
+    losses = {k: float(v) for k, v in task.replica_step(batch, tf.constant([1, 2]),
+                                                         "g").items()}
+    assert set(losses) == {"g_paired", "g_paired_ssim", "g_total"}
+    assert losses["g_paired_ssim"] == pytest.approx(expected, rel=1e-3)
+    assert losses["g_total"] == pytest.approx(
+        7.0 * losses["g_paired"] + 3.0 * expected, rel=1e-3)
+
+
+def test_paired_ssim_term_needs_pairs_and_known_domains():
+    with pytest.raises(CtmriInputError, match="lambda_paired_ssim=1.0 .*lambda_paired > 0"):
+        smoke_config(**{"loss.lambda_paired_ssim": 1.0})
+    with pytest.raises(CtmriInputError, match=r"paired_ssim_domains=\['pet'\] must name"):
+        smoke_config(**{"loss.lambda_paired": 1.0, "loss.lambda_paired_ssim": 1.0,
+                        "loss.paired_ssim_domains": "pet"})
+
+
 def test_without_the_cycle_loss_the_generator_follows_the_remaining_terms(slices):
     """``loss.lambda_rec`` 0 skips the reconstruction pass: the generator's update is the one of
     adversarial + classification + paired terms alone (checked against a hand-built tape)."""

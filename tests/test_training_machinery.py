@@ -40,7 +40,7 @@ def test_presets_have_the_published_and_the_tiny_architectures():
     paper = configs.get_config("stargan", "paper")
     assert (paper.data.image_size, paper.data.batch_size) == (256, 16)
     assert dataclasses.astuple(paper.model) == (64, 6, 64, 6, (), 1)  # no CT window, 2-D
-    assert dataclasses.astuple(paper.loss) == (10.0, 1.0, 10.0, 5, 0.0, 0)
+    assert dataclasses.astuple(paper.loss) == (10.0, 1.0, 10.0, 5, 0.0, 0, 0.0, ("ct", "mri"))
     assert dataclasses.astuple(paper.generator_optimizer) == (1e-4, 0.5, 0.999, 1e-8)
     assert dataclasses.astuple(paper.discriminator_optimizer) == (1e-4, 0.5, 0.999, 1e-8)
     assert (paper.schedule.steps, paper.schedule.decay_steps) == (200_000, 100_000)

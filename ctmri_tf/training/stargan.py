@@ -12,11 +12,13 @@ the paper's random target label is always the other one). Then, as in ``solver.p
    loss + ``lambda_cls`` x domain classification of the *fake* images + ``lambda_rec`` x L1
    reconstruction after translating back to the original domain (+ ``lambda_paired`` x L1 to the
    registered counterpart when ``loss.lambda_paired > 0``: the batches are then registered
-   pairs, :func:`training_batches`).
+   pairs, :func:`training_batches`; + ``lambda_paired_ssim`` x (1 - SSIM) to it, for the
+   translations into ``loss.paired_ssim_domains``).
 
 Not in the paper: with ``loss.adversarial_start_step`` N > 0 the first N steps are regression
 steps (kind ``"g"``): the generator alone, updated on ``lambda_paired`` x the paired L1 (+
-``lambda_rec`` x the cycle L1), no critic. The alternation above starts at step N.
+``lambda_paired_ssim`` x the paired SSIM term, + ``lambda_rec`` x the cycle L1), no critic.
+The alternation above starts at step N.
 
 2.5-D (``model.context_slices`` k = 3 or 5): the batches hold k-slice stacks ``(B/2, H, W, k)``
 (:mod:`ctmri_tf.context`); the generator translates a stack to its centre slice and the critic,
@@ -180,25 +182,36 @@ class StarGAN:
         return {**l1_terms, "g_total": g_loss}
 
     def _l1_terms(self, x_fake, x_real, label_org):
-        """The generator's L1 terms of translations ``x_fake`` of ``x_real``: ``(lambda_rec x
-        cycle L1 + lambda_paired x paired L1, {"g_rec", "g_paired"})``, each term only when its
-        weight is > 0 (0.0 and ``{}`` with neither)."""
-        lambda_rec = self.config.loss.lambda_rec
-        lambda_paired = self.config.loss.lambda_paired
+        """The generator's reconstruction terms of translations ``x_fake`` of ``x_real``:
+        ``(lambda_rec x cycle L1 + lambda_paired x paired L1 + lambda_paired_ssim x paired
+        (1 - SSIM), {"g_rec", "g_paired", "g_paired_ssim"})``, each term only when its weight
+        is > 0 (0.0 and ``{}`` with none). ``g_paired_ssim`` averages over the translations into
+        ``loss.paired_ssim_domains`` only."""
+        loss = self.config.loss
         total, terms = 0.0, {}
-        if lambda_rec > 0:
+        if loss.lambda_rec > 0:
             # Target-to-original domain. With lambda_rec 0 (paired training can do without
             # the cycle) this second generator pass, about 40 % of a demo step, is skipped.
             x_reconst = self.generator([flat_context(x_fake, self.context_slices), label_org],
                                        training=True)
             terms["g_rec"] = self._average(losses.l1_loss(x_real, x_reconst))
-            total += lambda_rec * terms["g_rec"]
-        if lambda_paired > 0:
+            total += loss.lambda_rec * terms["g_rec"]
+        if loss.lambda_paired > 0:
             # Registered pairs: each translation against its input's counterpart (the CT
             # half's counterpart is the MRI half, and the other way round).
             x_counterpart = tf.concat(tf.split(x_real, 2, axis=0)[::-1], axis=0)
             terms["g_paired"] = self._average(losses.l1_loss(x_counterpart, x_fake))
-            total += lambda_paired * terms["g_paired"]
+            total += loss.lambda_paired * terms["g_paired"]
+        if loss.lambda_paired_ssim > 0:
+            # The first half are translations into MRI, the second into CT; a domain not in
+            # paired_ssim_domains weighs 0 and the term averages over the others.
+            per_side = tf.shape(x_fake)[0] // 2
+            weights = tf.concat([tf.fill([per_side], float("mri" in loss.paired_ssim_domains)),
+                                 tf.fill([per_side], float("ct" in loss.paired_ssim_domains))], 0)
+            share = len(loss.paired_ssim_domains) / NUM_DOMAINS
+            terms["g_paired_ssim"] = self._average(
+                weights * losses.ssim_loss(x_counterpart, x_fake)) / share
+            total += loss.lambda_paired_ssim * terms["g_paired_ssim"]
         return total, terms
 
     def _train_discriminator(self, x_real, x_fake, label_org, alpha) -> dict:
