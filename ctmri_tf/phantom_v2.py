@@ -334,6 +334,45 @@ def _u(rng, low_high) -> float:
     return float(rng.uniform(*low_high))
 
 
+SHARP_KERNEL_PROBABILITY = 0.4
+"""Share of subjects whose CT has a sharp (edge-enhancing) reconstruction kernel; the others
+have a smooth one. The kernel is drawn alike in every domain."""
+SMOOTH_KERNEL_SIGMA_MM = (0.4, 1.2)
+"""Smooth kernels: the extra Gaussian blur's sigma (mm), drawn uniformly."""
+SHARP_KERNEL_AMOUNT = (0.5, 1.5)
+"""Sharp kernels: the unsharp mask's amount, drawn uniformly."""
+
+
+def ct_kernel(family_draw: float, strength_draw: float) -> tuple[str, float]:
+    """The CT reconstruction kernel ``(ct_kernel, ct_kernel_strength)`` of two uniform [0, 1)
+    draws: sharp below :data:`SHARP_KERNEL_PROBABILITY`, else smooth; the strength at
+    ``strength_draw`` of its range."""
+    if family_draw < SHARP_KERNEL_PROBABILITY:
+        low, high = SHARP_KERNEL_AMOUNT
+        return "sharp", float(low + (high - low) * strength_draw)
+    low, high = SMOOTH_KERNEL_SIGMA_MM
+    return "smooth", float(low + (high - low) * strength_draw)
+
+
+def ct_kernel_quantiles(n: int) -> list[tuple[str, float]]:
+    """``n`` kernels that sample the kernel distribution evenly: at the midpoints ``(k + 0.5) /
+    n`` of its quantile function, sharp kernels from weakest to strongest (the first
+    ``SHARP_KERNEL_PROBABILITY`` of the mass), then smooth ones likewise. Their per-voxel median
+    is the best L1 guess of a CT whose kernel is unknown (``benchmarks.quality``'s MRI-only
+    floor: the MRI does not show the CT's kernel)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    kernels = []
+    for k in range(n):
+        q = (k + 0.5) / n
+        if q < SHARP_KERNEL_PROBABILITY:
+            kernels.append(ct_kernel(q, q / SHARP_KERNEL_PROBABILITY))
+        else:
+            kernels.append(ct_kernel(q, (q - SHARP_KERNEL_PROBABILITY)
+                                     / (1.0 - SHARP_KERNEL_PROBABILITY)))
+    return kernels
+
+
 def draw_settings(domain: Domain, rng: np.random.Generator) -> SubjectSettings:
     """One subject's settings from ``domain`` (the same draws in the same order for every domain,
     so a subject keeps its pose, kernel and noise levels across domains)."""
@@ -370,7 +409,7 @@ def draw_settings(domain: Domain, rng: np.random.Generator) -> SubjectSettings:
         length = 50.0 + 60.0 * geo[4]
         bottom = -50.0 + (125.0 - length) * geo[5]
         top = bottom + length
-    kernel = "sharp" if ct[0] < 0.4 else "smooth"
+    kernel, kernel_strength = ct_kernel(ct[0], ct[1])
     yaw, pitch, roll = (40 * anatomy_pose[0] - 20, 24 * anatomy_pose[1] - 12,
                         12 * anatomy_pose[2] - 6)
     size = 0.85 + 0.3 * anatomy_pose[3]
@@ -383,8 +422,7 @@ def draw_settings(domain: Domain, rng: np.random.Generator) -> SubjectSettings:
         field_of_view_mm=pick(domain.field_of_view_mm, geo[2]), whole_head=whole,
         z_bottom_mm=bottom, coverage_mm=top - bottom,
         skull_stripped=bool(geo[6] < domain.skull_strip_probability),
-        ct_kernel=kernel,
-        ct_kernel_strength=(0.4 + 0.8 * ct[1]) if kernel == "smooth" else (0.5 + 1.0 * ct[1]),
+        ct_kernel=kernel, ct_kernel_strength=kernel_strength,
         ct_noise_hu=(4.0 + 16.0 * ct[2]) * (1.8 if kernel == "sharp" else 1.0),
         mri_noise_fraction=0.01 + 0.05 * seq[6], bias_amplitude=0.05 + 0.35 * seq[7],
         mri_gain=500.0 + 1500.0 * seq[8],

@@ -257,6 +257,35 @@ def test_noise_floor_is_the_noise_free_phantom_scored_against_the_stored_one():
     assert quality.noise_floor([stored(1)], "folder") is None
 
 
+def test_v2_mri_only_floor_does_not_know_the_ct_kernel():
+    """Phantom v2's MRI-only floor predicts the per-voxel median over kernels that sample the
+    kernel distribution, whatever the subject's own kernel: two subjects that differ only in
+    their kernel get the same floor CT, the median of the quantile kernels' renderings."""
+    import dataclasses
+
+    from ctmri_tf import phantom_v2
+
+    kernels = phantom_v2.ct_kernel_quantiles(5)      # q = 0.1 .. 0.9: 2 sharp, 3 smooth
+    assert kernels == [("sharp", pytest.approx(0.75)), ("sharp", pytest.approx(1.25)),
+                       ("smooth", pytest.approx(0.4 + 0.8 / 6)), ("smooth", pytest.approx(0.8)),
+                       ("smooth", pytest.approx(1.2 - 0.8 / 6))]
+    grid = dict(image_size=32, num_slices=2, seed=0)
+    domain = phantom_v2.TRAINING_DOMAIN
+    floor = quality.median_subject_v2(3, domain, **grid)
+    drawn = dataclasses.replace(phantom_v2.subject_settings(3, seed=0, domain=domain),
+                                ct_hu=quality.median_ct_hu_v2())
+    renders = [phantom_v2.make_subject(3, noise=False, domain=domain, **grid,
+                                       settings=dataclasses.replace(drawn, ct_kernel=k,
+                                                                    ct_kernel_strength=a)).ct
+               for k, a in phantom_v2.ct_kernel_quantiles(quality.FLOOR_KERNELS)]
+    np.testing.assert_allclose(floor.ct, np.median(renders, axis=0), atol=1e-3)
+    own = phantom_v2.make_subject(3, noise=False, domain=domain, settings=drawn, **grid).ct
+    assert np.abs(floor.ct - own).max() > 50          # not the subject's own kernel
+    np.testing.assert_array_equal(floor.mri, phantom_v2.make_subject(
+        3, noise=False, domain=domain, **grid).mri)
+    assert floor.settings["ct_kernel"] == "median"
+
+
 def test_brain_hu_checks_on_a_hand_made_volume():
     """Bone predicted in the brain and white / grey matter medians, counted by hand."""
     from ctmri_tf import phantom_v2
