@@ -282,7 +282,9 @@ def test_paired_ssim_term_is_one_minus_ssim_to_the_registered_counterpart(slices
 
 
 def test_paired_ssim_term_needs_pairs_and_known_domains():
-    with pytest.raises(CtmriInputError, match="lambda_paired_ssim=1.0 .*lambda_paired > 0"):
+    with pytest.raises(CtmriInputError, match="lambda_paired_ssim=1.0 .*lambda_paired > 0 "
+                                              r"\(unpaired training: --set "
+                                              "loss.lambda_paired_ssim=0 too\\)"):
         smoke_config(**{"loss.lambda_paired_ssim": 1.0})
     with pytest.raises(CtmriInputError, match=r"paired_ssim_domains=\['pet'\] must name"):
         smoke_config(**{"loss.lambda_paired": 1.0, "loss.lambda_paired_ssim": 1.0,
@@ -399,15 +401,18 @@ def test_paired_training_without_pairs_is_a_clear_error(tiny_dataset, monkeypatc
 
     name, data_dir = tiny_dataset
     config = smoke_config(**{"data.dataset_config": name, "data.data_dir": str(data_dir),
-                             "loss.lambda_paired": 100.0})
+                             "loss.lambda_paired": 100.0, "loss.lambda_paired_ssim": 40.0})
     # an unpaired dataset (folder_unpaired): the paired stream of its split is empty
     monkeypatch.setattr(data, "paired_batches",
                         lambda *a, **k: tf.data.Dataset.from_tensor_slices(
                             {"source": np.zeros((0, 32, 32, 1), np.float32),
                              "target": np.zeros((0, 32, 32, 1), np.float32)}))
     with pytest.raises(CtmriInputError, match="lambda_paired=100.0 needs registered CT/MRI "
-                                              "pairs.*--set loss.lambda_paired=0"):
+                                              "pairs.*--set loss.lambda_paired=0 --set "
+                                              "loss.lambda_paired_ssim=0$"):
         training_batches(config)
+    # the demo preset's unpaired recipe, as the message says, validates
+    configs.override(config, {"loss.lambda_paired": 0, "loss.lambda_paired_ssim": 0})
     with pytest.raises(CtmriInputError, match="lambda_paired=-1.0 must be >= 0"):
         smoke_config(**{"loss.lambda_paired": -1.0}).validate()
 

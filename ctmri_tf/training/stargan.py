@@ -331,7 +331,9 @@ def training_batches(config: StarGANConfig, split: str = "train") -> tf.data.Dat
         raise CtmriInputError(None, f"loss.lambda_paired={config.loss.lambda_paired} needs "
                                     f"registered CT/MRI pairs, but the {split!r} split of ctmri/"
                                     f"{d.dataset_config} has no batch of {per_side} of them; use "
-                                    f"a paired dataset or --set loss.lambda_paired=0")
+                                    f"a paired dataset or --set loss.lambda_paired=0"
+                                    + (" --set loss.lambda_paired_ssim=0"
+                                       if config.loss.lambda_paired_ssim > 0 else ""))
     return pairs(repeat=True).map(lambda b: {"ct": b["target"], "mri": b["source"]},
                                   num_parallel_calls=tf.data.AUTOTUNE)
 
