@@ -162,12 +162,12 @@ class StarGAN:
             out_src, out_cls = D(x_fake, training=True)
             g_loss_adv = self._average(losses.wgan_generator_loss(out_src))
             g_loss_cls = self._average(losses.domain_classification_loss(label_trg, out_cls))
-            l1_loss, l1_terms = self._l1_terms(x_fake, x_real, label_org)
-            g_loss = g_loss_adv + lambda_cls * g_loss_cls + l1_loss
+            rec_loss, rec_terms = self._reconstruction_terms(x_fake, x_real, label_org)
+            g_loss = g_loss_adv + lambda_cls * g_loss_cls + rec_loss
         self._apply(self.generator_optimizer, tape.gradient(g_loss, G.trainable_variables),
                     G.trainable_variables)
         step_losses.update({"g_adv": g_loss_adv, "g_cls": g_loss_cls, "g_total": g_loss,
-                            **l1_terms})
+                            **rec_terms})
         return step_losses
 
     def _train_generator_by_regression(self, x_input, x_real, label_org, label_trg) -> dict:
@@ -176,12 +176,12 @@ class StarGAN:
         G = self.generator
         with tf.GradientTape() as tape:
             x_fake = G([x_input, label_trg], training=True)
-            g_loss, l1_terms = self._l1_terms(x_fake, x_real, label_org)
+            g_loss, rec_terms = self._reconstruction_terms(x_fake, x_real, label_org)
         self._apply(self.generator_optimizer, tape.gradient(g_loss, G.trainable_variables),
                     G.trainable_variables)
-        return {**l1_terms, "g_total": g_loss}
+        return {**rec_terms, "g_total": g_loss}
 
-    def _l1_terms(self, x_fake, x_real, label_org):
+    def _reconstruction_terms(self, x_fake, x_real, label_org):
         """The generator's reconstruction terms of translations ``x_fake`` of ``x_real``:
         ``(lambda_rec x cycle L1 + lambda_paired x paired L1 + lambda_paired_ssim x paired
         (1 - SSIM), {"g_rec", "g_paired", "g_paired_ssim"})``, each term only when its weight
