@@ -175,6 +175,12 @@ def test_benchmark_scripts_run_quick(tmp_path, capsys):
             assert checks["brain_voxels"] > checks["wm_voxels"] > 0
             assert row["wm_median_error_hu"] == pytest.approx(
                 abs(checks["wm_median_hu"] - checks["wm_true_median_hu"]))
+            # the tissue breakdown scores the same voxels as the evaluation's body MAE
+            assert checks["body_mae_hu"] == pytest.approx(row["mri_to_ct_mae_body_hu"],
+                                                          rel=1e-4)
+            assert row["mri_to_ct_mae_visible_hu"] == checks["visible_mae_hu"]
+            if checks["visible_voxel_share"] == 1.0:
+                assert checks["visible_mae_hu"] == checks["body_mae_hu"]
         noise_free = rows["noise-free ground truth", split]
         assert noise_free["wm_median_error_hu"] < 10 and noise_free["brain_bone_fraction"] < 0.02
         mirrored = rows["StarGAN + lr TTA", split]          # the same model, mirrored passes
@@ -349,6 +355,15 @@ def test_tissue_errors_split_the_body_error_by_tissue_by_hand():
     assert errors["soft_tissue_mae_hu"] == 20.0
     assert sum(errors[f"{g}_error_share"] for g in ("bone", "brain", "air", "soft_tissue")
                ) == pytest.approx(1.0)
+    assert errors["body_mae_hu"] == pytest.approx(1660 / 6)
+    assert errors["visible_mae_hu"] == errors["body_mae_hu"] and errors["visible_voxel_share"] == 1
+    # a skull-stripped MRI shows only its brain (white matter and CSF here): errors 10 and 1030
+    brain = np.isin(labels, [t["white_matter"], t["csf"]])
+    stripped = quality.tissue_errors(synthetic, truth, labels, body, visible=brain)
+    assert stripped["visible_mae_hu"] == 520.0
+    assert stripped["visible_voxel_share"] == pytest.approx(2 / 6)
+    assert stripped["body_mae_hu"] == errors["body_mae_hu"]        # the body figure is unchanged
+    assert stripped["bone_mae_hu"] == errors["bone_mae_hu"]
     # a group without voxels is NaN; the summary averages it with the other subjects' figures
     no_air = quality.tissue_errors(synthetic, truth, labels, body & (labels != t["sinus_air"]))
     assert np.isnan(no_air["air_mae_hu"]) and no_air["air_error_share"] == 0.0
@@ -357,6 +372,27 @@ def test_tissue_errors_split_the_body_error_by_tissue_by_hand():
     assert summary["bone_mae_hu"] == 250.0 and np.isnan(summary["wm_median_error_hu"])
     with pytest.raises(CtmriInputError, match="one shape"):
         quality.tissue_errors(synthetic, truth, labels, body[:, :, :3])
+    summary = quality.anatomy_summary({"a": errors, "b": stripped})
+    assert summary["mri_to_ct_mae_visible_hu"] == pytest.approx((1660 / 6 + 520) / 2)
+
+
+def test_only_a_skull_stripped_subjects_mri_visible_region_is_its_brain():
+    from ctmri_tf import phantom_v2
+
+    kept, stripped = None, None
+    for index in range(40):
+        s = phantom_v2.subject_settings(index, seed=0)
+        if s.skull_stripped and stripped is None:
+            stripped = index
+        if not s.skull_stripped and kept is None:
+            kept = index
+    grid = dict(image_size=32, num_slices=4, seed=0, noise=False)
+    subject = phantom_v2.make_subject(stripped, **grid)
+    region = quality.mri_visible_region(subject)
+    np.testing.assert_array_equal(region, subject.brain)
+    assert 0 < region.sum() < subject.mask.sum()
+    assert np.all(subject.mri[region == 0] == 0)         # nothing outside it is imaged
+    assert quality.mri_visible_region(phantom_v2.make_subject(kept, **grid)) is None
 
 
 def test_warm_start_budget_counts_regression_then_adversarial_steps():
