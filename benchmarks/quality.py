@@ -508,10 +508,10 @@ def tissue_errors(synthetic_ct, true_ct, labels, body, visible=None) -> dict:
     return out
 
 
-TISSUE_ERROR_FIELDS = ("body_mae_hu", "visible_mae_hu", "visible_voxel_share") + tuple(
-    f"{group}_{field}" for group in (*TISSUE_GROUPS, "soft_tissue")
-    for field in ("mae_hu", "error_share", "voxel_share"))
-"""The keys of :func:`tissue_errors`, averaged over subjects into a row's fields."""
+TISSUE_ERROR_FIELDS = tuple(f"{group}_{field}" for group in (*TISSUE_GROUPS, "soft_tissue")
+                            for field in ("mae_hu", "error_share", "voxel_share"))
+"""The group keys of :func:`tissue_errors`, averaged over subjects into a row's fields (its
+``body_mae_hu`` and ``visible_voxel_share`` stay per subject: the row has the body MAE already)."""
 
 ANATOMY_FIELDS = {  # row field -> brain_hu_checks key, averaged over subjects
     "brain_bone_fraction": "bone_fraction",
