@@ -8,8 +8,8 @@ import keras
 from ctmri_tf import losses
 from ctmri_tf.models import (deeplab_v3_plus, modality_classifier, patchgan_discriminator,
                              resnet_generator, stargan_discriminator, stargan_generator)
-from ctmri_tf.models.layers import (ReflectionPadding2D, conv2d, conv2d_transpose, instance_norm,
-                                    spatial_size)
+from ctmri_tf.models.layers import (InstanceNormalization, ReflectionPadding2D, conv2d,
+                                    conv2d_transpose, instance_norm, spatial_size)
 from ctmri_tf.models.stargan import TileDomainLabel
 
 RNG = np.random.default_rng(0)
@@ -128,6 +128,50 @@ def test_instance_norm_normalizes_each_image_and_channel(affine, params):
     var = x.var(axis=(1, 2), keepdims=True)
     np.testing.assert_allclose(out, (x - mean) / np.sqrt(var + 1e-5), rtol=1e-4, atol=1e-4)
     assert layer.count_params() == params
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_instance_norm_equals_group_norm_forward_and_gradients(affine):
+    # The fused form must give GroupNormalization(groups=-1)'s numbers and gradients (it
+    # replaced it for speed): values, input gradient and gamma / beta gradients.
+    x = tf.constant(RNG.normal(3.0, 5.0, size=(3, 9, 7, 4)).astype(np.float32))
+    weights = tf.constant(RNG.normal(size=(3, 9, 7, 4)).astype(np.float32))
+    fused = instance_norm(affine=affine, name="fused")
+    group = keras.layers.GroupNormalization(groups=-1, epsilon=1e-5, center=affine,
+                                            scale=affine)
+    fused.build(x.shape)
+    group.build(x.shape)
+    if affine:
+        gamma, beta = RNG.normal(size=(2, 4)).astype(np.float32)
+        for layer in (fused, group):
+            layer.gamma.assign(gamma)
+            layer.beta.assign(beta)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y_fused, y_group = fused(x), group(x)
+        loss_fused = tf.reduce_sum(y_fused * weights)
+        loss_group = tf.reduce_sum(y_group * weights)
+    np.testing.assert_allclose(y_fused, y_group, atol=1e-5)
+    np.testing.assert_allclose(tape.gradient(loss_fused, x), tape.gradient(loss_group, x),
+                               atol=1e-5)
+    for a, b in zip(tape.gradient(loss_fused, fused.trainable_variables),
+                    tape.gradient(loss_group, group.trainable_variables), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_instance_norm_keeps_bfloat16_and_round_trips_through_keras_save(tmp_path):
+    inputs = keras.Input((8, 8, 3))
+    layer = instance_norm(name="in")
+    model = keras.Model(inputs, layer(inputs))
+    layer.gamma.assign([1.0, 2.0, 3.0])
+    x = RNG.normal(size=(2, 8, 8, 3)).astype(np.float32)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(loaded(x), model(x))
+    out = InstanceNormalization(dtype="mixed_bfloat16", name="in_bf16")(x)
+    assert out.dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(out, tf.float32), instance_norm(name="in32")(x),
+                               atol=0.05)
 
 
 def test_tile_domain_label_repeats_the_label_over_every_pixel():
