@@ -237,8 +237,8 @@ class InstanceNormalization(keras.layers.Layer):
     Every channel of every image is normalised over its own height and width with the biased
     variance, then (with ``affine``) scaled and offset per channel (``gamma``, ``beta``: 2*C
     parameters). The same numbers as ``keras.layers.GroupNormalization(groups=-1)`` (within
-    float32 rounding; tested), computed as one fused batch normalisation
-    (``tf.nn.fused_batch_norm``) of a ``(1, H, W, B*C)`` view of the batch, whose channels are
+    float32 rounding; tested), computed as one fused batch normalisation (TensorFlow's
+    ``FusedBatchNormV3`` kernel, ``tf.compat.v1.nn.fused_batch_norm``) of a ``(1, H, W, B*C)`` view of the batch, whose channels are
     the ``(image, channel)`` pairs, with ``gamma`` / ``beta`` tiled over the images as its scale
     and offset. ``GroupNormalization`` runs its float32 statistics, normalisation and their
     gradients as a chain of elementwise ops; on the project's 2-core CPU this form made a bf16
@@ -288,8 +288,8 @@ class InstanceNormalization(keras.layers.Layer):
 
 
 def instance_norm(*, affine: bool = True, name: str) -> InstanceNormalization:
-    """Instance normalisation (:class:`InstanceNormalization`, ``epsilon=1e-5``): one group per
-    channel normalises every channel of every image over its own height and width, which is
+    """Instance normalisation (:class:`InstanceNormalization`, ``epsilon=1e-5``): every channel
+    of every image normalised over its own height and width, which is
     ``torch.nn.InstanceNorm2d`` (``eps=1e-5``). With ``affine`` it learns a per-channel scale
     and offset (2*C parameters, ``InstanceNorm2d(affine=True)``); without, it has none
     (``affine=False``, the CycleGAN reference)."""
