@@ -1,7 +1,8 @@
 """Choose where training runs: ``tf.distribute`` strategies by name.
 
 A TPU strategy is deliberately not offered: it cannot be tested here and the models use ops
-(instance norm as a fused batch norm of a reshaped view, nested gradient tapes) that we have not validated on TPU.
+(instance norm as a fused batch norm of a reshaped view, nested gradient tapes) that we have
+not validated on TPU.
 """
 from __future__ import annotations
 
